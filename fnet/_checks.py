@@ -49,7 +49,9 @@ def same_shape(fn: str, name: str, x, ref_name: str, ref) -> None:
 
 def labels(fn: str, name: str, y, n: int, num_classes: int) -> None:
     """Check integer class labels: 1-D, length ``n``, values in [0, num_classes) when concrete."""
-    dtype = getattr(y, "dtype", np.asarray(y).dtype)
+    dtype = getattr(y, "dtype", None)
+    if dtype is None:  # a list or scalar; never call np.asarray on a tracer
+        dtype = np.asarray(y).dtype
     if not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{fn}: {name} must be integer class labels, got dtype {dtype}")
     shape = shape_of(y)
