@@ -75,3 +75,19 @@ def rate(fn: str, name: str, p) -> None:
             raise ValueError(f"{fn}: {name} must be in [0, 1), got {float(p_np)}")
         if p_np.ndim > 0 and (np.any(p_np < 0) or np.any(p_np >= 1)):
             raise ValueError(f"{fn}: {name} must be in [0, 1), got values in [{p_np.min()}, {p_np.max()}]")
+
+
+def finite(fn: str, name: str, x) -> None:
+    """Check that a concrete array holds no NaN or inf; name the first offending index."""
+    if not is_concrete(x):
+        return
+    x_np = np.asarray(x)
+    if not jnp.issubdtype(x_np.dtype, jnp.inexact):
+        return  # integer arrays are always finite
+    bad = ~np.isfinite(x_np)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{fn}: {name} must be finite, found {int(np.isnan(x_np).sum())} NaN and "
+            f"{int(np.isinf(x_np).sum())} inf values (first at index {first}: {x_np[first]})"
+        )

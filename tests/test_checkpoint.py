@@ -1,0 +1,264 @@
+"""fnet.checkpoint: bit-exact round trips of pytrees (NamedTuple states, bfloat16, Python scalars,
+PRNG keys), `like=` checks, corrupt files and atomic writes."""
+
+import os
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import checkpoint
+
+
+class AdamLikeState(NamedTuple):
+    """Optimizer state shaped like optax's ScaleByAdamState."""
+
+    count: jax.Array
+    mu: dict
+    nu: dict
+
+
+class EmptyState(NamedTuple):
+    pass
+
+
+def make_tree():
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    params = {
+        "W1": jax.random.normal(k[0], (5, 4), jnp.float32),
+        "b1": jnp.zeros((4,), jnp.float32),
+        "W2": jax.random.normal(k[1], (4, 3), jnp.float64),
+        "gamma": jax.random.normal(k[2], (3,)).astype(jnp.bfloat16),
+    }
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return {
+        "params": params,
+        "bn_state": [{"mean": jnp.arange(3.0), "var": jnp.ones(3)}, {"steps": np.arange(4, dtype=np.int64)}],
+        "opt_state": (AdamLikeState(count=jnp.asarray(7, jnp.int32), mu=zeros, nu=params), EmptyState()),
+        "epoch": 3,
+        "lr": 0.001,
+        "done": False,
+        "key": k[3],
+        "mask": jnp.array([True, False]),
+    }
+
+
+def assert_bitwise_equal(a, b):
+    """Same structure, leaf types, dtypes, shapes and bits (so NaN payloads and -0.0 count)."""
+    chex.assert_trees_all_equal_structs(a, b)
+
+    def same(x, y):
+        assert type(x) is type(y) or (isinstance(x, jax.Array) and isinstance(y, jax.Array))
+        assert getattr(x, "dtype", None) == getattr(y, "dtype", None)
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        xa, ya = np.asarray(x), np.asarray(y)
+        assert xa.shape == ya.shape
+        if xa.dtype.kind in "fcV":
+            xa, ya = xa.view(f"u{xa.dtype.itemsize}"), ya.view(f"u{ya.dtype.itemsize}")
+        np.testing.assert_array_equal(xa, ya)
+
+    jax.tree.map(same, a, b)
+
+
+def test_round_trip_with_like_restores_exact_structure_and_dtypes(tmp_path):
+    tree = make_tree()
+    path = tmp_path / "ckpt.npz"
+    checkpoint.save(path, tree)
+    restored = checkpoint.load(path, like=tree)
+    assert_bitwise_equal(tree, restored)
+    assert isinstance(restored["opt_state"][0], AdamLikeState)
+    assert restored["params"]["gamma"].dtype == jnp.bfloat16
+    assert type(restored["epoch"]) is int and type(restored["lr"]) is float and type(restored["done"]) is bool
+    assert isinstance(restored["bn_state"][1]["steps"], np.ndarray)  # NumPy leaves stay NumPy
+
+
+def test_round_trip_special_float_values_bitwise(tmp_path):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, np.finfo(np.float32).max], np.float32)
+    c64 = np.zeros(x.shape, np.complex64)
+    c64.real, c64.imag = x, x[::-1]
+    tree = {"f32": x, "bf16": jnp.asarray(x).astype(jnp.bfloat16), "f64": x.astype(np.float64), "c64": c64}
+    checkpoint.save(tmp_path / "c", tree)
+    assert_bitwise_equal(tree, checkpoint.load(tmp_path / "c", like=tree))
+
+
+def test_load_without_like_gives_plain_nested_containers(tmp_path):
+    tree = make_tree()
+    checkpoint.save(tmp_path / "c.npz", tree)
+    plain = checkpoint.load(tmp_path / "c.npz")
+    assert set(plain) == {"params", "bn_state", "opt_state", "epoch", "lr", "done", "key", "mask"}
+    state = plain["opt_state"][0]  # NamedTuple -> dict of its fields; tuple -> list
+    assert isinstance(plain["opt_state"], list) and isinstance(state, dict)
+    assert set(state) == {"count", "mu", "nu"}
+    assert len(plain["opt_state"]) == 1  # the empty state has no leaves
+    assert isinstance(plain["params"]["W1"], np.ndarray) and plain["params"]["gamma"].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(plain["params"]["W2"], tree["params"]["W2"])
+    assert plain["epoch"] == 3 and type(plain["epoch"]) is int
+    np.testing.assert_array_equal(plain["bn_state"][0]["mean"], [0.0, 1.0, 2.0])
+
+
+def test_single_array_and_int_keyed_dicts(tmp_path):
+    checkpoint.save(tmp_path / "a", jnp.arange(4))
+    np.testing.assert_array_equal(checkpoint.load(tmp_path / "a"), np.arange(4))
+    tree = {0: np.ones(2), 1: [np.zeros(1), np.ones(1)]}
+    checkpoint.save(tmp_path / "b", tree)
+    plain = checkpoint.load(tmp_path / "b")
+    assert set(plain) == {0, 1} and len(plain[1]) == 2
+
+
+def test_typed_prng_keys_round_trip(tmp_path):
+    tree = {"key": jax.random.key(42), "keys": jax.random.split(jax.random.key(1), 3)}
+    checkpoint.save(tmp_path / "k", tree)
+    for restored in (checkpoint.load(tmp_path / "k"), checkpoint.load(tmp_path / "k", like=tree)):
+        for name in tree:
+            assert jnp.issubdtype(restored[name].dtype, jax.dtypes.prng_key)
+            np.testing.assert_array_equal(jax.random.key_data(restored[name]), jax.random.key_data(tree[name]))
+    np.testing.assert_array_equal(
+        jax.random.normal(checkpoint.load(tmp_path / "k")["key"], (3,)), jax.random.normal(tree["key"], (3,))
+    )
+
+
+def test_like_may_be_shape_dtype_structs(tmp_path):
+    tree = make_tree()
+    checkpoint.save(tmp_path / "c", tree)
+    arrays_only = {"params": tree["params"], "opt_state": tree["opt_state"]}
+    checkpoint.save(tmp_path / "p", arrays_only)
+    abstract = jax.eval_shape(lambda: arrays_only)
+    restored = checkpoint.load(tmp_path / "p", like=abstract)
+    assert_bitwise_equal(arrays_only, restored)
+
+
+def test_metadata(tmp_path):
+    checkpoint.save(tmp_path / "m", {"w": np.ones(2)}, metadata={"epoch": 4, "config": {"lr": 0.1, "hidden": [100]}})
+    assert checkpoint.load_metadata(tmp_path / "m") == {"epoch": 4, "config": {"lr": 0.1, "hidden": [100]}}
+    checkpoint.save(tmp_path / "n", {"w": np.ones(2)})
+    assert checkpoint.load_metadata(tmp_path / "n") == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# mismatches and corrupt files
+
+
+def test_like_with_different_shape_or_dtype_names_the_leaf(tmp_path):
+    tree = make_tree()
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, tree)
+    wrong_shape = jax.tree.map(lambda x: x, tree)
+    wrong_shape["params"]["W1"] = jnp.zeros((5, 5), jnp.float32)
+    with pytest.raises(ValueError, match=r"leaf at \['params'\]\['W1'\] expected float32\[5, 5\].*found float32\[5, 4\]"):
+        checkpoint.load(path, like=wrong_shape)
+    wrong_dtype = jax.tree.map(lambda x: x, tree)
+    wrong_dtype["params"]["gamma"] = jnp.zeros((3,), jnp.float32)
+    with pytest.raises(ValueError, match=r"\['params'\]\['gamma'\] expected float32\[3\].*found bfloat16\[3\]"):
+        checkpoint.load(path, like=wrong_dtype)
+    wrong_count = jax.tree.map(lambda x: x, tree)
+    wrong_count["opt_state"] = (tree["opt_state"][0]._replace(count=jnp.asarray(7, jnp.int64)), EmptyState())
+    with pytest.raises(ValueError, match=r"\['opt_state'\]\[0\]\.count expected int64\[\].*found int32\[\]"):
+        checkpoint.load(path, like=wrong_count)
+
+
+def test_like_with_different_paths_lists_them(tmp_path):
+    tree = make_tree()
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, tree)
+    fewer = dict(tree)
+    del fewer["lr"]
+    fewer["params"] = {**tree["params"], "W3": jnp.zeros(1)}
+    with pytest.raises(ValueError) as e:
+        checkpoint.load(path, like=fewer)
+    message = str(e.value)
+    assert str(path) in message
+    assert "in `like` but not in the checkpoint: [\"['params']['W3']\"]" in message
+    assert "in the checkpoint but not in `like`: [\"['lr']\"]" in message
+    # A NamedTuple saved state is not silently loaded into a dict with the same field names.
+    as_dict = dict(tree, opt_state=(tree["opt_state"][0]._asdict(), EmptyState()))
+    with pytest.raises(ValueError, match=r"\['opt_state'\]\[0\]\['count'\]"):
+        checkpoint.load(path, like=as_dict)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 0.5, -1])
+def test_truncated_file_is_a_clear_error(tmp_path, cut):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, make_tree())
+    content = path.read_bytes()
+    n = int(len(content) * cut) if isinstance(cut, float) else (cut % len(content))
+    path.write_bytes(content[:n])
+    with pytest.raises(ValueError, match=f"checkpoint.load: {path} is not a readable fnet checkpoint"):
+        checkpoint.load(path)
+    with pytest.raises(ValueError, match="checkpoint.load_metadata: .* not a readable fnet checkpoint"):
+        checkpoint.load_metadata(path)
+
+
+def test_other_npz_and_inconsistent_leaves_are_rejected(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.ones(3))
+    with pytest.raises(ValueError, match="not a readable fnet checkpoint"):
+        checkpoint.load(tmp_path / "plain.npz")
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, {"w": np.ones((2, 3), np.float32)})
+    with np.load(path) as f:
+        members = dict(f)
+    members["leaf_0"] = np.ones((3, 2), np.float32)
+    np.savez(path, **members)
+    with pytest.raises(ValueError, match=r"is corrupt: leaf at \['w'\] should be float32\[2, 3\], found float32\[3, 2\]"):
+        checkpoint.load(path)
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        checkpoint.load(tmp_path / "nope.npz")
+
+
+@pytest.mark.parametrize(
+    "tree, metadata, message",
+    [
+        ({"s": np.array(["a"])}, None, r"leaf at \['s'\] has dtype <U1; only numeric"),
+        ({"o": object()}, None, r"leaf at \['o'\] has dtype object"),
+        ({(1, 2): np.ones(1)}, None, r"dict key \(1, 2\) must be a str or int"),
+        ({"w": np.ones(1)}, {"bad": np.ones(1)}, "metadata must be JSON-serializable"),
+    ],
+)
+def test_save_rejects_unsupported_values_and_writes_nothing(tmp_path, tree, metadata, message):
+    with pytest.raises(TypeError, match=f"checkpoint.save: {message}"):
+        checkpoint.save(tmp_path / "c.npz", tree, metadata=metadata)
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@pytest.mark.parametrize("failing", ["savez", "replace"])
+def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch, failing):
+    path = tmp_path / "c.npz"
+    old = {"w": np.arange(3.0)}
+    checkpoint.save(path, old)
+    before = path.read_bytes()
+
+    def broken_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    def broken_replace(src, dst):
+        raise OSError("rename failed")
+
+    if failing == "savez":
+        monkeypatch.setattr(np, "savez", broken_savez)
+    else:
+        monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full|rename failed"):
+        checkpoint.save(path, {"w": np.arange(5.0)})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.npz"]  # no temp files left behind
+    np.testing.assert_array_equal(checkpoint.load(path, like=old)["w"], old["w"])
+
+
+def test_save_overwrites_and_uses_path_as_given(tmp_path):
+    path = tmp_path / "state"  # no .npz suffix added
+    checkpoint.save(path, {"w": np.zeros(2)})
+    checkpoint.save(path, {"w": np.ones(2)})
+    assert os.listdir(tmp_path) == ["state"]
+    np.testing.assert_array_equal(checkpoint.load(path)["w"], np.ones(2))

@@ -1,0 +1,480 @@
+"""fnet.data: bundled digits, the IDX parser and file lookup, the downloader (against a local HTTP
+server), MNIST/Fashion-MNIST facts (via $FNET_DATA), synthetic sets, splits and preprocessing."""
+
+import dataclasses
+import gzip
+import hashlib
+import http.server
+import os
+import socket
+import threading
+from functools import partial
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+from _data_fixtures import shared_data_dir, skip_or_fail  # noqa: F401  (fixture)
+
+from fnet import data
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    """Encode ``a`` as an IDX file (the format read_idx parses), independently of fnet."""
+    code = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}[a.dtype.str[1:]]
+    header = bytes([0, 0, code, a.ndim]) + np.asarray(a.shape, ">u4").tobytes()
+    return header + a.astype(a.dtype.newbyteorder(">")).tobytes()
+
+
+def tiny_idx_set(n_train=120, n_test=30, seed=0) -> dict[str, bytes]:
+    """The four MNIST-named files (gzipped) for a tiny random image set with labels 0..9."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    return {name: gzip.compress(idx_bytes(a)) for name, a in arrays.items()}
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return folder
+
+
+@pytest.fixture
+def isolated_env(monkeypatch, tmp_path):
+    """No $FNET_DATA and an empty home, so lookups see only what a test puts there."""
+    monkeypatch.delenv("FNET_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+# ---------------------------------------------------------------------------------------------
+# digits, load, splits
+
+
+def test_digits_shapes_ranges_and_split_sizes():
+    ds = data.digits()
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (1294, 144, 359)
+    chex.assert_shape(ds.x_train, (1294, 64))
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+    assert ds.num_classes == 10 and ds.name == "digits" and ds.num_features == 64
+    x_all = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert x_all.min() == 0.0 and x_all.max() == 1.0
+    # Pixels were counts 0..16, so x * 16 is integral.
+    np.testing.assert_array_equal(x_all * 16, np.round(x_all * 16))
+    assert set(np.unique(np.concatenate([ds.y_train, ds.y_val, ds.y_test]))) == set(range(10))
+    assert data.digits(flatten=False).x_test.shape == (359, 1, 8, 8)
+
+
+def test_digits_split_is_reproducible_and_seeded():
+    a, b, c = data.digits(seed=1), data.digits(seed=1), data.digits(seed=2)
+    chex.assert_trees_all_equal(dataclasses.astuple(a), dataclasses.astuple(b))
+    assert not np.array_equal(a.y_test, c.y_test)
+    chex.assert_trees_all_equal(dataclasses.astuple(data.load("digits")), dataclasses.astuple(data.digits()))
+
+
+def test_train_val_test_split_is_disjoint_complete_and_ordered():
+    idx = np.arange(1000)
+    tr, _, va, _, te, _ = data.train_val_test_split(idx, idx, val_fraction=0.25, test_fraction=0.2, seed=3)
+    assert (len(tr), len(va), len(te)) == (600, 200, 200)
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr, va, te])), idx)
+    for part in (tr, va, te):
+        assert np.all(np.diff(part) > 0)  # original relative order kept
+    tr0, *_ = data.train_val_test_split(idx, idx, val_fraction=0.0, test_fraction=0.0)
+    np.testing.assert_array_equal(tr0, idx)
+
+
+@pytest.mark.parametrize("bad", [{"val_fraction": 1.0}, {"test_fraction": -0.1}])
+def test_train_val_test_split_rejects_bad_fractions(bad):
+    with pytest.raises(ValueError, match="train_val_test_split: .*_fraction must be in"):
+        data.train_val_test_split(np.zeros(10), np.zeros(10), **bad)
+
+
+def test_load_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="unknown data set 'cifar'.*digits.*fashion-mnist.*spiral"):
+        data.load("cifar")
+
+
+def test_load_rejects_data_dir_for_sets_without_files(tmp_path):
+    with pytest.raises(ValueError, match="data_dir applies only to"):
+        data.load("digits", data_dir=tmp_path)
+
+
+def test_load_forwards_options_and_standardizes():
+    ds = data.load("spiral", n_per_class=50, num_classes=3, standardize=True, seed=4)
+    assert ds.num_classes == 3 and len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 150
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(ds.x_train.std(axis=0), 1.0, atol=1e-5)
+    raw = data.spiral(n_per_class=50, num_classes=3, seed=4)
+    np.testing.assert_allclose(ds.x_test, (raw.x_test - ds.info["mean"]) / ds.info["std"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing and validation
+
+
+def test_standardize_uses_train_statistics_only():
+    rng = np.random.default_rng(0)
+    train = rng.normal(3.0, 2.0, (200, 4)).astype(np.float32)
+    train[:, 2] = 5.0  # a constant feature
+    other = rng.normal(0.0, 1.0, (50, 4)).astype(np.float32)
+    train_s, other_s, mean, std = data.standardize(train, other)
+    np.testing.assert_allclose(train_s[:, [0, 1, 3]].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(train_s[:, [0, 1, 3]].std(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(train_s[:, 2], 0.0)  # constant feature -> 0, not NaN
+    assert std[2] == 1.0
+    np.testing.assert_allclose(other_s, (other - train.mean(axis=0)) / std, rtol=1e-5)
+    with pytest.raises(TypeError, match="standardize: train must be a floating-point array"):
+        data.standardize(np.arange(4)[:, None])
+
+
+def test_one_hot_eager_and_jit():
+    y = np.array([2, 0, 1, 2], dtype=np.int32)
+    expected = np.eye(3, dtype=np.float32)[y]
+    chex.assert_trees_all_equal(np.asarray(data.one_hot(y, 3)), expected)
+    out = jax.jit(partial(data.one_hot, num_classes=3))(y)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match=r"one_hot: y must lie in \[0, 3\).*got values in \[0, 3\]"):
+        data.one_hot(np.array([0, 3]), 3)
+
+
+@pytest.mark.parametrize("part", ["x_train", "x_val", "x_test"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_check_dataset_rejects_non_finite_features(part, bad):
+    ds = data.digits()
+    x = getattr(ds, part).copy()
+    x[3, 5] = bad
+    kind = "NaN" if np.isnan(bad) else "inf"
+    with pytest.raises(ValueError, match=rf"check_dataset\('digits'\): {part} must be finite.* 1 {kind}.*\(3, 5\)"):
+        data.check_dataset(dataclasses.replace(ds, **{part: x}))
+
+
+def test_check_dataset_rejects_labels_out_of_range():
+    ds = data.digits()
+    y = ds.y_val.copy()
+    y[0] = 10
+    with pytest.raises(ValueError, match=r"check_dataset\('digits'\): y_val must lie in \[0, 10\).*\[0, 10\]"):
+        data.check_dataset(dataclasses.replace(ds, y_val=y))
+    y[0] = -1
+    with pytest.raises(ValueError, match=r"y_val must lie in \[0, 10\).*\[-1, 9\]"):
+        data.check_dataset(dataclasses.replace(ds, y_val=y))
+    with pytest.raises(TypeError, match="y_val must be integer class labels"):
+        data.check_dataset(dataclasses.replace(ds, y_val=ds.y_val.astype(np.float32)))
+
+
+def test_check_dataset_rejects_bad_regression_targets():
+    ds = data.sin(n=50)
+    y = ds.y_train.copy()
+    y[1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"check_dataset\('sin'\): y_train must be finite"):
+        data.check_dataset(dataclasses.replace(ds, y_train=y))
+    with pytest.raises(ValueError, match="y_test has 3 rows but x_test has"):
+        data.check_dataset(dataclasses.replace(ds, y_test=ds.y_test[:3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic sets
+
+
+@pytest.mark.parametrize("name", ["sin", "spiral", "planar", "linear"])
+def test_synthetic_sets_are_seeded(name):
+    a, b, c = data.load(name, seed=5), data.load(name, seed=5), data.load(name, seed=6)
+    chex.assert_trees_all_equal(dataclasses.astuple(a)[:6], dataclasses.astuple(b)[:6])
+    assert not np.array_equal(a.x_train, c.x_train)
+    data.check_dataset(a)
+    assert a.x_train.dtype == np.float32
+
+
+def test_sin_is_noise_free_by_default():
+    ds = data.sin(n=300)
+    chex.assert_shape([ds.x_train, ds.y_train], (len(ds.x_train), 1))
+    assert ds.num_classes == 0
+    x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    assert x.min() >= 0.0 and x.max() < 2 * np.pi
+    np.testing.assert_allclose(ds.y_train, np.sin(ds.x_train), atol=1e-6)
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_spiral_classes_are_balanced(num_classes):
+    ds = data.spiral(n_per_class=60, num_classes=num_classes)
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    np.testing.assert_array_equal(np.bincount(y), [60] * num_classes)
+    assert np.abs(ds.x_train).max() <= 1.0 + 1e-6  # radius is at most 1
+
+
+def test_planar_flower():
+    ds = data.planar()
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
+    np.testing.assert_array_equal(np.bincount(y), [200, 200])
+    chex.assert_shape(ds.x_train, (len(ds.y_train), 2))
+    assert ds.num_classes == 2
+
+
+def test_linear_returns_true_weights_that_least_squares_recovers():
+    ds = data.linear(n=2000, w=(2.0, -3.4, 0.5), b=4.2, noise=0.01)
+    np.testing.assert_array_equal(ds.info["w"], np.float32([2.0, -3.4, 0.5]))
+    assert ds.info["b"] == np.float32(4.2)
+    chex.assert_shape([ds.x_train, ds.y_train], [(len(ds.x_train), 3), (len(ds.x_train), 1)])
+    design = np.c_[ds.x_train, np.ones(len(ds.x_train))]
+    fit, *_ = np.linalg.lstsq(design, ds.y_train[:, 0], rcond=None)
+    np.testing.assert_allclose(fit, [2.0, -3.4, 0.5, 4.2], atol=5e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX parser
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_read_idx_round_trip(tmp_path, gz, dtype):
+    a = (np.arange(2 * 3 * 5) - 7).reshape(2, 3, 5).astype(dtype) if dtype != np.uint8 else \
+        np.arange(30, dtype=np.uint8).reshape(2, 3, 5)
+    raw = idx_bytes(a)
+    path = tmp_path / "a.idx"
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    out = data.read_idx(path)
+    assert out.dtype == np.dtype(dtype) and out.dtype.isnative
+    np.testing.assert_array_equal(out, a)
+
+
+def test_read_idx_labels_1d(tmp_path):
+    labels = np.array([5, 0, 4, 1, 9], dtype=np.uint8)
+    (tmp_path / "l").write_bytes(idx_bytes(labels))
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "l"), labels)
+
+
+def test_read_idx_truncated_and_corrupt_files(tmp_path):
+    raw = idx_bytes(np.zeros((4, 28, 28), np.uint8))
+    cases = {
+        "short": (raw[:-10], r"is truncated: expected 3136 bytes of uint8 data for shape \(4, 28, 28\), found 3126"),
+        "header": (raw[:9], r"is truncated: expected a 16-byte header, found 9 bytes"),
+        "trailing": (raw + b"\x00", "has trailing bytes: expected 3136 bytes"),
+        "magic": (b"\x01\x02" + raw[2:], "is not an IDX file: expected a magic number"),
+        "dtype": (raw[:2] + b"\x07" + raw[3:], "is not an IDX file"),
+        "empty": (b"", r"\(empty file\)"),
+        "gz": (gzip.compress(raw)[:-20], "is a corrupt or truncated gzip file"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}-images-idx3-ubyte"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=message) as e:
+            data.read_idx(path)
+        assert str(e.value).startswith(f"read_idx: {path} "), name
+
+
+# ---------------------------------------------------------------------------------------------
+# lookup of the MNIST-like files
+
+
+def test_mnist_from_data_dir_flat_and_nested(isolated_env):
+    files = tiny_idx_set()
+    flat = write_files(isolated_env / "flat", files)
+    nested_root = isolated_env / "nested"
+    write_files(nested_root / "fashion-mnist", files)
+    ds = data.mnist(flat)
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (110, 10, 30)  # 5000/60000 of 120
+    assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    images = data.read_idx(flat / "t10k-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(ds.x_test, images.reshape(30, 784) / np.float32(255))
+    full = data.load("fashion_mnist", data_dir=nested_root, val_fraction=0.0, flatten=False)
+    assert full.name == "fashion-mnist" and full.x_train.shape == (120, 1, 28, 28)
+    np.testing.assert_array_equal(full.y_train, np.arange(120) % 10)  # file order kept
+
+
+def test_lookup_env_var_both_layouts_and_cache(isolated_env, monkeypatch):
+    files = tiny_idx_set()
+    write_files(isolated_env / "shared" / "mnist", files)
+    monkeypatch.setenv("FNET_DATA", str(isolated_env / "shared"))
+    assert data.find_files("mnist")["train-images-idx3-ubyte.gz"].parent == isolated_env / "shared" / "mnist"
+    monkeypatch.setenv("FNET_DATA", str(isolated_env / "shared" / "mnist"))
+    assert data.find_files("mnist")["t10k-labels-idx1-ubyte.gz"].parent == isolated_env / "shared" / "mnist"
+    monkeypatch.delenv("FNET_DATA")
+    # Uncompressed files count as well.
+    cache = data.default_cache_dir() / "mnist"
+    write_files(cache, {name.removesuffix(".gz"): gzip.decompress(c) for name, c in files.items()})
+    found = data.find_files("mnist")
+    assert found["train-labels-idx1-ubyte.gz"] == cache / "train-labels-idx1-ubyte"
+    assert len(data.mnist().x_test) == 30
+
+
+def test_missing_files_error_lists_every_place_searched(isolated_env, monkeypatch):
+    monkeypatch.setenv("FNET_DATA", str(isolated_env / "env"))
+    partial_dir = write_files(isolated_env / "given", dict(list(tiny_idx_set().items())[:2]))
+    with pytest.raises(data.DatasetNotFoundError) as e:
+        data.load("mnist", data_dir=partial_dir)
+    message = str(e.value)
+    assert isinstance(e.value, FileNotFoundError)
+    for place in (partial_dir / "mnist", partial_dir, isolated_env / "env" / "mnist", isolated_env / "env",
+                  isolated_env / "home" / ".cache" / "fnet" / "mnist"):
+        assert f"  {place}" in message
+    assert "missing t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in message
+    assert "fnet data download mnist" in message
+
+
+# ---------------------------------------------------------------------------------------------
+# downloader against a local HTTP server
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A folder served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def sha256s(files: dict[str, bytes]) -> dict[str, str]:
+    return {name: hashlib.sha256(content).hexdigest() for name, content in files.items()}
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def test_download_verifies_and_installs_files(http_root, tmp_path):
+    root, url = http_root
+    files = tiny_idx_set()
+    write_files(root / "mnist", files)
+    lines = []
+    # The first mirror 404s, the second serves the files.
+    folder = data.download("mnist", cache_dir=tmp_path / "cache", mirrors=[url, url + "mnist/"],
+                           checksums=sha256s(files), timeout=5, log=lines.append)
+    assert folder == tmp_path / "cache" / "mnist"
+    assert sorted(os.listdir(folder)) == sorted(files)
+    for name, content in files.items():
+        assert (folder / name).read_bytes() == content
+    assert len(lines) == 4 and all("verified" in line for line in lines)
+    assert len(data.load("mnist", data_dir=tmp_path / "cache").x_test) == 30
+    # Verified files are not fetched again, even with no reachable mirror.
+    data.download("mnist", cache_dir=tmp_path / "cache", mirrors=[closed_port_url()],
+                  checksums=sha256s(files), log=lines.append)
+    assert all("already present" in line for line in lines[4:]) and len(lines) == 8
+
+
+def test_download_checksum_mismatch_leaves_nothing(http_root, tmp_path):
+    root, url = http_root
+    files = tiny_idx_set()
+    sums = sha256s(files)
+    corrupted = dict(files)
+    last = "t10k-labels-idx1-ubyte.gz"  # the three files before it are fetched and must be discarded
+    corrupted[last] = files[last][:-1] + bytes([files[last][-1] ^ 0xFF])
+    write_files(root, corrupted)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.ChecksumError) as e:
+        data.download("fashion_mnist", cache_dir=cache, mirrors=[url], checksums=sums, timeout=5)
+    message = str(e.value)
+    assert f"could not get {last}" in message and f"sha256 mismatch: expected {sums[last]}" in message
+    assert "Nothing was written" in message
+    assert not (cache / "fashion-mnist").exists()
+    assert list(cache.rglob("*")) == []
+
+
+def test_download_offline_says_where_to_put_files(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(data.DownloadError) as e:
+        data.download("mnist", cache_dir=cache, mirrors=[closed_port_url()], timeout=2)
+    message = str(e.value)
+    assert not isinstance(e.value, data.ChecksumError)
+    assert "could not get train-images-idx3-ubyte.gz" in message
+    assert "put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in message
+    assert str(cache / "mnist") in message and "$FNET_DATA" in message
+    assert list(cache.rglob("*")) == []
+
+
+def test_download_rejects_sets_without_files():
+    with pytest.raises(ValueError, match="download: 'digits' needs no download"):
+        data.download("digits")
+    with pytest.raises(ValueError, match="unknown data set 'emnist'"):
+        data.download("emnist")
+
+
+def test_default_mirrors_and_checksums_cover_the_standard_files():
+    for name in ("mnist", "fashion-mnist"):
+        assert set(data.SHA256[name]) == set(data.IDX_FILES)
+        assert all(len(h) == 64 for h in data.SHA256[name].values())
+        assert data.MIRRORS[name] and all(m.endswith("/") for m in data.MIRRORS[name])
+
+
+# ---------------------------------------------------------------------------------------------
+# the real files, via $FNET_DATA (loaded once per module)
+
+
+def _load_real(name):
+    try:
+        return data.load(name, val_fraction=0.0)
+    except data.DatasetNotFoundError as e:
+        skip_or_fail(f"{name} files not found via $FNET_DATA: {e}")
+
+
+@pytest.fixture(scope="module")
+def real_mnist(shared_data_dir):
+    return _load_real("mnist")
+
+
+@pytest.fixture(scope="module")
+def real_fashion(shared_data_dir):
+    return _load_real("fashion-mnist")
+
+
+def test_real_mnist_known_facts(real_mnist):
+    ds = real_mnist
+    chex.assert_shape([ds.x_train, ds.x_test], [(60000, 784), (10000, 784)])
+    assert len(ds.x_val) == 0
+    np.testing.assert_array_equal(
+        np.bincount(ds.y_train), [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    )
+    np.testing.assert_array_equal(ds.y_train[:5], [5, 0, 4, 1, 9])
+    assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+    assert ds.x_train.mean(dtype=np.float64) == pytest.approx(0.1307, abs=1e-4)
+    assert ds.x_train.std(dtype=np.float64) == pytest.approx(0.3081, abs=1e-4)
+
+
+def test_real_fashion_mnist_known_facts(real_fashion):
+    ds = real_fashion
+    np.testing.assert_array_equal(np.bincount(ds.y_train), [6000] * 10)
+    np.testing.assert_array_equal(np.bincount(ds.y_test), [1000] * 10)
+    assert ds.x_train.mean(dtype=np.float64) == pytest.approx(0.2860, abs=1e-4)
+    assert ds.x_train.std(dtype=np.float64) == pytest.approx(0.3530, abs=1e-4)
+
+
+def test_real_files_match_published_checksums(shared_data_dir):
+    for name in ("mnist", "fashion-mnist"):
+        try:
+            found = data.find_files(name)
+        except data.DatasetNotFoundError as e:
+            skip_or_fail(str(e))
+        for standard, path in found.items():
+            if path.suffix == ".gz":
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == data.SHA256[name][standard], path
+
+
+def test_folder_of_the_other_data_set_is_refused(shared_data_dir):
+    fashion = shared_data_dir / "fashion-mnist"
+    if not (fashion / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip(f"needs $FNET_DATA with a fashion-mnist/ sub-folder of gzipped files; {fashion} has none")
+    with pytest.raises(ValueError, match="holds fashion-mnist files, not mnist"):
+        data.find_files("mnist", data_dir=fashion)
