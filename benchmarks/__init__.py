@@ -1,0 +1,1 @@
+"""Side-by-side timing scripts; results are written as JSON under benchmarks/results/."""

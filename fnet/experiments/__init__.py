@@ -1,0 +1,1 @@
+"""The curriculum's experiments, one module each (NAME, DESCRIPTION, run, summary, plot)."""
