@@ -219,19 +219,7 @@ def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None
         return net.loss(p, x, y, state=state, key=key_drop)[0]
 
     _, manual, _ = net.loss_and_grad(params, x, y, state=state, key=key_drop)
-    return three_way(name or describe(net.config), scalar, params, manual)
-
-
-def describe(cfg: nets.MLPConfig) -> str:
-    """Short name of a network configuration, e.g. ``"5-[6,6]-3 relu batchnorm dropout=0.3 wd=0.1"``."""
-    parts = [f"{cfg.input_dim}-[{','.join(map(str, cfg.hidden_dims))}]-{cfg.output_dim}", cfg.activation]
-    if cfg.norm:
-        parts.append(cfg.norm)
-    if cfg.dropout:
-        parts.append(f"dropout={cfg.dropout}")
-    if cfg.weight_decay:
-        parts.append(f"wd={cfg.weight_decay}")
-    return " ".join(parts)
+    return three_way(name or nets.describe(net.config), scalar, params, manual)
 
 
 def check_networks(seed: int = 0) -> list[CheckResult]:
@@ -250,7 +238,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
         targets = jax.random.normal(ky, (n, c), jnp.float64)
         for loss, t in (("mse", targets), ("sigmoid_binary_cross_entropy", (targets > 0).astype(jnp.float64))):
             net = nets.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
-            rows.append(check_network(net, x, t, seed=seed, name=f"{describe(net.config)} {loss}"))
+            rows.append(check_network(net, x, t, seed=seed, name=f"{nets.describe(net.config)} {loss}"))
         return rows
 
 

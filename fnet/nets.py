@@ -179,6 +179,18 @@ def from_config(config: MLPConfig | dict) -> Net:
     return _build(config)
 
 
+def describe(cfg: MLPConfig) -> str:
+    """Short name of a configuration, e.g. ``"5-[6,6]-3 relu batchnorm dropout=0.3 wd=0.1"``."""
+    parts = [f"{cfg.input_dim}-[{','.join(map(str, cfg.hidden_dims))}]-{cfg.output_dim}", cfg.activation]
+    if cfg.norm:
+        parts.append(cfg.norm)
+    if cfg.dropout:
+        parts.append(f"dropout={cfg.dropout}")
+    if cfg.weight_decay:
+        parts.append(f"wd={cfg.weight_decay}")
+    return " ".join(parts)
+
+
 def param_names(cfg: MLPConfig) -> list[str]:
     """The keys of ``params`` for a config, in layer order (e.g. W1, b1, gamma1, beta1, W2, b2)."""
     names = []

@@ -1,0 +1,50 @@
+"""Figures shared by the command line and the experiments (matplotlib, the ``plot`` extra)."""
+
+from __future__ import annotations
+
+import math
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend, or None if matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: dict, path) -> bool:
+    """Save loss and accuracy vs epoch (the ``history`` of :func:`fnet.train.fit`) as a PNG.
+
+    Returns:
+      False (and writes nothing) when matplotlib is not installed, else True.
+    """
+    plt = pyplot()
+    if plt is None:
+        return False
+    epochs = history["epoch"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, history["train_loss"], label="train (minibatch mean)")
+    if any(not _isnan(v) for v in history["val_loss"]):
+        ax_loss.plot(epochs, history["val_loss"], label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax_loss.legend()
+    if any(not _isnan(v) for v in history["train_acc"]):
+        ax_acc.plot(epochs, [100 * a for a in history["train_acc"]], label="train")
+        ax_acc.plot(epochs, [100 * (math.nan if _isnan(a) else a) for a in history["val_acc"]], label="validation")
+        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+        ax_acc.legend()
+    else:
+        ax_acc.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _isnan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
