@@ -1,0 +1,105 @@
+"""The ``fnet gradcheck`` command: its report and exit status (with short check lists
+monkeypatched in), the one-line error convention, ``--debug``, and one real end-to-end run of
+``python -m fnet gradcheck`` (the README's main command until the trainer lands; ~40 s)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import cli, gradcheck, mlp
+
+
+def _short_layers(seed=0):
+    x = {"x": jnp.array([0.5, -1.0, 2.0])}
+    return [gradcheck.three_way("square", lambda p: jnp.sum(p["x"] ** 2), x, {"x": 2 * x["x"]})]
+
+
+def _short_networks(seed=0):
+    rng = np.random.default_rng(seed)
+    x, y = jnp.asarray(rng.standard_normal((4, 3))), jnp.asarray(rng.integers(0, 2, 4))
+    net = mlp(3, [4], 2, weight_decay=0.1, dtype="float64")
+    return [gradcheck.check_network(net, x, y, seed=seed, name="tiny net")]
+
+
+@pytest.fixture
+def short_lists(monkeypatch):
+    monkeypatch.setattr(gradcheck, "check_layers", _short_layers)
+    monkeypatch.setattr(gradcheck, "check_networks", _short_networks)
+
+
+def test_gradcheck_command_passes(short_lists, capsys):
+    assert cli.main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "all 2 checks passed" in out
+    rows = [line for line in out.splitlines() if line.startswith(("square", "tiny net"))]
+    assert len(rows) == 2 and all(line.endswith("PASS") for line in rows)
+    assert "manual~autodiff" in out
+
+
+def test_gradcheck_verbose_lists_leaves(short_lists, capsys):
+    assert cli.main(["gradcheck", "--verbose", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    for leaf in ("W1", "b1", "W2", "b2"):
+        assert f"    {leaf} " in out
+
+
+def test_gradcheck_command_fails_on_a_bad_gradient(monkeypatch, capsys):
+    def bad_layers(seed=0):
+        x = {"x": jnp.array([0.5, -1.0, 2.0])}
+        return [gradcheck.three_way("wrong square", lambda p: jnp.sum(p["x"] ** 2), x, {"x": 3 * x["x"]})]
+
+    monkeypatch.setattr(gradcheck, "check_layers", bad_layers)
+    monkeypatch.setattr(gradcheck, "check_networks", lambda seed=0: [])
+    assert cli.main(["gradcheck"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: wrong square" in out
+    assert "checks passed" not in out
+
+
+def test_error_in_a_command_is_one_line_with_exit_2(monkeypatch, capsys):
+    def boom(seed=0):
+        raise ValueError("something broke: x has shape (2, 3)")
+
+    monkeypatch.setattr(gradcheck, "check_layers", boom)
+    assert cli.main(["gradcheck"]) == 2
+    err = capsys.readouterr().err
+    assert err == "fnet: error: something broke: x has shape (2, 3)\n"
+
+
+def test_debug_reraises(monkeypatch):
+    def boom(seed=0):
+        raise ValueError("something broke")
+
+    monkeypatch.setattr(gradcheck, "check_layers", boom)
+    with pytest.raises(ValueError, match="something broke"):
+        cli.main(["--debug", "gradcheck"])
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["gradcheck", "--seed", "x"])
+    assert e.value.code == 2
+
+
+def test_python_m_fnet_gradcheck_end_to_end():
+    """The real command, every layer and the full network list, in a fresh interpreter."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "fnet", "gradcheck"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("all ") and last.endswith(" checks passed"), last
+    rows = [line for line in proc.stdout.splitlines() if line.endswith(("PASS", "FAIL"))]
+    assert rows and all(line.endswith("PASS") for line in rows)
+    assert int(last.split()[1]) == len(rows)
+    for name in ("affine", "batchnorm (train)", "layernorm", "dropout", "softmax_cross_entropy", "batchnorm dropout"):
+        assert any(name in line for line in rows), name

@@ -1,0 +1,190 @@
+"""fnet.init: shapes, dtypes and empirical scales of the initializers, ``init.get``'s specs, and
+the initializers as seen through ``mlp(init=...)`` and ``net.init(key, std=...)``."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import init, mlp
+
+KEY = jax.random.PRNGKey(0)
+N_IN, N_OUT = 800, 250  # 200k samples: the empirical std is within ~0.5% of the true one
+
+
+@pytest.mark.parametrize("name", sorted(init.INITIALIZERS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("shape", [(3, 2), (5,), (2, 3, 4)])
+def test_shapes_and_dtypes(name, dtype, shape):
+    w = init.INITIALIZERS[name](KEY, shape, dtype)
+    chex.assert_shape(w, shape)
+    assert w.dtype == dtype
+
+
+def test_default_dtype_is_float32():
+    for fn in (init.zeros, init.xavier, init.he, init.normal(0.1)):
+        assert fn(KEY, (3, 2)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "fn, std",
+    [(init.xavier, math.sqrt(1 / N_IN)), (init.he, math.sqrt(2 / N_IN)), (init.normal(0.05), 0.05),
+     (init.normal(1.0), 1.0), (init.INITIALIZERS["normal"], 0.01)],
+)
+def test_empirical_std(fn, std):
+    w = np.asarray(fn(KEY, (N_IN, N_OUT), jnp.float64))
+    assert abs(w.std() / std - 1) < 0.02
+    assert abs(w.mean()) < 5 * std / math.sqrt(w.size)
+
+
+def test_scale_depends_on_fan_in_only():
+    a = np.asarray(init.he(KEY, (N_OUT, N_IN), jnp.float64))
+    assert abs(a.std() / math.sqrt(2 / N_OUT) - 1) < 0.02
+    b = np.asarray(init.xavier(KEY, (N_OUT, N_IN), jnp.float64))
+    assert abs(b.std() / math.sqrt(1 / N_OUT) - 1) < 0.02
+
+
+def test_zeros():
+    chex.assert_trees_all_equal(init.zeros(KEY, (3, 4), jnp.float64), jnp.zeros((3, 4), jnp.float64))
+    chex.assert_trees_all_equal(init.zeros(None, (2,)), jnp.zeros(2, jnp.float32))
+
+
+def test_same_key_same_values_other_key_other_values():
+    a, b = init.he(KEY, (4, 4)), init.he(KEY, (4, 4))
+    c = init.he(jax.random.PRNGKey(1), (4, 4))
+    chex.assert_trees_all_equal(a, b)
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_normal_with_traced_std():
+    stds = jnp.array([0.0, 0.1, 1.0])
+    ws = jax.jit(jax.vmap(lambda s: init.normal(s)(KEY, (3, 2))))(stds)
+    chex.assert_shape(ws, (3, 3, 2))
+    chex.assert_trees_all_equal(ws[0], jnp.zeros((3, 2), jnp.float32))
+    chex.assert_trees_all_close(ws[2], 10 * ws[1], rtol=1e-6)
+
+
+def test_fan_in_required():
+    with pytest.raises(ValueError, match=r"xavier: shape must have a positive fan-in shape\[0\], got shape \(\)"):
+        init.xavier(KEY, ())
+    with pytest.raises(ValueError, match=r"he: shape must have a positive fan-in shape\[0\], got shape \(0, 3\)"):
+        init.he(KEY, (0, 3))
+
+
+# --------------------------------------------------------------------------------------------
+# init.get
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["zeros", "normal", "xavier", "he"])
+def test_get_by_name(name):
+    assert init.get(name) is init.INITIALIZERS[name]
+
+
+def test_get_float_int_and_callable():
+    w = np.asarray(init.get(0.2)(KEY, (N_IN, N_OUT), jnp.float64))
+    assert abs(w.std() / 0.2 - 1) < 0.02
+    chex.assert_trees_all_equal(init.get(0)(KEY, (2, 2)), jnp.zeros((2, 2)))
+
+    def custom(key, shape, dtype=jnp.float32):
+        return jnp.full(shape, 7.0, dtype)
+
+    assert init.get(custom) is custom
+
+
+@pytest.mark.parametrize(
+    "spec, exc, msg",
+    [
+        ("glorot", ValueError, r"init.get: unknown initializer 'glorot'; choose one of \['he', 'normal', 'xavier', 'zeros'\]"),
+        (-0.1, ValueError, r"init.get: std must be >= 0, got -0.1"),
+        (None, TypeError, r"init.get: init must be a name, a float std or a callable, got NoneType"),
+        (True, TypeError, r"init.get: init must be a name, a float std or a callable, got bool"),
+        ([0.1], TypeError, r"init.get: init must be a name, a float std or a callable, got list"),
+    ],
+)
+def test_get_bad_specs(spec, exc, msg):
+    with pytest.raises(exc, match=msg):
+        init.get(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# Through the network
+# --------------------------------------------------------------------------------------------
+
+
+def _weights(params):
+    return {k: np.asarray(v) for k, v in params.items() if k.startswith("W")}
+
+
+@pytest.mark.parametrize(
+    "spec, std_of",
+    [
+        ("he", lambda n_in: math.sqrt(2 / n_in)),
+        ("xavier", lambda n_in: math.sqrt(1 / n_in)),
+        ("normal", lambda n_in: 0.01),
+        (0.3, lambda n_in: 0.3),
+    ],
+)
+def test_mlp_init_specs(spec, std_of):
+    net = mlp(N_IN, [N_OUT], 200, init=spec, norm="layernorm", dtype="float64")
+    params, state = net.init(KEY)
+    assert state == {}
+    for k, w in _weights(params).items():
+        assert w.dtype == np.float64
+        assert abs(w.std() / std_of(w.shape[0]) - 1) < 0.03, k
+    # biases start at 0, gamma at 1, beta at 0
+    chex.assert_trees_all_equal(params["b1"], jnp.zeros(N_OUT, jnp.float64))
+    chex.assert_trees_all_equal(params["b2"], jnp.zeros(200, jnp.float64))
+    chex.assert_trees_all_equal(params["gamma1"], jnp.ones(N_OUT, jnp.float64))
+    chex.assert_trees_all_equal(params["beta1"], jnp.zeros(N_OUT, jnp.float64))
+
+
+def test_mlp_init_zeros_and_callable():
+    params, _ = mlp(4, [3], 2, init="zeros").init(KEY)
+    for w in _weights(params).values():
+        assert not w.any()
+    params, _ = mlp(4, [3], 2, init=lambda key, shape, dtype: jnp.full(shape, 0.5, dtype)).init(KEY)
+    for w in _weights(params).values():
+        np.testing.assert_array_equal(w, 0.5)
+
+
+def test_mlp_init_shapes_dtypes_and_batchnorm_state():
+    net = mlp(6, [5, 4], 3, norm="batchnorm")
+    params, state = net.init(KEY)
+    chex.assert_trees_all_equal_shapes(
+        params,
+        {"W1": jnp.zeros((6, 5)), "b1": jnp.zeros(5), "gamma1": jnp.zeros(5), "beta1": jnp.zeros(5),
+         "W2": jnp.zeros((5, 4)), "b2": jnp.zeros(4), "gamma2": jnp.zeros(4), "beta2": jnp.zeros(4),
+         "W3": jnp.zeros((4, 3)), "b3": jnp.zeros(3)},
+    )
+    chex.assert_trees_all_equal(
+        state,
+        {"running_mean1": jnp.zeros(5), "running_var1": jnp.ones(5),
+         "running_mean2": jnp.zeros(4), "running_var2": jnp.ones(4)},
+    )
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves((params, state)))
+    # different layers get different keys
+    assert not np.allclose(np.asarray(params["W1"])[:4, :4], np.asarray(params["W2"])[:4, :4])
+
+
+def test_net_init_std_override():
+    net = mlp(N_IN, [N_OUT], 10, init="he", dtype="float64")
+    params, _ = net.init(KEY, std=0.05)
+    for w in _weights(params).values():
+        assert abs(w.std() / 0.05 - 1) < 0.03
+    # a traced std: a vmapped sweep over init scales
+    small = mlp(3, [2], 2)
+    ws = jax.vmap(lambda s: small.init(KEY, std=s)[0]["W1"])(jnp.array([0.0, 1.0, 2.0]))
+    chex.assert_trees_all_equal(ws[0], jnp.zeros((3, 2)))
+    chex.assert_trees_all_close(ws[2], 2 * ws[1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec, exc", [("glorot", ValueError), (-1.0, ValueError), (None, TypeError)])
+def test_mlp_rejects_bad_init(spec, exc):
+    with pytest.raises(exc, match="init.get"):
+        mlp(3, [2], 2, init=spec)

@@ -1,0 +1,343 @@
+"""fnet.mlp: the manual backward chain against jax.grad for every combination of activation,
+normalization, dropout and weight decay; jit; batch-norm state; dropout; weight decay on weights
+only; argument checks.
+
+The 48-combination test runs eagerly: all combinations share the same layer shapes, so after the
+first few every op is already compiled, whereas a jit per combination costs ~4x more."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import mlp, nets
+from fnet.gradcheck import rel_error
+
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+COMBOS = list(itertools.product(ACTIVATIONS, nets.NORMS, (0.0, 0.3), (0.0, 0.1)))
+N, D, H, C = 8, 5, 6, 3
+
+
+def _data(seed=0, n=N, d=D, c=C):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(rng.integers(0, c, n))
+
+
+def _assert_grads_equal(manual, auto, cfg, tol=1e-7):
+    """rel_error < tol on every leaf; except that a bias feeding batch norm has an exact gradient
+    of 0 (batch norm removes the mean), so both paths give rounding noise (~1e-17) there: those
+    leaves are compared absolutely."""
+    assert set(manual) == set(auto) == set(nets.param_names(cfg))
+    chex.assert_trees_all_equal_shapes_and_dtypes(manual, auto)
+    zero = {f"b{i}" for i in range(1, cfg.num_layers)} if cfg.norm == "batchnorm" else set()
+    rest = [k for k in manual if k not in zero]
+    assert rel_error({k: manual[k] for k in rest}, {k: auto[k] for k in rest}) < tol
+    for k in zero:
+        assert float(jnp.max(jnp.abs(manual[k]))) < 1e-12 and float(jnp.max(jnp.abs(auto[k]))) < 1e-12, k
+
+
+def _compare(net, x, y, seed=0):
+    k_init, k_drop = jax.random.split(jax.random.PRNGKey(seed))
+    params, state = net.init(k_init)
+    loss, grads, new_state = net.loss_and_grad(params, x, y, state=state, key=k_drop)
+    (loss_auto, state_auto), grads_auto = jax.value_and_grad(net.loss, has_aux=True)(
+        params, x, y, state=state, key=k_drop
+    )
+    np.testing.assert_allclose(loss, loss_auto, rtol=1e-14)
+    chex.assert_trees_all_close(new_state, state_auto, rtol=1e-14, atol=1e-15)
+    _assert_grads_equal(grads, grads_auto, net.config)
+    return params, state, loss, grads, new_state
+
+
+@pytest.mark.parametrize("index", range(len(COMBOS)),
+                         ids=[f"{a}-{n}-drop{d}-wd{w}" for a, n, d, w in COMBOS])
+def test_manual_grad_equals_jax_grad_all_combinations(index):
+    activation, norm, dropout, wd = COMBOS[index]
+    depth = 1 + index % 5
+    net = mlp(D, [H] * depth, C, activation=activation, norm=norm, dropout=dropout, weight_decay=wd,
+              dtype="float64")
+    x, y = _data(index)
+    _, state, loss, _, new_state = _compare(net, x, y, seed=index)
+    assert np.isfinite(loss)
+    assert set(new_state) == set(state)
+    if norm == "batchnorm":
+        assert not np.allclose(new_state["running_mean1"], state["running_mean1"])
+
+
+def test_the_combinations_cover_everything():
+    assert len(COMBOS) == 48
+    assert {1 + i % 5 for i in range(48)} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("loss, norm", [("mse", "batchnorm"), ("sigmoid_binary_cross_entropy", "layernorm")])
+def test_regression_and_binary_heads(loss, norm):
+    net = mlp(D, [H, H], C, activation="tanh", norm=norm, dropout=0.2, weight_decay=0.05, loss=loss,
+              dtype="float64")
+    x, _ = _data(1)
+    t = jnp.asarray(np.random.default_rng(2).standard_normal((N, C)))
+    if loss != "mse":
+        t = (t > 0).astype(jnp.float64)
+    _compare(net, x, t)
+
+
+def test_linear_model():
+    net = mlp(D, [], C, weight_decay=0.1, dropout=0.5, dtype="float64")
+    assert nets.param_names(net.config) == ["W1", "b1"]
+    x, y = _data(3)
+    params, *_ = _compare(net, x, y)
+    scores = net.apply(params, x)
+    np.testing.assert_allclose(scores, np.asarray(x) @ np.asarray(params["W1"]) + np.asarray(params["b1"]), rtol=1e-13)
+
+
+def test_inputs_of_higher_rank_are_flattened():
+    net = mlp(6, [H], C, norm="layernorm", dtype="float64")
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((N, 2, 3)))
+    y = _data(4)[1]
+    params, *_ = _compare(net, x, y)
+    chex.assert_trees_all_close(net.apply(params, x), net.apply(params, x.reshape(N, 6)), rtol=1e-15)
+
+
+def test_float32_network_under_jit():
+    net = mlp(D, [H], C, norm="batchnorm", dropout=0.2)
+    params, state = net.init(jax.random.PRNGKey(0))
+    x, y = _data(5)
+    x = x.astype(jnp.float32)
+
+    @jax.jit
+    def both(params, x, y, state, key):
+        return (net.loss_and_grad(params, x, y, state=state, key=key),
+                jax.value_and_grad(net.loss, has_aux=True)(params, x, y, state=state, key=key))
+
+    (loss, grads, new_state), ((loss2, _), grads2) = both(params, x, y, state, jax.random.PRNGKey(1))
+    assert loss.dtype == jnp.float32
+    assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves((grads, new_state)))
+    np.testing.assert_allclose(loss, loss2, rtol=1e-6)
+    chex.assert_trees_all_close(grads, grads2, rtol=1e-3, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# jit, state, dropout, weight decay
+# --------------------------------------------------------------------------------------------
+
+
+def test_jit_equals_eager():
+    net = mlp(D, [H, H], C, norm="batchnorm", dropout=0.3, weight_decay=0.1, dtype="float64")
+    params, state = net.init(jax.random.PRNGKey(0))
+    x, y = _data(6)
+    key = jax.random.PRNGKey(1)
+    chex.assert_trees_all_close(jax.jit(lambda p, x, s: net.apply(p, x, state=s))(params, x, state),
+                                net.apply(params, x, state=state), rtol=1e-13)
+    train = lambda p, x, s, k: net.apply(p, x, state=s, train=True, key=k)  # noqa: E731
+    chex.assert_trees_all_close(jax.jit(train)(params, x, state, key), train(params, x, state, key), rtol=1e-13)
+    lg = lambda p, x, y, s, k: net.loss_and_grad(p, x, y, state=s, key=k)  # noqa: E731
+    chex.assert_trees_all_close(jax.jit(lg)(params, x, y, state, key), lg(params, x, y, state, key),
+                                rtol=1e-12, atol=1e-15)
+
+
+def test_batchnorm_state_updates_as_documented_and_eval_uses_it():
+    net = mlp(D, [H], C, norm="batchnorm", dtype="float64")
+    params, state = net.init(jax.random.PRNGKey(0))
+    params = dict(params, b1=jnp.linspace(-1.0, 1.0, H), gamma1=jnp.linspace(0.5, 2.0, H))
+    P = {k: np.asarray(v) for k, v in params.items()}
+    rm, rv = np.zeros(H), np.ones(H)
+    for step in range(3):
+        x, y = _data(10 + step)
+        _, _, state = net.loss_and_grad(params, x, y, state=state)
+        h = np.asarray(x) @ P["W1"] + P["b1"]
+        rm = 0.9 * rm + 0.1 * h.mean(axis=0)
+        rv = 0.9 * rv + 0.1 * h.var(axis=0)  # biased variance
+        np.testing.assert_allclose(state["running_mean1"], rm, rtol=1e-12)
+        np.testing.assert_allclose(state["running_var1"], rv, rtol=1e-12)
+    # train-mode apply returns the same new state
+    _, state_apply = net.apply(params, x, state=state, train=True)
+    _, state_loss = net.loss(params, x, y, state=state)
+    chex.assert_trees_all_close(state_apply, state_loss, rtol=1e-15)
+    # eval mode normalizes with the running statistics
+    h = np.asarray(x) @ P["W1"] + P["b1"]
+    h = P["gamma1"] * (h - rm) / np.sqrt(rv + 1e-5) + P["beta1"]
+    expected = np.maximum(h, 0) @ P["W2"] + P["b2"]
+    np.testing.assert_allclose(net.apply(params, x, state=state), expected, rtol=1e-12, atol=1e-13)
+    # and depends on the state, not on the batch: one sample gives its row of the full batch
+    np.testing.assert_allclose(net.apply(params, x[:1], state=state), expected[:1], rtol=1e-12, atol=1e-13)
+
+
+def test_dropout_in_the_network():
+    net = mlp(D, [H, H], C, dropout=0.5, dtype="float64")
+    plain = mlp(D, [H, H], C, dtype="float64")
+    params, _ = net.init(jax.random.PRNGKey(0))
+    x, _ = _data(7)
+    # eval mode is the identity: same scores as the network without dropout, no key needed
+    chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))
+    # train mode drops units: the scores change with the key, and are fixed for a fixed key
+    a, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1))
+    b, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1))
+    c, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(2))
+    chex.assert_trees_all_equal(a, b)
+    assert not np.allclose(a, c)
+    # a rate-0 override is the identity in train mode
+    z, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1), dropout=0.0)
+    chex.assert_trees_all_close(z, plain.apply(params, x, train=True)[0], rtol=1e-15)
+
+
+def test_traced_dropout_and_weight_decay_overrides_under_vmap():
+    net = mlp(D, [H], C, dtype="float64")
+    params, _ = net.init(jax.random.PRNGKey(0))
+    x, y = _data(8)
+    key = jax.random.PRNGKey(1)
+    rates = jnp.array([0.0, 0.2, 0.5])
+    lams = jnp.array([0.0, 0.1, 1.0])
+    losses_, grads, _ = jax.vmap(
+        lambda r, lam: net.loss_and_grad(params, x, y, state={}, key=key, dropout=r, weight_decay=lam)
+    )(rates, lams)
+    for i in range(3):
+        (l_auto, _), g_auto = jax.value_and_grad(net.loss, has_aux=True)(
+            params, x, y, key=key, dropout=float(rates[i]), weight_decay=float(lams[i]))
+        np.testing.assert_allclose(losses_[i], l_auto, rtol=1e-13)
+        assert rel_error(jax.tree_util.tree_map(lambda g: g[i], grads), g_auto) < 1e-7
+    # rate 0 and lambda 0 give the plain network's loss
+    np.testing.assert_allclose(losses_[0], net.loss(params, x, y)[0], rtol=1e-14)
+
+
+@pytest.mark.parametrize("norm", [None, "batchnorm", "layernorm"])
+def test_weight_decay_applies_to_weights_only(norm):
+    lam = 0.37
+    with_wd = mlp(D, [H, H], C, norm=norm, dropout=0.2, weight_decay=lam, dtype="float64")
+    without = mlp(D, [H, H], C, norm=norm, dropout=0.2, dtype="float64")
+    params, state = with_wd.init(jax.random.PRNGKey(0))
+    x, y = _data(9)
+    key = jax.random.PRNGKey(1)
+    l1, g1, s1 = with_wd.loss_and_grad(params, x, y, state=state, key=key)
+    l0, g0, s0 = without.loss_and_grad(params, x, y, state=state, key=key)
+    weights = {k: v for k, v in params.items() if k.startswith("W")}
+    np.testing.assert_allclose(l1 - l0, 0.5 * lam * sum(float(jnp.sum(w ** 2)) for w in weights.values()), rtol=1e-10)
+    for k in params:
+        if k.startswith("W"):
+            chex.assert_trees_all_close(g1[k] - g0[k], lam * params[k], rtol=1e-10, atol=1e-14)
+        else:  # biases, gamma, beta: untouched
+            chex.assert_trees_all_equal(g1[k], g0[k])
+    chex.assert_trees_all_equal(s1, s0)
+    # and autodiff agrees on the decayed loss
+    (_, _), g_auto = jax.value_and_grad(with_wd.loss, has_aux=True)(params, x, y, state=state, key=key)
+    _assert_grads_equal(g1, g_auto, with_wd.config)
+
+
+def test_config_round_trip():
+    net = mlp(D, [H, 4], C, activation="tanh", norm="layernorm", dropout=0.1, init=0.05, weight_decay=0.01,
+              dtype="float64")
+    cfg = net.config
+    assert cfg.hidden_dims == (H, 4) and cfg.num_layers == 3 and cfg.dtype == "float64"
+    again = nets.from_config(dataclasses.asdict(cfg))
+    assert again.config == cfg
+    params, _ = net.init(jax.random.PRNGKey(0))
+    x, _ = _data(11)
+    chex.assert_trees_all_equal(again.apply(params, x), net.apply(params, x))
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, msg",
+    [
+        (dict(activation="gelu"), ValueError, r"mlp: unknown activation 'gelu'; choose one of"),
+        (dict(norm="groupnorm"), ValueError, r"mlp: unknown norm 'groupnorm'; choose one of"),
+        (dict(loss="hinge"), ValueError, r"mlp: unknown loss 'hinge'; choose one of"),
+        (dict(weight_decay=-0.1), ValueError, r"mlp: weight_decay must be >= 0, got -0.1"),
+        (dict(dropout=1.0), ValueError, r"mlp: dropout must be in \[0, 1\), got 1.0"),
+        (dict(dropout=-0.1), ValueError, r"mlp: dropout must be in \[0, 1\), got -0.1"),
+        (dict(dtype="int32"), TypeError, r"mlp: dtype must be a floating dtype, got 'int32'"),
+    ],
+)
+def test_mlp_rejects_bad_config(kwargs, exc, msg):
+    with pytest.raises(exc, match=msg):
+        mlp(D, [H], C, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ((0, [H], C), r"mlp: input_dim must be a positive int, got 0"),
+        ((2.5, [H], C), r"mlp: input_dim must be a positive int, got 2.5"),
+        ((D, [H], -1), r"mlp: output_dim must be a positive int, got -1"),
+        ((D, [H, 0], C), r"mlp: hidden_dims must be positive ints, got \(6, 0\)"),
+        ((D, [3.0], C), r"mlp: hidden_dims must be positive ints, got \(3.0,\)"),
+    ],
+)
+def test_mlp_rejects_bad_dims(args, msg):
+    with pytest.raises(ValueError, match=msg):
+        mlp(*args)
+
+
+@pytest.fixture(scope="module")
+def bn_net():
+    net = mlp(D, [H], C, norm="batchnorm", dropout=0.5, dtype="float64")
+    params, state = net.init(jax.random.PRNGKey(0))
+    return net, params, state
+
+
+def test_params_with_wrong_keys(bn_net):
+    net, params, state = bn_net
+    x, y = _data()
+    bad = {k: v for k, v in params.items() if k != "gamma1"}
+    with pytest.raises(ValueError, match=r"mlp.apply: params must be a dict with keys \['W1', 'W2', 'b1', 'b2', 'beta1', 'gamma1'\], got \['W1'"):
+        net.apply(bad, x, state=state)
+    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: params must be a dict with keys"):
+        net.loss_and_grad(dict(params, W3=params["W2"]), x, y, state=state, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"mlp.loss: params must be a dict with keys .* got list"):
+        net.loss(list(params.values()), x, y, state=state, key=jax.random.PRNGKey(0))
+
+
+def test_x_with_wrong_feature_count_or_rank_or_dtype(bn_net):
+    net, params, state = bn_net
+    with pytest.raises(ValueError, match=r"mlp.apply: x has shape \(8, 4\) but the network expects 5 features per sample, i.e. shape \(N, 5\)"):
+        net.apply(params, jnp.ones((N, 4)), state=state)
+    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: x has shape \(8, 2, 3\) but the network expects 5 features"):
+        net.loss_and_grad(params, jnp.ones((N, 2, 3)), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"mlp.apply: x must have at least 2 dimensions, got shape \(5,\)"):
+        net.apply(params, jnp.ones(D), state=state)
+    with pytest.raises(TypeError, match=r"mlp.loss: x must be a floating-point array, got dtype int"):
+        net.loss(params, jnp.ones((N, D), jnp.int32), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
+    # and under jit the shape checks fire at trace time
+    with pytest.raises(ValueError, match=r"mlp.apply: x has shape \(8, 4\)"):
+        jax.jit(lambda p, x: net.apply(p, x, state=state))(params, jnp.ones((N, 4)))
+
+
+def test_batchnorm_net_without_state(bn_net):
+    net, params, _ = bn_net
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"mlp.apply: state is None but the network uses batch norm"):
+        net.apply(params, x)
+    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: state is None but the network uses batch norm"):
+        net.loss_and_grad(params, x, y, key=jax.random.PRNGKey(0))
+
+
+def test_dropout_net_in_train_mode_without_key(bn_net):
+    net, params, state = bn_net
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"mlp.loss: key is None but the network uses dropout \(rate 0.5\)"):
+        net.loss(params, x, y, state=state)
+    with pytest.raises(ValueError, match=r"mlp.apply: key is None but the network uses dropout"):
+        net.apply(params, x, state=state, train=True)
+    net.apply(params, x, state=state)  # eval mode needs no key
+
+
+def test_bad_labels_through_the_network(bn_net):
+    net, params, state = bn_net
+    x, _ = _data()
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: y must lie in \[0, 3\) for 3 classes, got values in \[0, 3\]"):
+        net.loss_and_grad(params, x, jnp.array([0, 1, 2, 3, 0, 1, 2, 0]), state=state, key=key)
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: y must have shape \(8,\) to match 8 samples, got shape \(7,\)"):
+        net.loss(params, x, jnp.zeros(7, jnp.int32), state=state, key=key)
+    with pytest.raises(TypeError, match=r"softmax_cross_entropy: y must be integer class labels"):
+        net.loss_and_grad(params, x, jnp.zeros(8), state=state, key=key)
+    # the range check is skipped under jit (no error at trace time)
+    jax.jit(lambda y: net.loss_and_grad(params, x, y, state=state, key=key))(jnp.full(8, 5))
