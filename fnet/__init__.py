@@ -2,12 +2,12 @@
 
 Modules, one concept each: ``layers`` (forward/backward pairs), ``losses``, ``init``, ``nets``
 (the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
-``plots``, ``experiments``. The most used names are re-exported here.
+``plots``, ``search``, ``experiments``. The most used names are re-exported here.
 """
 
-from fnet import checkpoint, data, gradcheck, init, layers, losses, nets, optim, schedules, train
+from fnet import checkpoint, data, gradcheck, init, layers, losses, nets, optim, schedules, search, train
 from fnet.nets import MLPConfig, Net, mlp
-from fnet.train import FitResult, TrainingDiverged, evaluate, fit, make_epoch, make_train_step
+from fnet.train import FitResult, TrainingDiverged, TrialsResult, evaluate, fit, fit_trials, make_epoch, make_train_step
 
 __version__ = "0.1.0"
 
@@ -16,10 +16,12 @@ __all__ = [
     "MLPConfig",
     "Net",
     "TrainingDiverged",
+    "TrialsResult",
     "checkpoint",
     "data",
     "evaluate",
     "fit",
+    "fit_trials",
     "gradcheck",
     "init",
     "layers",
@@ -30,5 +32,6 @@ __all__ = [
     "nets",
     "optim",
     "schedules",
+    "search",
     "train",
 ]

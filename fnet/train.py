@@ -6,6 +6,8 @@ The pieces, from the inside out::
     epoch = make_epoch(net, opt, batch_size=128)       # every minibatch of an epoch in ONE call
     metrics = evaluate(net, params, state, x, y)        # batched, jit-compiled
     result = fit(net, opt, x, y, val=(xv, yv), epochs=10, batch_size=128)
+    trials = fit_trials(net, lambda h: sgd(h["learning_rate"]), x, y,     # T models in ONE vmapped
+                        hparams={"learning_rate": lrs}, val=(xv, yv))     # program (lrs: shape (T,))
 
 ``grad="manual"`` differentiates with the network's hand-written backward chain
 (``net.loss_and_grad``), ``grad="autodiff"`` with ``jax.value_and_grad(net.loss)``; both run the
@@ -58,13 +60,49 @@ def _grad_fn(net: Net, grad: str, fn: str) -> Callable:
     raise ValueError(f"{fn}: grad must be one of {GRAD_MODES}, got {grad!r}")
 
 
+#: Hyperparameters that the network's loss takes as (possibly traced) overrides.
+NET_HPARAMS = ("weight_decay", "dropout")
+
+
+def is_optimizer(opt) -> bool:
+    """True for an ``(init, update)`` optimizer (fnet or optax), False for a factory ``hparams -> optimizer``."""
+    return hasattr(opt, "init") and hasattr(opt, "update")
+
+
+def _check_opt(fn: str, opt) -> None:
+    if not is_optimizer(opt) and not callable(opt):
+        raise TypeError(f"{fn}: opt must be an (init, update) optimizer or a factory hparams -> optimizer, got {type(opt).__name__}")
+
+
+def resolve_optimizer(opt, hparams: dict | None):
+    """The optimizer to use for ``hparams``: ``opt`` itself, or ``opt(hparams)`` for a factory.
+
+    A factory (any callable without ``init``/``update``, e.g. ``lambda h: fnet.optim.sgd(h["learning_rate"])``)
+    is called INSIDE the traced program, so its hyperparameters may be traced per-trial values
+    (no recompilation when they change; vmappable).
+    """
+    return opt if is_optimizer(opt) else opt(hparams or {})
+
+
+def _split_hparams(fn: str, opt, hparams: dict | None) -> dict:
+    """The network's share of ``hparams``; the rest is for an optimizer factory (or ``init_scale``)."""
+    hparams = hparams or {}
+    other = [k for k in hparams if k not in NET_HPARAMS and k != "init_scale"]
+    if other and is_optimizer(opt):
+        raise ValueError(
+            f"{fn}: hparams {sorted(other)} can only be used by an optimizer factory (hparams -> optimizer), "
+            f"but opt is a ready-made optimizer; the network itself takes only {list(NET_HPARAMS)}"
+        )
+    return {k: hparams[k] for k in NET_HPARAMS if k in hparams}
+
+
 def _step_body(net: Net, opt, grad: str, fn: str) -> Callable:
     loss_and_grad = _grad_fn(net, grad, fn)
 
     def step(params, state, opt_state, batch, key, hparams):
         x, y = batch
-        loss, grads, state = loss_and_grad(params, x, y, state, key, hparams)
-        updates, opt_state = opt.update(grads, opt_state, params)
+        loss, grads, state = loss_and_grad(params, x, y, state, key, _split_hparams(fn, opt, hparams))
+        updates, opt_state = resolve_optimizer(opt, hparams).update(grads, opt_state, params)
         return optim.apply_updates(params, updates), state, opt_state, loss
 
     return step
@@ -102,7 +140,10 @@ def epoch_keys(seed_key, epoch: int):
     return jax.random.split(jax.random.fold_in(seed_key, epoch))
 
 
-def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: bool = True) -> Callable:
+# Cached so that repeated fit() calls with the same net and optimizer (a resumed run, several
+# seeds) reuse one compiled epoch instead of compiling it again.
+@functools.lru_cache(maxsize=32)
+def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: bool = True, jit: bool = True) -> Callable:
     """A whole epoch of minibatch steps in ONE compiled call.
 
     Returns ``epoch(params, state, opt_state, x, y, key, hparams=None) ->
@@ -110,15 +151,23 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
     ``N // batch_size`` minibatches (the last incomplete one is dropped, so every step sees the
     same shape), and the steps run inside a ``lax.scan``; ``losses`` has shape (steps,).
     Step ``i`` uses dropout key ``fold_in(key_dropout, i)`` where ``key_shuffle, key_dropout =
-    split(key)``. ``hparams`` (optional dict with "weight_decay" and/or "dropout", possibly
-    traced) overrides the network's values, for vmapped sweeps.
+    split(key)``. ``hparams`` (optional dict of scalars, possibly traced) overrides the network's
+    "weight_decay" and/or "dropout" and is handed whole to ``opt`` when ``opt`` is a factory
+    ``hparams -> optimizer`` (e.g. its "learning_rate"), for vmapped sweeps.
 
     Args:
+      opt: an ``(init, update)`` optimizer, or a factory ``hparams -> optimizer`` called inside
+        the traced step (see :func:`resolve_optimizer`); ``opt_state`` must then come from
+        ``resolve_optimizer(opt, hparams).init(params)``.
       x: array of shape (N, D); y: array of shape (N,) or (N, C); both on device.
+      jit: return the epoch compiled with ``jax.jit`` (``False``: the plain traceable function,
+        to be wrapped in ``jax.vmap``/``jax.jit`` by the caller, as :func:`fit_trials` does).
+      donate: with ``jit``, donate the params, state and optimizer-state buffers.
     """
     fn = "make_epoch"
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{fn}: batch_size must be a positive int, got {batch_size!r}")
+    _check_opt(fn, opt)
     body = _step_body(net, opt, grad, fn)
 
     def epoch(params, state, opt_state, x, y, key, hparams=None):
@@ -143,6 +192,8 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
         )
         return params, state, opt_state, step_losses
 
+    if not jit:
+        return epoch
     return jax.jit(epoch, donate_argnums=(0, 1, 2) if donate else ())
 
 
@@ -192,6 +243,185 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
         _checks.labels(fn, "y", y, x.shape[0], net.config.output_dim)
     loss, acc = _eval_fn(net, min(batch_size, max(1, x.shape[0])))(params, state, jnp.asarray(x), jnp.asarray(y))
     return {"loss": float(loss), "accuracy": float(acc)}
+
+
+# ----------------------------------------------------------------------------- many trials at once
+
+TRIAL_HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+class TrialsResult(NamedTuple):
+    """What :func:`fit_trials` returns; every array has a leading trial axis of length T.
+
+    Fields:
+      params, state, opt_state: after the last epoch; leaves of shape (T, ...).
+      history: NumPy arrays of shape (T, epochs): "train_loss" (mean minibatch loss of the
+        epoch, with weight decay), "train_acc" (eval mode, on up to ``train_eval_samples``
+        training samples), "val_loss", "val_acc" (NaN without validation data).
+      hparams: the hyperparameters as trained, NumPy arrays of shape (T,).
+      seeds: int array (T,): trial ``i`` is ``fit(..., seed=seeds[i])``.
+      diverged: bool array (T,): the training loss became NaN/inf at some epoch (such a trial's
+        later metrics are meaningless; a search should rank it last).
+    """
+
+    params: dict
+    state: dict
+    opt_state: object
+    history: dict
+    hparams: dict
+    seeds: np.ndarray
+    diverged: np.ndarray
+
+
+def _init_trial(net: Net, opt, seed, hparams):
+    """One trial's ``(params, state, opt_state)``: the same keys as :func:`fit` with ``seed``."""
+    init_key, _ = jax.random.split(jax.random.PRNGKey(seed))
+    params, state = net.init(init_key, std=hparams.get("init_scale"))
+    return params, state, resolve_optimizer(opt, hparams).init(params)
+
+
+def init_trials(net: Net, opt, seeds, hparams: dict):
+    """Initial ``(params, state, opt_state)`` of T trials, stacked along a leading trial axis.
+
+    Trial ``i`` starts exactly where :func:`fit` with ``seed=seeds[i]`` starts, with its weights
+    drawn from N(0, init_scale**2) when ``hparams`` has "init_scale" (else the net's initializer).
+
+    Args:
+      seeds: int array of shape (T,).
+      hparams: dict of arrays of shape (T,) (see :func:`fit_trials`).
+    """
+    return jax.vmap(functools.partial(_init_trial, net, opt))(jnp.asarray(seeds), hparams)
+
+
+@functools.lru_cache(maxsize=32)
+def _trials_program(net: Net, opt, batch_size: int, grad: str, epochs: int, n_eval: int, shared_data: bool,
+                    n_val: int):
+    """The whole run of all trials as one jit-compiled, vmapped program (cached: new values of
+    the hyperparameters, seeds or data of the same shapes reuse the compiled program)."""
+    epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad, jit=False)
+    eval_train = _eval_fn(net, min(1000, n_eval))
+    eval_val = _eval_fn(net, min(1000, n_val)) if n_val else None
+
+    def run(seed, hparams, x, y, val):
+        params, state, opt_state = _init_trial(net, opt, seed, hparams)
+        train_key = jax.random.split(jax.random.PRNGKey(seed))[1]
+
+        def one_epoch(carry, epoch):
+            params, state, opt_state = carry
+            params, state, opt_state, step_losses = epoch_fn(
+                params, state, opt_state, x, y, jax.random.fold_in(train_key, epoch), hparams
+            )
+            _, train_acc = eval_train(params, state, x[:n_eval], y[:n_eval])
+            val_loss, val_acc = eval_val(params, state, *val) if eval_val else (jnp.nan, jnp.nan)
+            metrics = dict(zip(TRIAL_HISTORY_KEYS, (jnp.mean(step_losses), train_acc, val_loss, val_acc)))
+            return (params, state, opt_state), metrics
+
+        (params, state, opt_state), history = jax.lax.scan(
+            one_epoch, (params, state, opt_state), jnp.arange(1, epochs + 1)
+        )
+        return params, state, opt_state, history
+
+    data_axis = None if shared_data else 0
+    return jax.jit(jax.vmap(run, in_axes=(0, 0, data_axis, data_axis, None)))
+
+
+def _check_trial_hparams(fn: str, opt, hparams) -> int:
+    if not isinstance(hparams, dict) or not hparams:
+        raise ValueError(f"{fn}: hparams must be a non-empty dict of arrays of shape (T,), got {hparams!r}")
+    shapes = {k: np.shape(v) for k, v in hparams.items()}
+    if any(len(sh) != 1 for sh in shapes.values()) or len(set(shapes.values())) != 1 or not next(iter(shapes.values()))[0]:
+        raise ValueError(f"{fn}: every hparams value must have the same shape (T,) with T >= 1, got shapes {shapes}")
+    _split_hparams(fn, opt, hparams)
+    for k, v in hparams.items():
+        v = np.asarray(v)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{fn}: hparams[{k!r}] contains NaN or inf")
+    if "dropout" in hparams:
+        _checks.rate(fn, "hparams['dropout']", np.asarray(hparams["dropout"]))
+    for k in ("learning_rate", "init_scale"):
+        if k in hparams and np.any(np.asarray(hparams[k]) <= 0):
+            raise ValueError(f"{fn}: hparams[{k!r}] must be > 0, got min {np.min(hparams[k])}")
+    if "weight_decay" in hparams and np.any(np.asarray(hparams["weight_decay"]) < 0):
+        raise ValueError(f"{fn}: hparams['weight_decay'] must be >= 0, got min {np.min(hparams['weight_decay'])}")
+    return next(iter(shapes.values()))[0]
+
+
+def fit_trials(
+    net: Net,
+    opt,
+    x,
+    y,
+    *,
+    hparams: dict,
+    val=None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    seed: int = 0,
+    seeds=None,
+    grad: str = "manual",
+    shared_data: bool = True,
+    train_eval_samples: int = 1000,
+) -> TrialsResult:
+    """Train T models (an ensemble, or a batch of hyperparameter settings) as ONE vmapped,
+    jit-compiled program: every epoch of every trial, with per-epoch evaluation, in one call.
+
+    Trial ``i`` computes exactly what :func:`fit` computes with ``seed=seeds[i]`` and the
+    optimizer ``resolve_optimizer(opt, hparams_i)`` (same init, shuffling and dropout keys,
+    same steps), only batched: params, optimizer state and hyperparameters carry a leading
+    trial axis, and ``jax.vmap`` turns the T small matrix products of a step into one batched
+    product. The compiled program is cached, so new hyperparameter VALUES (same T) do not
+    recompile. There is no early stopping and no exception on divergence: a diverged trial is
+    flagged in ``diverged``.
+
+    Args:
+      opt: an optimizer shared by all trials, or a factory ``hparams -> optimizer`` (e.g.
+        ``lambda h: fnet.optim.sgd(h["learning_rate"])``) that receives each trial's scalars,
+        traced; keep the same factory object across calls to reuse the compiled program.
+      x, y: training data shared by all trials, x of shape (N, D), y of shape (N,) or (N, C);
+        with ``shared_data=False``, one data set per trial: x (T, N, D), y (T, N) or (T, N, C).
+      hparams: dict of arrays of shape (T,): "weight_decay" and "dropout" override the net's
+        values, "init_scale" draws the weights from N(0, init_scale**2), and every key
+        (e.g. "learning_rate", "momentum") is handed to an optimizer factory.
+      val: optional ``(x_val, y_val)`` shared by all trials, evaluated after every epoch.
+      epochs, batch_size: as in :func:`fit` (the last incomplete minibatch is dropped).
+      seed, seeds: trial ``i`` uses ``seeds[i]`` (int array (T,)); default ``seed + arange(T)``.
+        Equal seeds give every trial the same init, shuffling and dropout masks.
+      grad: "manual" or "autodiff".
+      train_eval_samples: training accuracy is measured on this many samples.
+
+    Returns:
+      A :class:`TrialsResult`.
+    """
+    fn = "fit_trials"
+    _check_opt(fn, opt)
+    t = _check_trial_hparams(fn, opt, hparams)
+    x, y = np.asarray(x), np.asarray(y)
+    if shared_data:
+        _check_data(fn, net, "training", x, y)
+        n = len(x)
+    else:
+        if x.ndim < 3 or len(x) != t or len(y) != t:
+            raise ValueError(f"{fn}: with shared_data=False, x and y need a leading trial axis of length {t}, "
+                             f"got shapes {x.shape} and {y.shape}")
+        _check_data(fn, net, "training", x.reshape(-1, *x.shape[2:]), y.reshape(-1, *y.shape[2:]))
+        n = x.shape[1]
+    if val is not None:
+        _check_data(fn, net, "validation", *val)
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"{fn}: epochs must be a positive int, got {epochs!r}")
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+        raise ValueError(f"{fn}: batch_size must be in [1, {n}] (the number of training samples), got {batch_size!r}")
+    seeds = np.asarray(seed + np.arange(t) if seeds is None else seeds)
+    if seeds.shape != (t,) or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"{fn}: seeds must be an int array of shape ({t},) (one per trial), got {seeds.dtype} {seeds.shape}")
+    hp = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in hparams.items()}
+    program = _trials_program(net, opt, batch_size, grad, epochs, min(train_eval_samples, n), shared_data,
+                              0 if val is None else len(val[0]))
+    val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))
+    params, state, opt_state, history = program(jnp.asarray(seeds), hp, jnp.asarray(x), jnp.asarray(y), val_d)
+    history = {k: np.asarray(v) for k, v in history.items()}
+    return TrialsResult(params, state, opt_state, history, {k: np.asarray(v) for k, v in hp.items()}, seeds,
+                        ~np.all(np.isfinite(history["train_loss"]), axis=1))
 
 
 class FitResult(NamedTuple):

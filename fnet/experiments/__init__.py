@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 #: Module names (under ``fnet.experiments``) in the order ``fnet experiment --list`` shows them.
-MODULES = ("optimizer_paths",)
+MODULES = ("optimizer_paths", "hyperparameter_search")
 
 
 def registry() -> dict:

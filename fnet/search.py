@@ -1,0 +1,174 @@
+"""Random hyperparameter search, every trial trained together in one vmapped program.
+
+The source material's recipe (Deep Learning from Scratch, 6.5): sample each hyperparameter
+log-uniformly from a wide range (e.g. ``weight_decay = 10**U(-8, -4)``, ``lr = 10**U(-6, -2)``),
+train briefly, rank the trials by validation accuracy, narrow the ranges around the best ones
+and search again::
+
+    result = fnet.search.random_search(net, x, y, (x_val, y_val), num_trials=100, epochs=50)
+    result.trials[0]                     # the best trial: its hyperparameters and curves
+    ranges = fnet.search.narrow_ranges(result, top=10)
+    second = fnet.search.random_search(net, x, y, (x_val, y_val), ranges=ranges, seed=1)
+
+Unlike the source's Python loop over trials, all trials run as ONE jit-compiled program
+(:func:`fnet.train.fit_trials`): the hyperparameters are traced per-trial values, so a second
+round with new values reuses the compiled program.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from fnet import optim, train
+from fnet.nets import Net
+
+#: The source's ranges: ``10**U(-6, -2)`` for the learning rate, ``10**U(-8, -4)`` for weight decay.
+DEFAULT_RANGES = {"learning_rate": (1e-6, 1e-2), "weight_decay": (1e-8, 1e-4)}
+SCALES = ("log", "linear")
+
+
+class SearchResult(NamedTuple):
+    """What :func:`random_search` returns.
+
+    Fields:
+      trials: one dict per trial, sorted best first (highest final validation accuracy;
+        diverged trials last): "hparams" ({name: float}), "seed", "final_val_acc",
+        "best_val_acc", "diverged", and the per-epoch curves "val_acc", "val_loss",
+        "train_acc", "train_loss" (lists of floats; NaN where a trial diverged).
+      ranges: the ranges sampled from, as ``{name: (low, high, scale)}``.
+    """
+
+    trials: list
+    ranges: dict
+
+
+def _parse_ranges(fn: str, ranges: dict) -> dict:
+    if not isinstance(ranges, dict) or not ranges:
+        raise ValueError(f"{fn}: ranges must be a non-empty dict {{name: (low, high[, 'log'|'linear'])}}, got {ranges!r}")
+    parsed = {}
+    for name, spec in ranges.items():
+        if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
+            raise ValueError(f"{fn}: ranges[{name!r}] must be (low, high) or (low, high, scale), got {spec!r}")
+        low, high, scale = (*spec, "log") if len(spec) == 2 else spec
+        if scale not in SCALES:
+            raise ValueError(f"{fn}: ranges[{name!r}] scale must be one of {SCALES}, got {scale!r}")
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high or (scale == "log" and low <= 0):
+            raise ValueError(f"{fn}: ranges[{name!r}] needs finite low <= high (and low > 0 on a log scale), got {spec!r}")
+        parsed[name] = (float(low), float(high), scale)
+    return parsed
+
+
+def sample(ranges: dict, num_trials: int, seed: int = 0) -> dict:
+    """Draw ``num_trials`` values of every hyperparameter independently.
+
+    ``(low, high)`` or ``(low, high, "log")`` is log-uniform, ``10**U(log10 low, log10 high)``
+    (the source's ``10 ** np.random.uniform(-8, -4)``); ``(low, high, "linear")`` is ``U(low, high)``.
+
+    Returns:
+      ``{name: float64 array of shape (num_trials,)}``, reproducible from ``seed``.
+    """
+    fn = "search.sample"
+    ranges = _parse_ranges(fn, ranges)
+    if not isinstance(num_trials, int) or num_trials < 1:
+        raise ValueError(f"{fn}: num_trials must be a positive int, got {num_trials!r}")
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (low, high, scale) in ranges.items():
+        if scale == "log":
+            out[name] = 10.0 ** rng.uniform(math.log10(low), math.log10(high), num_trials)
+        else:
+            out[name] = rng.uniform(low, high, num_trials)
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def optimizer_factory(optimizer: Callable) -> Callable:
+    """``hparams -> optimizer(**optimizer_hparams)``: every searched key that is not one of the
+    network's (``weight_decay``, ``dropout``, ``init_scale``) becomes a keyword argument of the
+    optimizer constructor (e.g. ``learning_rate``, ``momentum``). Cached per constructor, so that
+    repeated searches reuse :func:`fnet.train.fit_trials`'s compiled program."""
+    net_keys = (*train.NET_HPARAMS, "init_scale")
+    return lambda h: optimizer(**{k: v for k, v in h.items() if k not in net_keys})
+
+
+def random_search(
+    net: Net,
+    x,
+    y,
+    val,
+    *,
+    num_trials: int = 100,
+    ranges: dict = DEFAULT_RANGES,
+    epochs: int = 50,
+    batch_size: int = 100,
+    optimizer: Callable = optim.sgd,
+    seed: int = 0,
+    grad: str = "manual",
+) -> SearchResult:
+    """Random search: sample ``num_trials`` settings, train them all together, rank them.
+
+    Every trial is ``fnet.train.fit`` of ``net`` with its own hyperparameters and seed
+    ``seed + i``, but all trials run as ONE vmapped, jit-compiled program
+    (:func:`fnet.train.fit_trials`). Trials are ranked by their validation accuracy after the
+    last epoch (the source's criterion); a trial whose loss became NaN/inf ranks last.
+
+    Args:
+      net: any network from :func:`fnet.mlp`.
+      x, y: training data, x of shape (N, D), y of shape (N,).
+      val: ``(x_val, y_val)``, x_val of shape (M, D), y_val of shape (M,).
+      num_trials: T, the number of settings.
+      ranges: ``{name: (low, high)}`` (log-uniform) or ``(low, high, "linear")``; names are
+        "weight_decay", "dropout", "init_scale" (the network's) and any keyword argument of
+        ``optimizer`` (e.g. "learning_rate").
+      epochs, batch_size: per trial.
+      optimizer: an fnet (or optax) optimizer constructor, e.g. ``fnet.optim.sgd``.
+      seed: draws the settings (``numpy.random.default_rng(seed)``) and the trials' seeds.
+
+    Returns:
+      A :class:`SearchResult`, trials sorted best first.
+    """
+    fn = "random_search"
+    if val is None or len(val) != 2:
+        raise ValueError(f"{fn}: val must be (x_val, y_val); the trials are ranked by validation accuracy")
+    parsed = _parse_ranges(fn, ranges)
+    hparams = sample(parsed, num_trials, seed)
+    result = train.fit_trials(
+        net, optimizer_factory(optimizer), x, y, hparams=hparams, val=val, epochs=epochs,
+        batch_size=batch_size, seed=seed * num_trials, grad=grad,
+    )
+    hist = result.history
+    trials = []
+    for i in range(num_trials):
+        curves = {k: [float(v) for v in hist[k][i]] for k in train.TRIAL_HISTORY_KEYS}
+        trials.append({
+            "hparams": {k: float(v[i]) for k, v in hparams.items()},
+            "seed": int(result.seeds[i]),
+            "final_val_acc": curves["val_acc"][-1],
+            "best_val_acc": max(curves["val_acc"]),
+            "diverged": bool(result.diverged[i]),
+            **curves,
+        })
+    trials.sort(key=lambda t: -math.inf if t["diverged"] else t["final_val_acc"], reverse=True)
+    return SearchResult(trials, parsed)
+
+
+def narrow_ranges(result: SearchResult, *, top: int = 10) -> dict:
+    """New ranges spanning the ``top`` best trials' values of every hyperparameter (the source's
+    second step: "narrow the range to where the good values lie, and search again").
+
+    Returns:
+      ``{name: (min, max, scale)}`` over the best ``top`` trials, scales as in ``result.ranges``;
+      pass it as ``ranges=`` to :func:`random_search`.
+    """
+    fn = "narrow_ranges"
+    if not isinstance(top, int) or not 1 <= top <= len(result.trials):
+        raise ValueError(f"{fn}: top must be an int in [1, {len(result.trials)}] (the number of trials), got {top!r}")
+    best = result.trials[:top]
+    return {
+        name: (min(t["hparams"][name] for t in best), max(t["hparams"][name] for t in best), scale)
+        for name, (_, _, scale) in result.ranges.items()
+    }

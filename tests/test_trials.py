@@ -1,0 +1,111 @@
+"""Many trials in one vmapped program (fnet.train.fit_trials): each trial equals its own fit()
+run, new hyperparameter values do not recompile, and bad input is rejected before tracing."""
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+
+from fnet import nets, optim, train
+
+@contextlib.contextmanager
+def count_compiles():
+    """Collects one entry per XLA compilation inside the ``with`` block."""
+    compiles = []
+
+    def listener(event, *_, **__):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(24, 5))
+Y = RNG.integers(0, 3, 24).astype(np.int32)
+VAL = (RNG.normal(size=(8, 5)), RNG.integers(0, 3, 8).astype(np.int32))
+NET = nets.mlp(5, [6, 6], 3, norm="batchnorm", dtype="float64")
+FACTORY = lambda h: optim.momentum(h["learning_rate"])  # noqa: E731 - one object, so the program is cached
+HP = {
+    "learning_rate": np.array([0.1, 0.02, 0.05]),
+    "weight_decay": np.array([0.0, 1e-3, 1e-2]),
+    "dropout": np.array([0.2, 0.0, 0.4]),
+    "init_scale": np.array([0.3, 0.5, 0.2]),
+}
+KW = {"val": VAL, "epochs": 2, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def trials():
+    return train.fit_trials(NET, FACTORY, X, Y, hparams=HP, seeds=np.array([3, 4, 5]), **KW)
+
+
+def test_each_trial_equals_its_own_fit_run(trials):
+    """Trial i of the vmapped program == fit() with trial i's optimizer, net and seed (float64)."""
+    assert trials.history["val_acc"].shape == (3, 2) and not trials.diverged.any()
+    for i in range(3):
+        net_i = nets.mlp(5, [6, 6], 3, norm="batchnorm", dtype="float64",
+                         weight_decay=HP["weight_decay"][i], dropout=HP["dropout"][i])
+        init_key, _ = jax.random.split(jax.random.PRNGKey(int(trials.seeds[i])))
+        params, state = net_i.init(init_key, std=HP["init_scale"][i])
+        single = train.fit(net_i, optim.momentum(float(HP["learning_rate"][i])), X, Y, seed=int(trials.seeds[i]),
+                           params=params, state=state, progress=False, **KW)
+        trial = jax.tree_util.tree_map(lambda a: a[i], (trials.params, trials.state))
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13),
+                               trial, (single.params, single.state))
+        for key in train.TRIAL_HISTORY_KEYS:
+            np.testing.assert_allclose(trials.history[key][i], single.history[key], rtol=1e-6, err_msg=key)
+
+
+def test_init_trials_matches_the_programs_start():
+    params, state, opt_state = train.init_trials(NET, FACTORY, np.array([3, 4]), {k: v[:2] for k, v in HP.items()})
+    init_key, _ = jax.random.split(jax.random.PRNGKey(4))
+    p1, _ = NET.init(init_key, std=0.5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[1], b), params, p1)
+    np.testing.assert_allclose(optim.current_learning_rate(opt_state), HP["learning_rate"][:2])
+
+
+def test_new_hyperparameter_values_and_per_trial_data_do_not_recompile(trials):
+    with count_compiles() as compiles:
+        again = train.fit_trials(NET, FACTORY, X, Y, hparams={k: v[::-1].copy() for k, v in HP.items()},
+                                 seeds=np.array([5, 4, 3]), **KW)
+    assert compiles == []
+    # Reversed hyperparameters and seeds give the reversed trials.
+    np.testing.assert_allclose(again.history["train_loss"], trials.history["train_loss"][::-1], rtol=1e-12)
+
+
+def test_per_trial_data():
+    """shared_data=False: each trial trains on its own data set (here: the shared one, repeated)."""
+    hp = {"learning_rate": np.array([0.1, 0.05])}
+    shared = train.fit_trials(NET, FACTORY, X, Y, hparams=hp, epochs=1, batch_size=8)
+    own = train.fit_trials(NET, FACTORY, np.stack([X, X]), np.stack([Y, Y]), hparams=hp, epochs=1, batch_size=8,
+                           shared_data=False)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12), own.params, shared.params)
+    assert np.isnan(shared.history["val_acc"]).all()
+
+
+@pytest.mark.parametrize("hparams, opt, match", [
+    ({"learning_rate": np.array([0.1, 0.2])}, optim.sgd(0.1), "optimizer factory"),
+    ({"learning_rate": np.array([0.1, 0.2]), "weight_decay": np.array([0.1])}, FACTORY, "same shape"),
+    ({"learning_rate": np.array([0.1, -0.2])}, FACTORY, "must be > 0"),
+    ({"learning_rate": np.array([0.1]), "dropout": np.array([1.0])}, FACTORY, r"\[0, 1\)"),
+    ({}, FACTORY, "non-empty dict"),
+])
+def test_bad_hparams(hparams, opt, match):
+    with pytest.raises(ValueError, match=match):
+        train.fit_trials(NET, opt, X, Y, hparams=hparams)
+
+
+def test_bad_data_and_seeds():
+    hp = {"learning_rate": np.array([0.1, 0.2])}
+    with pytest.raises(ValueError, match="leading trial axis"):
+        train.fit_trials(NET, FACTORY, X, Y, hparams=hp, shared_data=False)
+    with pytest.raises(ValueError, match="seeds"):
+        train.fit_trials(NET, FACTORY, X, Y, hparams=hp, seeds=np.array([1, 2, 3]), batch_size=8)
+    with pytest.raises(TypeError, match="opt must be"):
+        train.fit_trials(NET, 0.1, X, Y, hparams=hp)
