@@ -140,10 +140,52 @@ def epoch_keys(seed_key, epoch: int):
     return jax.random.split(jax.random.fold_in(seed_key, epoch))
 
 
+DATA_AXIS = "data"
+
+
+def check_mesh(fn: str, mesh, batch_size: int) -> None:
+    """Raise a clear error unless ``mesh`` is a :class:`jax.sharding.Mesh` with a ``"data"`` axis
+    whose size divides ``batch_size`` (each device gets ``batch_size / size`` samples of a step)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if DATA_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"{fn}: mesh has axes {tuple(mesh.axis_names)} but data parallelism needs an axis named {DATA_AXIS!r}, "
+            f"e.g. jax.sharding.Mesh(jax.devices(), ({DATA_AXIS!r},))"
+        )
+    n = mesh.shape[DATA_AXIS]
+    if batch_size % n:
+        raise ValueError(
+            f"{fn}: the global batch of {batch_size} samples cannot be split evenly over the {n} devices of the "
+            f"mesh's {DATA_AXIS!r} axis; use a batch_size that is a multiple of {n}"
+        )
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: every device of every process)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+    """Copy every leaf of ``tree`` to every device of ``mesh`` (``NamedSharding(mesh, P())``).
+
+    Built from each process's host copy with ``jax.make_array_from_callback``, so it also works
+    when the mesh spans several processes (each must pass the same values).
+    """
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def put(leaf):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
 # Cached so that repeated fit() calls with the same net and optimizer (a resumed run, several
 # seeds) reuse one compiled epoch instead of compiling it again.
 @functools.lru_cache(maxsize=32)
-def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: bool = True, jit: bool = True) -> Callable:
+def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: bool = True, jit: bool = True,
+               mesh: jax.sharding.Mesh | None = None) -> Callable:
     """A whole epoch of minibatch steps in ONE compiled call.
 
     Returns ``epoch(params, state, opt_state, x, y, key, hparams=None) ->
@@ -163,12 +205,25 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
       jit: return the epoch compiled with ``jax.jit`` (``False``: the plain traceable function,
         to be wrapped in ``jax.vmap``/``jax.jit`` by the caller, as :func:`fit_trials` does).
       donate: with ``jit``, donate the params, state and optimizer-state buffers.
+      mesh: data parallelism (see :func:`fit`): each minibatch is sharded along the mesh's
+        ``"data"`` axis (``with_sharding_constraint``), every output is replicated, and XLA
+        inserts the all-reduce of the gradients (and of batch-norm statistics). The inputs
+        should be replicated over the mesh (:func:`replicate`).
     """
     fn = "make_epoch"
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{fn}: batch_size must be a positive int, got {batch_size!r}")
     _check_opt(fn, opt)
+    if mesh is not None:
+        check_mesh(fn, mesh, batch_size)
     body = _step_body(net, opt, grad, fn)
+
+    def shard(batch):
+        # Split the batch axis over the devices; XLA then computes every mean over the batch
+        # (the loss, batch-norm statistics) as a global mean with all-reduces.
+        if mesh is None:
+            return batch
+        return jax.lax.with_sharding_constraint(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS)))
 
     def epoch(params, state, opt_state, x, y, key, hparams=None):
         n = x.shape[0]
@@ -181,7 +236,7 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
         def scan_step(carry, inputs):
             idx, i = inputs
             params, state, opt_state = carry
-            batch = (jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0))
+            batch = shard((jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)))
             params, state, opt_state, loss = body(
                 params, state, opt_state, batch, jax.random.fold_in(key_dropout, i), hparams or {}
             )
@@ -194,7 +249,9 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
 
     if not jit:
         return epoch
-    return jax.jit(epoch, donate_argnums=(0, 1, 2) if donate else ())
+    # With a mesh every output is replicated, so each process can read the losses and params.
+    shardings = {} if mesh is None else {"out_shardings": jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())}
+    return jax.jit(epoch, donate_argnums=(0, 1, 2) if donate else (), **shardings)
 
 
 @functools.lru_cache(maxsize=64)
@@ -486,6 +543,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     print_fn: Callable[[str], None] = print,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Train ``net`` with ``opt`` for ``epochs`` epochs, one compiled call per epoch.
 
@@ -504,6 +562,15 @@ def fit(
         ends with bitwise the same params as an uninterrupted run with the same seed).
       progress: print one progress line per epoch (``False`` for quiet mode).
       print_fn: where progress lines go.
+      mesh: train data-parallel over the devices of a :class:`jax.sharding.Mesh` with a
+        ``"data"`` axis (e.g. :func:`data_mesh`): params, optimizer state and data are
+        replicated on every device, each minibatch of ``batch_size`` samples is split along
+        ``"data"`` (``batch_size / devices`` per device), and XLA inserts the all-reduce of the
+        gradients, so the run computes the same steps as on one device (to rounding). Batch-norm
+        statistics are GLOBAL (over the whole minibatch, as on one device), because
+        ``jnp.mean`` over a sharded batch axis is compiled into an all-reduce. The mesh may span
+        several processes (``jax.distributed``; see :mod:`fnet.distributed`): every process
+        runs this same call on the same data, and only process 0 prints and writes checkpoints.
 
     Returns:
       A :class:`FitResult`.
@@ -523,7 +590,10 @@ def fit(
         raise ValueError(f"{fn}: batch_size must be in [1, {len(x)}] (the number of training samples), got {batch_size!r}")
     if resume and checkpoint_dir is None:
         raise ValueError(f"{fn}: resume=True needs a checkpoint_dir")
-    epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad)
+    epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad, mesh=mesh)
+    # Every process of a multi-process mesh runs fit; one of them talks and writes.
+    lead = jax.process_index() == 0
+    progress = progress and lead
 
     seed_key = jax.random.PRNGKey(seed)
     init_key, train_key = jax.random.split(seed_key)
@@ -546,16 +616,21 @@ def fit(
         history = meta["history"]
         start_epoch = meta["epoch"] + 1
 
-    xd, yd = jnp.asarray(x), jnp.asarray(y)
-    val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))
+    if mesh is None:
+        xd, yd = jnp.asarray(x), jnp.asarray(y)
+        val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))
+    else:
+        params, state, opt_state, xd, yd, val_d = replicate((params, state, opt_state, x, y, val), mesh)
+        best["params"], best["state"] = replicate((best["params"], best["state"]), mesh)
     n_eval = min(train_eval_samples, len(x))
     steps = len(x) // batch_size
     stale = 0
     stopped_early = False
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
+        key = jax.random.fold_in(train_key, epoch)
         params, state, opt_state, step_losses = epoch_fn(
-            params, state, opt_state, xd, yd, jax.random.fold_in(train_key, epoch)
+            params, state, opt_state, xd, yd, key if mesh is None else replicate(key, mesh)
         )
         step_losses = np.asarray(step_losses)
         dt = time.perf_counter() - t0
@@ -592,7 +667,7 @@ def fit(
             stale += 1
         if progress:
             print_fn(_progress_line(record, epochs))
-        if ckpt_path is not None:
+        if ckpt_path is not None and lead:
             os.makedirs(os.fspath(checkpoint_dir), exist_ok=True)
             tree = {"params": params, "state": state, "opt_state": opt_state,
                     "best_params": best["params"], "best_state": best["state"]}
