@@ -127,8 +127,16 @@ def _write_outputs(run_dir: str, history: dict, quiet: bool) -> None:
 def _cmd_train(args) -> int:
     import jax
 
-    from fnet import data, nets, train
+    from fnet import data, distributed, nets, train
 
+    mesh = None
+    if args.distributed:  # before anything touches a device
+        if not args.out:
+            raise ValueError("--distributed needs --out, the run directory shared by every process")
+        distributed.initialize_from_env()
+        mesh = train.data_mesh()
+    lead = distributed.is_lead()  # only process 0 prints and writes files
+    args.quiet = args.quiet or not lead
     if args.device:
         _select_device(args.device)
     ds = data.load(args.data, data_dir=args.data_dir, seed=args.seed)
@@ -152,7 +160,7 @@ def _cmd_train(args) -> int:
         raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(ds.x_train)} training samples of {args.data}")
     steps_per_epoch = len(ds.x_train) // args.batch_size
     opt = _make_optimizer(args.optimizer, _make_learning_rate(args, steps_per_epoch), args.weight_decay)
-    run_dir = _prepare_run_dir(args)
+    run_dir = _prepare_run_dir(args) if lead else args.out
     config = {
         "command": "train",
         "args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -160,7 +168,8 @@ def _cmd_train(args) -> int:
         "dataset": {"name": ds.name, "train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)},
         "jax": {"version": jax.__version__, "device": str(jax.devices()[0])},
     }
-    _write_json(os.path.join(run_dir, "config.json"), config)
+    if lead:
+        _write_json(os.path.join(run_dir, "config.json"), config)
     if not args.quiet:
         print(f"training {nets.describe(net.config)} on {ds.name} ({len(ds.x_train)} train / {len(ds.x_val)} val / "
               f"{len(ds.x_test)} test) with {args.optimizer} lr {args.lr}, {args.grad} gradients -> {run_dir}")
@@ -169,13 +178,16 @@ def _cmd_train(args) -> int:
         result = train.fit(
             net, opt, ds.x_train, ds.y_train, val=val, epochs=args.epochs, batch_size=args.batch_size,
             seed=args.seed, grad=args.grad, early_stopping=args.early_stopping, checkpoint_dir=run_dir,
-            resume=args.resume, progress=not args.quiet,
+            resume=args.resume, progress=not args.quiet, mesh=mesh,
         )
     except train.TrainingDiverged as e:
-        _write_outputs(run_dir, e.history, args.quiet)
+        if lead:
+            _write_outputs(run_dir, e.history, args.quiet)
         raise
-    _write_outputs(run_dir, result.history, args.quiet)
     test = train.evaluate(net, result.best_params, result.best_state, ds.x_test, ds.y_test)
+    if not lead:
+        return 0
+    _write_outputs(run_dir, result.history, args.quiet)
     _write_json(os.path.join(run_dir, "results.json"), {"best_epoch": result.best_epoch, "test": test})
     metric = f"test loss {test['loss']:.4f}" if regression else f"test accuracy {100 * test['accuracy']:.2f}%"
     print(f"{metric} (params of epoch {result.best_epoch}, best on validation); run saved in {run_dir}")
@@ -274,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
     p.add_argument("--device", choices=["cpu", "gpu"], help="JAX device (default: JAX's default)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the devices of several processes: jax.distributed.initialize from "
+                        "$FNET_COORDINATOR_ADDRESS, $FNET_NUM_PROCESSES, $FNET_PROCESS_ID (or SLURM etc.); see docs/scale_out.md")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="re-load a run directory and print its test accuracy")

@@ -1,0 +1,88 @@
+"""Multi-process (multi-host) training on JAX's own machinery: ``jax.distributed`` + a global mesh.
+
+Every process runs the same program (``fnet train --distributed`` or a script calling
+:func:`initialize_from_env` and then ``fnet.fit(..., mesh=fnet.train.data_mesh())``); JAX joins
+them through a coordination service on process 0, the mesh spans the devices of all processes,
+and XLA's collectives (NCCL on GPUs, gloo on CPUs) all-reduce the gradients. Every process loads
+the same data and computes the same replicated params; only process 0 prints and writes
+checkpoints (atomically, see :func:`fnet.checkpoint.save`), so a crash never leaves a torn file.
+
+Environment variables read by :func:`initialize_from_env`:
+
+- ``FNET_COORDINATOR_ADDRESS``: ``host:port`` of process 0 (reachable by every process);
+- ``FNET_NUM_PROCESSES``, ``FNET_PROCESS_ID``: the number of processes and this one's id (0-based);
+- ``FNET_HEARTBEAT_TIMEOUT`` (seconds, default JAX's 100): how long the coordination service waits
+  for a silent process before declaring it dead and failing the others;
+- ``FNET_INIT_TIMEOUT`` (seconds, default JAX's 300): how long to wait for all processes to join.
+
+Without ``FNET_COORDINATOR_ADDRESS``, ``jax.distributed.initialize()`` detects the cluster itself
+(SLURM, Open MPI, Kubernetes/JobSet, Cloud TPU); see docs/scale_out.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+ENV_ADDRESS = "FNET_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "FNET_NUM_PROCESSES"
+ENV_PROCESS_ID = "FNET_PROCESS_ID"
+ENV_HEARTBEAT = "FNET_HEARTBEAT_TIMEOUT"
+ENV_INIT_TIMEOUT = "FNET_INIT_TIMEOUT"
+
+
+def _int_env(environ, name: str, *, minimum: int) -> int:
+    text = environ[name]
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"initialize_from_env: ${name} must be an integer, got {text!r}") from None
+    if value < minimum:
+        raise ValueError(f"initialize_from_env: ${name} must be >= {minimum}, got {value}")
+    return value
+
+
+def initialize_from_env(environ=None) -> dict:
+    """Join this process to a multi-process JAX run, configured by environment variables.
+
+    Must run before anything touches a JAX device. CPU collectives use gloo (``jax_cpu_collectives_implementation``;
+    without it a CPU mesh cannot span processes); GPUs use NCCL regardless.
+
+    Args:
+      environ: a mapping like ``os.environ`` (the default).
+
+    Returns:
+      The arguments given to ``jax.distributed.initialize`` (empty when the cluster was
+      auto-detected), plus "process_index" and "process_count" as JAX reports them.
+
+    Raises:
+      ValueError: ``FNET_COORDINATOR_ADDRESS`` is set but ``FNET_NUM_PROCESSES`` or
+        ``FNET_PROCESS_ID`` is missing or invalid.
+    """
+    environ = os.environ if environ is None else environ
+    kwargs = {}
+    if environ.get(ENV_ADDRESS):
+        missing = [n for n in (ENV_NUM_PROCESSES, ENV_PROCESS_ID) if not environ.get(n)]
+        if missing:
+            raise ValueError(f"initialize_from_env: ${ENV_ADDRESS} is set, so ${' and $'.join(missing)} must be set too")
+        kwargs = {
+            "coordinator_address": environ[ENV_ADDRESS],
+            "num_processes": _int_env(environ, ENV_NUM_PROCESSES, minimum=1),
+            "process_id": _int_env(environ, ENV_PROCESS_ID, minimum=0),
+        }
+        if kwargs["process_id"] >= kwargs["num_processes"]:
+            raise ValueError(f"initialize_from_env: ${ENV_PROCESS_ID}={kwargs['process_id']} must be < "
+                             f"${ENV_NUM_PROCESSES}={kwargs['num_processes']}")
+    if environ.get(ENV_HEARTBEAT):
+        kwargs["heartbeat_timeout_seconds"] = _int_env(environ, ENV_HEARTBEAT, minimum=1)
+    if environ.get(ENV_INIT_TIMEOUT):
+        kwargs["initialization_timeout"] = _int_env(environ, ENV_INIT_TIMEOUT, minimum=1)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**kwargs)
+    return dict(kwargs, process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def is_lead() -> bool:
+    """True in process 0, the one that prints and writes files."""
+    return jax.process_index() == 0

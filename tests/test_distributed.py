@@ -1,0 +1,107 @@
+"""Multi-process training (fnet.distributed): two processes on 127.0.0.1 with gloo CPU collectives
+train together and end with the same params as one process; when one dies, the other fails within
+the heartbeat timeout and the last checkpoint (written by process 0 only) stays intact."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from fnet import checkpoint, cli, distributed
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HEARTBEAT_S = 5
+
+WORKER = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from fnet import distributed
+    distributed.initialize_from_env()
+    import jax
+    from fnet import nets, optim, train
+
+    out = sys.argv[1]
+    rank = jax.process_index()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 64).astype(np.int32)
+    net = nets.mlp(5, [16, 16], 3, norm="batchnorm")
+    kw = dict(batch_size=16, progress=False, val=(x[:8], y[:8]), checkpoint_dir=os.path.join(out, "ckpt"))
+    together = train.fit(net, optim.momentum(0.1), x, y, epochs=2, mesh=train.data_mesh(), **kw)
+    np.savez(os.path.join(out, f"p{rank}.npz"), **{k: np.asarray(v) for k, v in together.params.items()})
+    ref_path = os.path.join(out, "ref.npz")
+    if rank == 0:
+        alone = train.fit(net, optim.momentum(0.1), x, y, epochs=2, batch_size=16, progress=False, val=(x[:8], y[:8]))
+        np.savez(ref_path + ".tmp.npz", **{k: np.asarray(v) for k, v in alone.params.items()})
+        os.replace(ref_path + ".tmp.npz", ref_path)
+    else:
+        while not os.path.exists(ref_path):
+            time.sleep(0.1)
+        os._exit(3)  # dies: process 0 is now alone in the resumed run below
+    print("resuming", flush=True)
+    train.fit(net, optim.momentum(0.1), x, y, epochs=4, mesh=train.data_mesh(), resume=True, **kw)
+    print("unreachable: the resumed run finished without process 1", flush=True)
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together_and_fail_cleanly_when_one_dies(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), FNET_NUM_PROCESSES="2",
+                FNET_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", FNET_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S),
+                FNET_INIT_TIMEOUT="120")
+    base.pop("XLA_FLAGS", None)  # one CPU device per process
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=dict(base, FNET_PROCESS_ID=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        out1, err1 = procs[1].communicate(timeout=240)
+        died_at = time.monotonic()
+        out0, err0 = procs[0].communicate(timeout=240)
+        waited = time.monotonic() - died_at
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[1].returncode == 3, err1[-3000:]
+    # Trained together: identical replicated params in both processes, equal to a one-process run.
+    p0, p1, ref = (np.load(tmp_path / f"{n}.npz") for n in ("p0", "p1", "ref"))
+    assert set(p0) == set(ref) == set(p1)
+    for k in ref:
+        np.testing.assert_array_equal(p0[k], p1[k])
+        np.testing.assert_allclose(p0[k], ref[k], rtol=1e-5, atol=1e-6)
+    # Process 0 does not hang: the coordination service notices the silent peer and ends it with
+    # a clear message, within the heartbeat timeout plus scheduling slack.
+    assert "resuming" in out0 and "unreachable" not in out0
+    assert procs[0].returncode != 0
+    assert "another task died" in err0 or "unhealthy" in err0 or "Gloo" in err0, err0[-3000:]
+    assert waited < HEARTBEAT_S + 60
+    # The checkpoint of the last completed epoch is intact (process 0 writes it atomically).
+    assert checkpoint.load_metadata(tmp_path / "ckpt" / "checkpoint.npz")["epoch"] == 2
+    assert set(checkpoint.load(tmp_path / "ckpt" / "checkpoint.npz")["params"]) == set(ref)
+    assert [f.name for f in (tmp_path / "ckpt").iterdir()] == ["checkpoint.npz"]  # no stray temporary files
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"FNET_COORDINATOR_ADDRESS": "127.0.0.1:1234", "FNET_NUM_PROCESSES": "2"}, r"\$FNET_PROCESS_ID must be set"),
+    ({"FNET_COORDINATOR_ADDRESS": "h:1", "FNET_NUM_PROCESSES": "2", "FNET_PROCESS_ID": "2"}, "must be < "),
+    ({"FNET_COORDINATOR_ADDRESS": "h:1", "FNET_NUM_PROCESSES": "two", "FNET_PROCESS_ID": "0"}, "must be an integer"),
+])
+def test_bad_environment(env, match):
+    with pytest.raises(ValueError, match=match):
+        distributed.initialize_from_env(env)
+
+
+def test_cli_distributed_needs_a_shared_run_directory(capsys):
+    assert cli.main(["train", "--distributed"]) == 2
+    assert "--distributed needs --out" in capsys.readouterr().err
