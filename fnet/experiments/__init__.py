@@ -12,7 +12,23 @@ from __future__ import annotations
 import importlib
 
 #: Module names (under ``fnet.experiments``) in the order ``fnet experiment --list`` shows them.
-MODULES = ("optimizer_paths", "hyperparameter_search")
+MODULES = (
+    "optimizer_paths",
+    "optimizer_mnist",
+    "init_histograms",
+    "init_compare",
+    "batchnorm_scales",
+    "depth_sensitivity",
+    "overfit_weight_decay",
+    "overfit_dropout",
+    # "hyperparameter_search" (issue 5's slot; its module is added with fnet.search)
+    "adagrad_decay",
+    "linear_regression",
+    "logistic_regression",
+    "shallow_net",
+    "sin_regression",
+    "numerical_descent",
+)
 
 
 def registry() -> dict:

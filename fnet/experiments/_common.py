@@ -181,8 +181,9 @@ def overfit_run(hparam: str, value: float, *, epochs: int, quick: bool, data_dir
 
     Returns:
       ``{"hparam", "value", "epochs", "n_train", "n_test", "runs": {"none"|"regularized":
-      {"train_acc" (epochs,), "test_acc" (epochs,), "loss" (epochs,), "final_gap"}}}`` where
-      ``final_gap`` is train minus test accuracy averaged over the last 10% of epochs.
+      {"train_acc" (epochs,), "test_acc" (epochs,), "loss" (epochs,), "final_gap", "mean_gap"}}}``
+      where ``final_gap`` is train minus test accuracy averaged over the last 10% of epochs and
+      ``mean_gap`` the same averaged over all epochs.
     """
     n_train, n_test, batch_size = (100, 1000, 25) if quick else (300, None, 100)
     epochs = 50 if quick else epochs
@@ -205,21 +206,22 @@ def overfit_run(hparam: str, value: float, *, epochs: int, quick: bool, data_dir
     for k, label in enumerate(("none", "regularized")):
         c = {name: np.asarray(a[k]) for name, a in curves.items()}
         runs[label] = {**{name: a.tolist() for name, a in c.items()},
-                       "final_gap": float(np.mean(c["train_acc"][-tail:] - c["test_acc"][-tail:]))}
+                       "final_gap": float(np.mean(c["train_acc"][-tail:] - c["test_acc"][-tail:])),
+                       "mean_gap": float(np.mean(c["train_acc"] - c["test_acc"]))}
     return {"hparam": hparam, "value": value, "epochs": epochs, "n_train": int(x.shape[0]),
             "n_test": int(x_test.shape[0]), "batch_size": batch_size, "hidden": list(OVERFIT_HIDDEN),
             "quick": quick, "runs": runs}
 
 
 def overfit_summary(result: dict) -> str:
-    """Table: run, final train and test accuracy, and their gap."""
+    """Table: run, final train and test accuracy, their gap at the end and averaged over all epochs."""
     lines = [f"784-{result['hidden']}-10 ReLU, SGD lr 0.01, {result['epochs']} epochs on {result['n_train']} MNIST "
              f"images ({result['n_test']} test)",
-             f"{'run':<24} {'train acc':>9} {'test acc':>9} {'gap':>7}"]
+             f"{'run':<24} {'train acc':>9} {'test acc':>9} {'final gap':>9} {'mean gap':>9}"]
     for label, r in result["runs"].items():
         name = "unregularized" if label == "none" else f"{result['hparam']} {result['value']:g}"
         lines.append(f"{name:<24} {100 * r['train_acc'][-1]:>8.1f}% {100 * r['test_acc'][-1]:>8.1f}% "
-                     f"{100 * r['final_gap']:>6.1f}%")
+                     f"{100 * r['final_gap']:>8.1f}% {100 * r['mean_gap']:>8.1f}%")
     return "\n".join(lines)
 
 
@@ -232,9 +234,43 @@ def overfit_plot(result: dict, path) -> None:
         ax.plot(epochs, r["train_acc"], label="train")
         ax.plot(epochs, r["test_acc"], label="test")
         name = "no regularization" if label == "none" else f"{result['hparam']} = {result['value']:g}"
-        ax.set(xlabel="epoch", title=f"{name} (final gap {100 * r['final_gap']:.1f}%)", ylim=(0, 1.02))
+        ax.set(xlabel="epoch", title=f"{name} (gap: final {100 * r['final_gap']:.1f}%, mean {100 * r['mean_gap']:.1f}%)", ylim=(0, 1.02))
         ax.legend(loc="lower right")
     axes[0].set_ylabel("accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decision boundaries of 2-D binary classifiers (logistic-regression, shallow-net).
+
+def decision_grid(net, params, x, n: int = 60, margin: float = 0.5) -> dict:
+    """Predicted probability of class 1 on an ``n`` x ``n`` grid covering ``x`` (plus ``margin``).
+
+    Args:
+      net: a 2-input, 1-output network with loss "sigmoid_binary_cross_entropy".
+      x: array of shape (N, 2), the points the grid must cover.
+
+    Returns:
+      ``{"x0": (n,), "x1": (n,), "prob": (n, n) with prob[i, j] at (x0[j], x1[i])}`` as lists,
+      probabilities rounded to 3 decimals (they are only drawn).
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"decision_grid: x must have shape (N, 2), got {x.shape}")
+    g0 = np.linspace(x[:, 0].min() - margin, x[:, 0].max() + margin, n)
+    g1 = np.linspace(x[:, 1].min() - margin, x[:, 1].max() + margin, n)
+    mesh = np.stack(np.meshgrid(g0, g1), axis=-1).reshape(-1, 2).astype(np.float32)
+    prob = jax.nn.sigmoid(net.apply(params, jnp.asarray(mesh))).reshape(n, n)
+    return {"x0": g0.tolist(), "x1": g1.tolist(), "prob": np.round(np.asarray(prob, np.float64), 3).tolist()}
+
+
+def draw_boundary(ax, grid: dict, x, y, title: str) -> None:
+    """Draw a :func:`decision_grid` (filled at p = 0.5) with the points ``x`` (N, 2) coloured by ``y`` (N,)."""
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    ax.contourf(grid["x0"], grid["x1"], np.asarray(grid["prob"]), levels=[0, 0.5, 1], colors=["#f4c7c3", "#c6dbef"])
+    ax.contour(grid["x0"], grid["x1"], np.asarray(grid["prob"]), levels=[0.5], colors="k", linewidths=0.8)
+    ax.scatter(x[:, 0], x[:, 1], c=np.where(y > 0.5, "#1f4e9a", "#b3261e"), s=6)
+    ax.set_title(title, fontsize=9)
+    ax.set(xticks=[], yticks=[])

@@ -1,0 +1,209 @@
+"""The curriculum's experiments (issue 5): each ``--quick`` run, the qualitative result the source
+material teaches, and the module protocol (JSON-serialisable result, a summary table, a PNG).
+
+MNIST-based experiments read the real files through ``$FNET_DATA`` (``shared_data_dir``: skipped
+without it, failing with ``FNET_REQUIRE_DATA=1``). The optimizer-paths experiment has its own file.
+"""
+
+import json
+
+import chex
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fnet import experiments, nets, optim, train
+from fnet.experiments import _common
+from tests._data_fixtures import shared_data_dir  # noqa: F401  (pytest fixture)
+
+MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
+        "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
+        "shallow-net", "sin-regression", "numerical-descent")
+
+
+def _protocol(name, tmp_path, data_dir=None):
+    """Run ``name`` quick, check the protocol, return the JSON round-tripped result."""
+    mod = experiments.get(name)
+    assert mod.NAME == name and mod.DESCRIPTION and "\n" not in mod.DESCRIPTION
+    result = json.loads(json.dumps(mod.run(quick=True, data_dir=data_dir), allow_nan=False))
+    assert isinstance(mod.summary(result), str) and mod.summary(result).count("\n") >= 1
+    if pytest.importorskip("matplotlib"):
+        out = tmp_path / f"{name}.png"
+        mod.plot(result, out)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return result
+
+
+def test_registry_lists_the_issue_order():
+    names = list(experiments.registry())
+    assert [n for n in names if n in MINE] == list(MINE)
+    assert names[0] == "optimizer-paths"
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+def test_train_iterations_full_batch_equals_repeated_train_steps():
+    net = nets.mlp(3, [4], 2, dtype="float64")
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
+    y = jnp.arange(8) % 2
+    params, _ = net.init(jax.random.PRNGKey(1))
+    opt = optim.momentum(0.1)
+    got, _, _, trace = _common.train_iterations(net, opt, x, y, iterations=3, batch_size=None,
+                                                key=jax.random.PRNGKey(2), params=params)
+    step = train.make_train_step(net, opt, jit=False)
+    p, s, o = params, {}, opt.init(params)
+    for k in range(3):
+        p, s, o, m = step(p, s, o, (x, y), None)
+        np.testing.assert_allclose(trace["loss"][k], m["loss"], rtol=1e-12)
+    chex.assert_trees_all_close(got, p, rtol=1e-12)
+
+
+def test_train_epochs_records_metrics_per_epoch():
+    net = nets.mlp(3, [4], 2, dtype="float64")
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
+    y = jnp.arange(8) % 2
+    params, _ = net.init(jax.random.PRNGKey(1))
+    _, _, curves = _common.train_epochs(net, optim.sgd(0.1), x, y, epochs=5, batch_size=4, key=jax.random.PRNGKey(2),
+                                        params=params, metrics=lambda p, s: {"acc": _common.accuracy(net, p, s, x, y)})
+    chex.assert_shape([curves["loss"], curves["acc"]], (5,))
+    assert np.all((np.asarray(curves["acc"]) >= 0) & (np.asarray(curves["acc"]) <= 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(-1e3, 1e3)))
+def test_smooth_curve_keeps_length_and_constants(values):
+    out = _common.smooth_curve(values)
+    assert out.shape == values.shape
+    np.testing.assert_allclose(_common.smooth_curve(np.full_like(values, 3.0)), 3.0, rtol=1e-12)
+    assert out.min() >= values.min() - 1e-9 and out.max() <= values.max() + 1e-9  # a weighted average
+
+
+def test_smooth_curve_rejects_bad_input():
+    with pytest.raises(ValueError, match="smooth_curve"):
+        _common.smooth_curve(np.zeros((2, 2)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 5)), elements=st.floats(-10, 10)))
+def test_unit_spread_is_zero_for_identical_units(w):
+    from fnet.experiments.init_compare import unit_spread
+
+    identical = np.repeat(w[:, :1], w.shape[1], axis=1)
+    assert float(unit_spread(identical)) <= 1e-14 * (1 + np.abs(w).max())  # 0 up to the rounding of the mean
+    assert float(unit_spread(w)) >= 0.0
+
+
+def test_normal_equation_matches_lstsq_and_checks_shapes():
+    from fnet.experiments.linear_regression import normal_equation
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((50, 3)), rng.standard_normal(50)
+    w, b = normal_equation(x, y)
+    ref = np.linalg.lstsq(np.c_[x, np.ones(50)], y, rcond=None)[0]
+    np.testing.assert_allclose(np.append(w, b), ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="normal_equation"):
+        normal_equation(x[:, 0], y)
+
+
+# ------------------------------------------------------------------------------- experiments
+
+
+def test_optimizer_mnist(tmp_path, shared_data_dir):  # noqa: F811
+    r = _protocol("optimizer-mnist", tmp_path, shared_data_dir)
+    opts = r["optimizers"]
+    assert list(opts) == ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam"]
+    for name, o in opts.items():
+        assert len(o["loss"]) == r["iterations"]
+        assert o["final_loss"] < o["loss"][0], name  # every optimizer learns
+    # The source's lesson: plain SGD is the slowest of them.
+    assert opts["SGD"]["final_loss"] > max(opts[k]["final_loss"] for k in ("Momentum", "AdaGrad", "Adam"))
+
+
+def test_init_histograms(tmp_path):
+    r = _protocol("init-histograms", tmp_path)["results"]
+    relu_he, relu_small = r["relu"]["He"]["layer_std"], r["relu"]["std=0.01"]["layer_std"]
+    assert relu_he[-1] > 0.5 * relu_he[0]            # He keeps ReLU activations spread through 5 layers
+    assert relu_small[-1] < 1e-3 * relu_small[0]     # std 0.01 collapses them
+    assert r["sigmoid"]["std=1"]["saturated"][-1] > 0.5  # std 1 + sigmoid: mass piles up at 0 and 1
+    assert r["sigmoid"]["Xavier"]["saturated"][-1] < 0.05
+    for act in r.values():
+        for res in act.values():
+            np.testing.assert_allclose(np.sum(res["counts"], axis=1) <= 1 + 1e-6, True)
+
+
+def test_init_compare(tmp_path, shared_data_dir):  # noqa: F811
+    runs = _protocol("init-compare", tmp_path, shared_data_dir)["runs"]
+    assert runs["Xavier"]["final_loss"] < runs["std=0.01"]["final_loss"] - 0.02
+    assert runs["He"]["final_loss"] < runs["std=0.01"]["final_loss"] - 0.02
+    # Zero init: the units of every hidden layer stay identical; He's do not.
+    for label in ("zeros", "zeros (sigmoid)"):
+        assert max(runs[label]["unit_spread"]) < 1e-9, label
+    assert min(runs["He"]["unit_spread"]) > 1e-2
+    assert runs["zeros (sigmoid)"]["weight_change"][-1] > 0  # ... even though the weights do move
+
+
+def test_batchnorm_scales(tmp_path, shared_data_dir):  # noqa: F811
+    r = _protocol("batchnorm-scales", tmp_path, shared_data_dir)
+    bn, plain = np.asarray(r["batchnorm"])[:, -1], np.asarray(r["plain"])[:, -1]
+    small = np.asarray(r["scales"]) < 0.1
+    assert np.sum(bn[small] > plain[small]) > 0.7 * small.sum()  # batch norm wins at most small scales
+    assert r["bn_wins"] > len(r["scales"]) // 2
+
+
+def test_depth_sensitivity(tmp_path, shared_data_dir):  # noqa: F811
+    d = _protocol("depth-sensitivity", tmp_path, shared_data_dir)["depths"]
+    assert d["3-layer"]["cells_at_100"] > d["5-layer"]["cells_at_100"]  # the deeper net is more sensitive
+    assert d["5-layer"]["cells_at_100"] >= 1                               # ... but can still overfit
+
+
+@pytest.mark.parametrize("name", ["overfit-weight-decay", "overfit-dropout"])
+def test_regularization_shrinks_the_gap(tmp_path, shared_data_dir, name):  # noqa: F811
+    runs = _protocol(name, tmp_path, shared_data_dir)["runs"]
+    assert runs["none"]["train_acc"][-1] == 1.0  # the unregularized net memorizes its training set
+    assert runs["regularized"]["final_gap"] < runs["none"]["final_gap"] - 0.05
+
+
+def test_adagrad_decay(tmp_path, shared_data_dir):  # noqa: F811
+    opts = _protocol("adagrad-decay", tmp_path, shared_data_dir)["optimizers"]
+    assert opts["AdaGrad"]["decay_ratio"] < 0.6                      # AdaGrad's steps shrink ...
+    assert opts["AdaGrad"]["decay_ratio"] < opts["Adam"]["decay_ratio"] - 0.1  # ... faster than Adam's
+
+
+def test_linear_regression(tmp_path):
+    r = _protocol("linear-regression", tmp_path)
+    ne, gd = r["normal_equation"], r["methods"]["batch GD"]
+    np.testing.assert_allclose(gd["w"] + [gd["b"]], ne["w"] + [ne["b"]], atol=1e-3)  # they agree
+    np.testing.assert_allclose(ne["w"] + [ne["b"]], r["true_w"] + [r["true_b"]], atol=0.15)
+    for name, m in r["methods"].items():
+        assert m["final_param_error"] < 0.1 * m["param_error"][0], name
+
+
+def test_logistic_regression(tmp_path):
+    r = _protocol("logistic-regression", tmp_path)
+    assert r["accuracy"] > 0.85
+    assert r["loss"][-1] < 0.5 * r["loss"][0]
+
+
+def test_shallow_net(tmp_path):
+    m = _protocol("shallow-net", tmp_path)["models"]
+    assert m["n_h=4 (main)"]["accuracy"] > m["logistic regression"]["accuracy"] + 0.2
+    assert m["logistic regression"]["accuracy"] < 0.65  # a line cannot separate the flower
+
+
+def test_sin_regression(tmp_path):
+    r = _protocol("sin-regression", tmp_path)
+    mse = list(r["mse"].values())
+    assert mse[-1] < 0.2 * mse[0]  # the 1-3-1 net's error falls
+    assert np.asarray(r["fits"][str(r["epochs"])]).shape == (200,)
+
+
+def test_numerical_descent(tmp_path):
+    r = _protocol("numerical-descent", tmp_path)
+    assert r["dtype"] == "float64"
+    assert r["max_abs"] < 1e-9
+    np.testing.assert_allclose(r["final"], r["exact"], rtol=1e-6)
