@@ -324,7 +324,9 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line for the user; --debug shows the traceback
         if args.debug:
             raise
-        print(f"fnet: error: {e}", file=sys.stderr)
+        # One line: a multi-line message (e.g. the folders searched for a data set) is joined.
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"fnet: error: {message}", file=sys.stderr)
         return 2
 
 

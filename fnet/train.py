@@ -624,7 +624,9 @@ def fit(
         best["params"], best["state"] = replicate((best["params"], best["state"]), mesh)
     n_eval = min(train_eval_samples, len(x))
     steps = len(x) // batch_size
-    stale = 0
+    # Epochs since the best one; a resumed run continues the count, so early stopping stops
+    # where the uninterrupted run would.
+    stale = start_epoch - 1 - best["epoch"]
     stopped_early = False
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
