@@ -133,6 +133,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
     seeds = np.arange(cfg["trials"])
     common = {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"]}
     times = {}
+    load_before = os.getloadavg()  # the timings mean little on a machine busy with other work
 
     vmapped, times["vmapped"] = _timed(lambda: train.fit_trials(net, factory, x, y, hparams=hp, seeds=seeds, **common))
     hp_warm = search.sample(RANGES, cfg["trials"], seed=1)
@@ -171,6 +172,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
         "machine": machine_info(),
         "config": dict(cfg, quick=quick, data=source, network=nets.describe(net.config), optimizer="sgd",
                        ranges=RANGES, fit_trials_timed=k, dtype="float32"),
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "seconds": times,
         "speedup": {f"vmapped_vs_{name}": times[name] / times["vmapped"] for name in ("fnet_loop", "fit_loop", "flax_loop")},
         "speedup_warm": {f"vmapped_warm_vs_{name}": times[name] / times["vmapped_warm"]
