@@ -21,7 +21,7 @@ MODULES = (
     "depth_sensitivity",
     "overfit_weight_decay",
     "overfit_dropout",
-    # "hyperparameter_search" (issue 5's slot; its module is added with fnet.search)
+    "hyperparameter_search",
     "adagrad_decay",
     "linear_regression",
     "logistic_regression",
