@@ -1,0 +1,376 @@
+"""fnet.train: the jit-compiled step, the scanned epoch, batched evaluation and fit().
+
+Small float64 problems check exact properties (manual == autodiff, epoch == loop of steps, resume
+is bitwise); a few short runs on the bundled digits check what fit() records and how it fails.
+Nearly all the time is XLA compilation, so the tests share nets and optimizers (fit() reuses the
+compiled epoch of a (net, opt) pair) and compile about a dozen programs in all.
+"""
+
+import json
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import checkpoint, data, nets, optim, schedules, train
+from tests._data_fixtures import shared_data_dir  # noqa: F401 (pytest fixture)
+
+N, D, C, B = 37, 5, 3, 8  # N is not a multiple of B: the last incomplete batch is dropped
+
+
+def _toy():
+    """float64 features of shape (N, D) and int32 labels of shape (N,) in [0, C)."""
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(N, D)), rng.integers(0, C, size=N).astype(np.int32)
+
+
+def _copy(tree):
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
+def _assert_trees_equal(a, b):
+    """Bitwise equality of two pytrees (same structure, every leaf np.array_equal)."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(la, lb):
+        assert np.array_equal(np.asarray(u), np.asarray(v))
+
+
+def _run_steps(step, net, opt, x, y, steps=4):
+    """``steps`` steps from init key 0 over fixed slices of (x, y) with keys fold_in(PRNGKey(100), i)."""
+    params, state = net.init(jax.random.PRNGKey(0))
+    opt_state = opt.init(params)
+    key = jax.random.PRNGKey(100)
+    losses = []
+    for i in range(steps):
+        lo = (i * B) % (N - B)
+        batch = (x[lo:lo + B], y[lo:lo + B])
+        params, state, opt_state, metrics = step(params, state, opt_state, batch, jax.random.fold_in(key, i))
+        losses.append(metrics["loss"])
+    return params, state, opt_state, jnp.stack(losses)
+
+
+# One float64 net with batch norm (state), dropout (keys) and weight decay, one optimizer, and the
+# manual jitted step without donation, shared by the tests below so that each compiles only once.
+NET64 = nets.mlp(D, [6, 7], C, norm="batchnorm", dropout=0.25, weight_decay=1e-3, dtype="float64")
+OPT64 = optim.adam(1e-2)
+
+
+@pytest.fixture(scope="module")
+def manual_step():
+    return train.make_train_step(NET64, OPT64, donate=False)
+
+
+@pytest.fixture(scope="module")
+def manual_trajectory(manual_step):
+    x, y = _toy()
+    return _run_steps(manual_step, NET64, OPT64, x, y)
+
+
+# ----------------------------------------------------------------------------- make_train_step
+
+
+def test_manual_and_autodiff_steps_give_the_same_trajectory(manual_trajectory):
+    x, y = _toy()
+    auto = _run_steps(train.make_train_step(NET64, OPT64, grad="autodiff"), NET64, OPT64, x, y)
+    # atol: the bias before batch norm has an exact zero gradient, so its rounding noise (~1e-17)
+    # is what Adam normalizes; its updates stay below lr * 1e-17 / eps = 1e-11 per step.
+    chex.assert_trees_all_close(manual_trajectory, auto, rtol=1e-9, atol=1e-9)
+    # The trajectory really moved (dropout and batch norm active): the check is not vacuous.
+    params0, state0 = NET64.init(jax.random.PRNGKey(0))
+    assert not np.allclose(manual_trajectory[0]["W1"], params0["W1"])
+    assert not np.allclose(manual_trajectory[1]["running_mean1"], state0["running_mean1"])
+
+
+def test_jit_and_no_jit_steps_agree():
+    # A plain net: without jit every primitive is dispatched (and compiled) on its own, which is
+    # slow for dropout's random bits; the jit/no-jit question does not depend on the layers.
+    net, opt = nets.mlp(D, [6], C, dtype="float64"), optim.momentum(0.1)
+    x, y = _toy()
+    jitted = _run_steps(train.make_train_step(net, opt), net, opt, x, y, steps=2)
+    eager = _run_steps(train.make_train_step(net, opt, jit=False), net, opt, x, y, steps=2)
+    chex.assert_trees_all_close(jitted, eager, rtol=1e-10, atol=1e-13)
+
+
+def test_donation_consumes_the_inputs_only_when_asked(manual_step, manual_trajectory):
+    """make_train_step donates params/state/opt_state by default (the caller must not reuse
+    them); donate=False leaves them intact; fit() copies the params/state it is given, so its
+    caller's arrays survive."""
+    x, y = _toy()
+    params, state = NET64.init(jax.random.PRNGKey(0))
+    kept = _copy((params, state))
+    manual_step(params, state, OPT64.init(params), (x[:B], y[:B]), jax.random.PRNGKey(1))
+    _assert_trees_equal((params, state), kept)  # still readable and unchanged
+
+    donating = train.make_train_step(NET64, OPT64)
+    p, s = _copy((params, state))
+    out = donating(p, s, OPT64.init(p), (x[:B], y[:B]), jax.random.fold_in(jax.random.PRNGKey(100), 0))
+    assert p["W1"].is_deleted() and s["running_mean1"].is_deleted()
+    # Donation changes memory reuse, not results: a donated run follows the same trajectory.
+    chex.assert_trees_all_close(_run_steps(donating, NET64, OPT64, x, y), manual_trajectory, rtol=1e-12, atol=1e-15)
+    assert out[0]["W1"].shape == (D, 6)
+
+
+def test_make_train_step_rejects_unknown_grad_mode():
+    with pytest.raises(ValueError, match="make_train_step: grad must be one of"):
+        train.make_train_step(NET64, OPT64, grad="numerical")
+
+
+# ----------------------------------------------------------------------------- make_epoch
+
+
+def test_epoch_equals_a_python_loop_of_steps_over_the_same_batches_and_keys(manual_step):
+    x, y = _toy()
+    params, state = NET64.init(jax.random.PRNGKey(0))
+    key = jax.random.PRNGKey(7)
+    epoch = train.make_epoch(NET64, OPT64, batch_size=B)
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    e_params, e_state, e_opt, e_losses = epoch(*_copy((params, state)), OPT64.init(params), xd, yd, key)
+    assert e_losses.shape == (N // B,) and int(e_opt.count) == N // B  # the last 37 - 32 samples are dropped
+    assert not xd.is_deleted() and not yd.is_deleted()  # the data is reused every epoch, never donated
+
+    # The documented order: key -> (shuffle, dropout); a permutation cut into N // B batches;
+    # step i uses fold_in(dropout_key, i).
+    steps = N // B
+    key_shuffle, key_dropout = jax.random.split(key)
+    order = np.asarray(jax.random.permutation(key_shuffle, N))[: steps * B].reshape(steps, B)
+    p, s, o, losses = params, state, OPT64.init(params), []
+    for i, idx in enumerate(order):
+        p, s, o, m = manual_step(p, s, o, (x[idx], y[idx]), jax.random.fold_in(key_dropout, i))
+        losses.append(m["loss"])
+    chex.assert_trees_all_close((e_params, e_state, e_opt, e_losses), (p, s, o, jnp.stack(losses)), rtol=1e-10, atol=1e-13)
+
+
+def test_epoch_rejects_a_batch_larger_than_the_data():
+    x, y = _toy()
+    params, state = NET64.init(jax.random.PRNGKey(0))
+    epoch = train.make_epoch(NET64, OPT64, batch_size=N + 1)
+    with pytest.raises(ValueError, match=f"make_epoch: batch_size {N + 1} is larger than the {N} training samples"):
+        epoch(params, state, OPT64.init(params), jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="make_epoch: batch_size must be a positive int"):
+        train.make_epoch(NET64, OPT64, batch_size=0)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_matches_a_direct_apply_on_the_whole_set():
+    net = NET64
+    x, y = _toy()
+    params, state = net.init(jax.random.PRNGKey(0))
+    # Move the running statistics away from (0, 1) so that eval mode really uses them.
+    state = jax.tree_util.tree_map(lambda v: v + 0.3, state)
+    got = train.evaluate(net, params, state, x, y, batch_size=10)  # 37 = 3 full batches + 7
+    scores = net.apply(params, x, state=state)
+    log_p = jax.nn.log_softmax(scores, axis=1)
+    assert got["loss"] == pytest.approx(float(-jnp.mean(log_p[jnp.arange(N), y])), rel=1e-12)
+    assert got["accuracy"] == pytest.approx(float(np.mean(np.argmax(scores, 1) == y)), abs=1e-12)
+    assert train.evaluate(net, params, state, x, y, batch_size=1000) == pytest.approx(got, rel=1e-12)
+
+
+def test_evaluate_regression_has_nan_accuracy():
+    net = nets.mlp(D, [4], 2, loss="mse", dtype="float64")
+    x, _ = _toy()
+    t = np.random.default_rng(1).normal(size=(N, 2))
+    params, _ = net.init(jax.random.PRNGKey(0))
+    got = train.evaluate(net, params, {}, x, t, batch_size=8)
+    assert math.isnan(got["accuracy"])
+    expected = float(0.5 * jnp.mean(jnp.sum((net.apply(params, x) - t) ** 2, axis=1)))
+    assert got["loss"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_evaluate_rejects_bad_labels():
+    net = NET64
+    x, y = _toy()
+    params, state = net.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"evaluate: y must lie in \[0, 3\)"):
+        train.evaluate(net, params, state, x, np.where(y == 0, C, y))
+    with pytest.raises(TypeError, match="evaluate: y must be integer class labels"):
+        train.evaluate(net, params, state, x, y.astype(np.float32))
+    with pytest.raises(ValueError, match="evaluate: y must have shape"):
+        train.evaluate(net, params, state, x, y[:-1])
+
+
+# ----------------------------------------------------------------------------- fit
+
+# The nets and optimizer the fit tests share: fit() reuses the compiled epoch of a (net, opt)
+# pair, so every test below that trains NET with OPT at batch size 64 compiles nothing new.
+NET = nets.mlp(64, [16], 10, norm="batchnorm", dropout=0.2)
+PLAIN = nets.mlp(64, [16], 10)
+DEEP = nets.mlp(64, [32, 32], 10, dropout=0.1)
+OPT = optim.adam(1e-2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits")
+
+
+def test_fit_history_best_params_and_quiet_mode(digits, capsys):
+    epochs = 4
+    result = train.fit(NET, OPT, digits.x_train, digits.y_train, val=(digits.x_val, digits.y_val),
+                       epochs=epochs, batch_size=64, progress=False)
+    assert capsys.readouterr().out == ""  # quiet mode prints nothing
+    h = result.history
+    assert tuple(h) == train.HISTORY_KEYS and all(len(v) == epochs for v in h.values())
+    assert h["epoch"] == list(range(1, epochs + 1))
+    assert all(t > 0 for t in h["epoch_time"]) and all(s > 0 for s in h["samples_per_s"])
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    # best_params are those of best_epoch: evaluating them reproduces that epoch's history entry.
+    assert h["val_acc"][result.best_epoch - 1] == max(h["val_acc"])
+    best = train.evaluate(NET, result.best_params, result.best_state, digits.x_val, digits.y_val)
+    assert best["accuracy"] == h["val_acc"][result.best_epoch - 1]
+    assert best["loss"] == pytest.approx(h["val_loss"][result.best_epoch - 1], rel=1e-6)
+    last = train.evaluate(NET, result.params, result.state, digits.x_val, digits.y_val)
+    assert last["accuracy"] == h["val_acc"][-1]
+    assert not result.stopped_early
+
+    train.fit(NET, OPT, digits.x_train, digits.y_train, epochs=2, batch_size=64)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "epoch 2/2" in lines[1] and "samples/s" in lines[1]
+
+
+def test_fit_copies_the_params_it_is_given(digits):
+    p0, s0 = NET.init(jax.random.PRNGKey(0))
+    snapshot = _copy((p0, s0))
+    train.fit(NET, OPT, digits.x_train, digits.y_train, epochs=1, batch_size=64, params=p0, state=s0, progress=False)
+    assert not p0["W1"].is_deleted()
+    _assert_trees_equal((p0, s0), snapshot)
+
+
+def test_fit_early_stopping_stops(digits, capsys):
+    # With a zero learning rate nothing improves after epoch 1, so patience 2 stops after epoch 3.
+    result = train.fit(PLAIN, optim.sgd(0.0), digits.x_train, digits.y_train, val=(digits.x_val, digits.y_val),
+                       epochs=10, batch_size=128, early_stopping=2)
+    assert result.stopped_early and result.best_epoch == 1
+    assert result.history["epoch"] == [1, 2, 3]
+    assert "early stopping" in capsys.readouterr().out
+
+
+def test_resumed_run_stops_early_where_the_uninterrupted_one_does(digits, tmp_path):
+    # Zero learning rate: epoch 1 stays the best, so patience 2 stops after epoch 3. A run
+    # interrupted after epoch 2 must resume with its count of stale epochs, not from zero.
+    args = (PLAIN, optim.sgd(0.0), digits.x_train, digits.y_train)
+    kw = dict(val=(digits.x_val, digits.y_val), batch_size=128, early_stopping=2, progress=False)
+    train.fit(*args, epochs=2, checkpoint_dir=tmp_path, **kw)
+    resumed = train.fit(*args, epochs=10, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert resumed.stopped_early and resumed.history["epoch"] == [1, 2, 3]
+
+
+def test_fit_records_the_schedule_in_history(digits):
+    batch_size, lr, decay = 128, 0.1, 0.5
+    steps = len(digits.x_train) // batch_size
+    opt = optim.sgd(schedules.step_decay(lr, decay, steps))
+    result = train.fit(PLAIN, opt, digits.x_train, digits.y_train, epochs=3, batch_size=batch_size, progress=False)
+    # history["lr"] is the rate of the epoch's last update: epoch e (1-based) runs at lr * decay**(e-1).
+    assert result.history["lr"] == pytest.approx([lr, lr * decay, lr * decay**2], rel=1e-6)
+
+
+def test_manual_and_autodiff_fit_end_with_the_same_params_to_float32_tolerance(digits):
+    # No batch norm here: the bias in front of batch norm has an exact zero gradient, so both
+    # runs would feed Adam pure float32 rounding noise there, which Adam scales up to steps of
+    # size ~lr (harmless, as the normalization removes that bias, but not comparable).
+    runs = [train.fit(DEEP, OPT, digits.x_train, digits.y_train, epochs=3, batch_size=64, grad=g, progress=False)
+            for g in ("manual", "autodiff")]
+    assert runs[0].params["W1"].dtype == jnp.float32
+    chex.assert_trees_all_close(runs[0].params, runs[1].params, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_after_epoch_k_is_bitwise_identical_to_an_uninterrupted_run(digits, tmp_path):
+    args = (NET, OPT, digits.x_train, digits.y_train)
+    kw = dict(val=(digits.x_val, digits.y_val), batch_size=64, seed=3, progress=False)
+    full = train.fit(*args, epochs=3, **kw)
+    train.fit(*args, epochs=1, checkpoint_dir=tmp_path, **kw)  # "killed" after epoch 1
+    resumed = train.fit(*args, epochs=3, checkpoint_dir=tmp_path, resume=True, **kw)
+    for field in ("params", "state", "opt_state", "best_params", "best_state"):
+        _assert_trees_equal(getattr(resumed, field), getattr(full, field))
+    assert resumed.best_epoch == full.best_epoch
+    for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert resumed.history[k] == full.history[k]
+
+
+def test_checkpoint_of_fit_restores_with_like(digits, tmp_path):
+    result = train.fit(NET, OPT, digits.x_train, digits.y_train, epochs=2, batch_size=64, checkpoint_dir=tmp_path,
+                       progress=False)
+    params, state = NET.init(jax.random.PRNGKey(0))
+    like = {"params": params, "state": state, "opt_state": OPT.init(params), "best_params": params, "best_state": state}
+    tree = checkpoint.load(tmp_path / train.CHECKPOINT_NAME, like=like)
+    assert isinstance(tree["opt_state"], optim.AdamState)
+    _assert_trees_equal(
+        (tree["params"], tree["state"], tree["opt_state"]), (result.params, result.state, result.opt_state)
+    )
+    meta = checkpoint.load_metadata(tmp_path / train.CHECKPOINT_NAME)
+    assert meta["epoch"] == 2 and meta["history"]["epoch"] == [1, 2]
+
+
+def test_nan_loss_raises_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    batch_size = 128
+    steps = len(digits.x_train) // batch_size
+    # A sane rate for epoch 1, an absurd one from epoch 2 on: the loss overflows early in epoch 2.
+    opt = optim.sgd(lambda count: jnp.where(count < steps, 1e-2, 1e9))
+    # Two hidden layers: their weights feed each other's growth, so the scores overflow float32
+    # within a few steps (one ReLU layer just dies and the loss stays finite).
+    args = (DEEP, opt, digits.x_train, digits.y_train)
+    with pytest.raises(train.TrainingDiverged, match=rf"at epoch 2, step \d+ of {steps}; the checkpoint of epoch 1") as e:
+        train.fit(*args, epochs=3, batch_size=batch_size, checkpoint_dir=tmp_path, progress=False)
+    assert e.value.history["epoch"] == [1]
+    path = tmp_path / train.CHECKPOINT_NAME
+    assert checkpoint.load_metadata(path)["epoch"] == 1
+    one_epoch = train.fit(*args, epochs=1, batch_size=batch_size, progress=False)
+    _assert_trees_equal(checkpoint.load(path)["params"], jax.tree_util.tree_map(np.asarray, one_epoch.params))
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 70, np.nan, x), y), ValueError,
+         r"training features contain NaN or inf \(first at sample 1, feature 6\)"),
+        (lambda x, y: (np.where(x > 0.9, np.inf, x), y), ValueError, "training features contain NaN or inf"),
+        (lambda x, y: (x, np.where(y == 9, 10, y)), ValueError, r"training labels must lie in \[0, 10\)"),
+        (lambda x, y: (x, y - 1), ValueError, r"training labels must lie in \[0, 10\)"),
+        (lambda x, y: (x, y.astype(np.float32)), TypeError, "training labels must be integer class labels"),
+        (lambda x, y: (x[:, :60], y), ValueError, r"training features have shape \(\d+, 60\) but the network expects \(N, 64\)"),
+        (lambda x, y: (x.astype(np.int32), y), TypeError, "training features must be floating point"),
+    ],
+    ids=["nan", "inf", "label-too-large", "label-negative", "float-labels", "feature-count", "int-features"],
+)
+def test_fit_rejects_bad_data_before_training(digits, change, error, match):
+    x, y = change(digits.x_train, digits.y_train)
+    with pytest.raises(error, match=f"fit: {match}"):
+        train.fit(PLAIN, optim.sgd(), x, y, epochs=1, progress=False)
+
+
+def test_fit_rejects_bad_validation_data_and_options(digits, tmp_path):
+    x, y = digits.x_train, digits.y_train
+    net = PLAIN
+    with pytest.raises(ValueError, match="fit: validation features contain NaN"):
+        train.fit(net, optim.sgd(), x, y, val=(np.full_like(digits.x_val, np.nan), digits.y_val), progress=False)
+    with pytest.raises(ValueError, match=rf"fit: batch_size must be in \[1, {len(x)}\]"):
+        train.fit(net, optim.sgd(), x, y, batch_size=len(x) + 1, progress=False)
+    with pytest.raises(ValueError, match="fit: resume=True needs a checkpoint_dir"):
+        train.fit(net, optim.sgd(), x, y, resume=True, progress=False)
+    with pytest.raises(ValueError, match="fit: epochs must be a positive int"):
+        train.fit(net, optim.sgd(), x, y, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="grad must be one of"):
+        train.fit(net, optim.sgd(), x, y, grad="finite", progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_history_writes_nan_as_null(tmp_path):
+    path = tmp_path / "history.json"
+    train.save_history(path, {"epoch": [1, 2], "val_acc": [math.nan, 0.5]})
+    assert json.loads(path.read_text()) == {"epoch": [1, 2], "val_acc": [None, 0.5]}
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_one_epoch_on_mnist_reaches_90_percent(shared_data_dir):  # noqa: F811 (fixture)
+    ds = data.load("mnist", data_dir=shared_data_dir)
+    net = nets.mlp(784, [100], 10)
+    result = train.fit(net, optim.adam(1e-3), ds.x_train, ds.y_train, epochs=1, batch_size=128, progress=False)
+    test = train.evaluate(net, result.params, result.state, ds.x_test, ds.y_test)
+    assert test["accuracy"] > 0.90
