@@ -4,7 +4,6 @@ accuracy thresholds: one epoch of a 784-16-10 net on 1,024 samples)."""
 import json
 import pathlib
 
-from tests._data_fixtures import shared_data_dir  # noqa: F401 (pytest fixture)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

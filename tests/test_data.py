@@ -15,7 +15,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from _data_fixtures import shared_data_dir, skip_or_fail  # noqa: F401  (fixture)
+from _data_fixtures import skip_or_fail
 
 from fnet import data
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from fnet.experiments import hyperparameter_search as hs
-from tests._data_fixtures import shared_data_dir  # noqa: F401 (pytest fixture)
 
 
 def test_quick_search(shared_data_dir, tmp_path):

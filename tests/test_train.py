@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from fnet import checkpoint, data, nets, optim, schedules, train
-from tests._data_fixtures import shared_data_dir  # noqa: F401 (pytest fixture)
 
 N, D, C, B = 37, 5, 3, 8  # N is not a multiple of B: the last incomplete batch is dropped
 
