@@ -1,0 +1,181 @@
+"""Timing helpers shared by the training benchmarks (train_step, mnist_e2e).
+
+Conventions: every implementation is warmed up (compiled, buffers touched) before timing; the
+timed repetitions of all implementations are INTERLEAVED (rep 1 of each, then rep 2 of each, ...)
+so that a change in machine load hits all of them alike; the reported time is the median.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import statistics
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks._machine import machine_info, machine_slug
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def select_device(device: str) -> None:
+    """Make ``device`` ("cpu" or "gpu") JAX's default, or raise ``SystemExit`` with a clear
+    message when no such device exists (``--device gpu`` on a machine without a GPU)."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"select_device: device must be 'cpu' or 'gpu', got {device!r}")
+    try:
+        devices = jax.devices(device)
+    except RuntimeError as e:
+        raise SystemExit(f"--device {device}: JAX finds no {device.upper()} here ({e})") from None
+    jax.config.update("jax_default_device", devices[0])
+
+
+def torch_device(device: str) -> str:
+    """PyTorch's name for ``device``; raises ``SystemExit`` when PyTorch has no CUDA for "gpu"."""
+    import torch
+
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device gpu: PyTorch finds no CUDA device here")
+        return "cuda"
+    return "cpu"
+
+
+def set_threads(n: int | None) -> dict:
+    """Set PyTorch's intra-op thread count and NumPy's BLAS threads (through threadpoolctl, when
+    installed) to ``n``; keep their defaults when None. Returns the counts in effect.
+
+    Why it is an option: PyTorch's OpenMP and OpenBLAS's threads spin at barriers, so on a 2-core
+    machine that other processes also load, their default of one thread per core can be tens of
+    times slower than one thread for small layers (the JSON records which counts ran). JAX's CPU
+    thread pool cannot be resized at run time."""
+    import torch
+
+    if n is not None and n < 1:
+        raise ValueError(f"set_threads: n must be a positive int, got {n}")
+    if n is not None:
+        torch.set_num_threads(n)
+    counts = {"torch": torch.get_num_threads(), "numpy_blas": None}
+    try:
+        import threadpoolctl
+    except ImportError:
+        return counts
+    if n is not None:
+        threadpoolctl.threadpool_limits(n, user_api="blas")
+    counts["numpy_blas"] = max((i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"),
+                               default=None)
+    return counts
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``uptime``), recorded because the machine is shared."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def square_matmul(n: int, dtype=jnp.float32) -> Callable[[], float]:
+    """A compiled, warmed-up square float32 ``(n, n) @ (n, n)`` (``2 n^3`` flops); returns a function
+    that runs it once and returns its seconds, to be interleaved with the implementations' reps."""
+    matmul = jax.jit(jnp.matmul)
+    a = jax.random.normal(jax.random.PRNGKey(n), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(n + 1), (n, n), dtype)
+    matmul(a, b).block_until_ready()  # compile
+    return lambda: timed(lambda: matmul(a, b).block_until_ready())[0]
+
+
+def peak_matmul_flops(sizes=(2048, 4096), repeats: int = 5, dtype=jnp.float32) -> dict:
+    """The machine's peak matmul rate: best over ``sizes`` of the fastest of ``repeats`` runs of a
+    jit-compiled square ``(n, n) @ (n, n)`` in ``dtype`` (``2 n^3`` flops each).
+
+    Returns ``{"flops_per_s": best rate, "per_size": {n: rate}}``.
+    """
+    per_size = {}
+    for n in sizes:
+        run = square_matmul(n, dtype)
+        per_size[str(n)] = 2 * n**3 / min(run() for _ in range(repeats))
+    return {"flops_per_s": max(per_size.values()), "per_size": per_size}
+
+
+def timed(fn: Callable):
+    """``(seconds, result)`` of one call of ``fn()`` (which must block until its work is done)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def interleaved(reps_of: dict[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
+    """Run ``reps`` rounds; in each round call every ``reps_of[name]()`` once (each returns the
+    seconds its repetition took). Returns ``{name: [seconds of each repetition]}``."""
+    times = {name: [] for name in reps_of}
+    for _ in range(reps):
+        for name, rep in reps_of.items():
+            times[name].append(rep())
+    return times
+
+
+def summarize(times: list[float], per: int = 1) -> dict:
+    """Median, min and max of repetition times divided by ``per`` (e.g. steps per repetition)."""
+    return {
+        "median_s": statistics.median(times) / per,
+        "min_s": min(times) / per,
+        "max_s": max(times) / per,
+        "reps": len(times),
+    }
+
+
+def compiled_memory(compiled) -> dict | None:
+    """Bytes from XLA's ``memory_analysis()`` of a compiled JAX function: arguments, outputs,
+    temporaries, aliased (donated) bytes and ``peak = arguments + outputs + temporaries - aliased``
+    (every buffer that is live during the call). None where the backend gives no analysis."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # some backends/plugins do not implement it
+        return None
+    if m is None:
+        return None
+    out = {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+    }
+    out["peak_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+    return out
+
+
+def trained(losses: list[float], per_rep: int) -> bool:
+    """True when the loss fell: all recorded per-step losses are finite and the mean over the last
+    repetition (its ``per_rep`` steps, the same minibatches as the first's) is below the first's."""
+    arr = np.asarray(losses, dtype=np.float64)
+    if arr.size < 2 * per_rep or not np.all(np.isfinite(arr)):
+        return False
+    return bool(arr[-per_rep:].mean() < arr[:per_rep].mean())
+
+
+def record_header(name: str, device: str) -> dict:
+    """The fields every results file starts with: benchmark name, date, machine, load."""
+    return {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device,
+        "machine": machine_info(),
+        "load_average_before": load_average(),
+    }
+
+
+def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: bool) -> tuple[str, str]:
+    """Write ``<name>-<machine>[-quick].json`` and ``.md`` under ``out_dir``; return both paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{name}-{machine_slug()}{'-quick' if quick else ''}")
+    with open(stem + ".json", "w") as f:
+        json.dump(record, f, indent=1, default=float)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown + "\n")
+    return stem + ".json", stem + ".md"

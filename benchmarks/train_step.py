@@ -1,0 +1,545 @@
+"""Time one training step (forward, backward, Adam update) of the same MLP in fnet, flax+optax,
+PyTorch and NumPy, side by side in one process, against the machine's matmul floor.
+
+    python -m benchmarks.train_step [--quick] [--device cpu|gpu] [--configs small,medium,large]
+                                    [--reps N] [--threads N] [--no-torch-compile]
+                                    [--matmul-precision float32|tensorfloat32|bfloat16] [--out DIR]
+
+Configurations (ReLU MLPs, softmax cross-entropy, Adam lr 1e-3, float32):
+small 784-[100]*4-10 batch 128, medium 784-512-512-10 batch 256, large 784-2048-2048-10 batch 512.
+``--quick`` shrinks every configuration to a few units and a few steps (a smoke test).
+
+Implementations (all start from the same initial weights and see the same data, an epoch of
+``steps`` minibatches of a synthetic 10-class problem, x uniform in [0, 1)):
+
+- ``fnet manual step``: :func:`fnet.train.make_train_step` (hand-written backward), one
+  jit-compiled call per step;
+- ``fnet manual epoch``: :func:`fnet.train.make_epoch`, all the epoch's steps in ONE compiled
+  call (a ``lax.scan``; it also shuffles and gathers the minibatches on device);
+  per-step time = call time / steps;
+- ``fnet autodiff step`` / ``fnet autodiff epoch``: the same with ``grad="autodiff"``;
+- ``flax+optax``: a linen MLP and ``optax.adam`` in a ``TrainState``, ``jax.jit`` of the whole
+  step, as flax's documentation writes it;
+- ``torch eager`` / ``torch compile``: ``nn.Sequential`` + ``torch.optim.Adam``;
+  ``torch.compile(model)`` when it works here (otherwise the error is recorded);
+- ``numpy``: the from-scratch curriculum way, affine/ReLU forward and backward, softmax loss and
+  Adam written in NumPy.
+
+The floor: the step's matmul flops divided by the float32 matmul rate of a square 2048^3 ``jnp``
+matmul (best of 3) run in every round of the interleaved repetitions, so under the same load as
+the implementations (median over the rounds; the best round and a 2048^3/4096^3 peak taken at
+start are recorded too). For layer widths
+``d_0, ..., d_L`` and batch B::
+
+    forward  = 2 B sum_l d_{l-1} d_l
+    backward = 2 B sum_l d_{l-1} d_l          (dW of every layer)
+             + 2 B sum_{l>=2} d_{l-1} d_l     (dx of every layer but the first, whose dx is unused)
+
+i.e. about 3x the forward. Adam, the bias adds, ReLU and the softmax are memory-bound and not in
+the floor; the floor is a bound no implementation can beat, not an estimate.
+
+Timing: warm-up (compilation, first touch) excluded; each repetition runs the epoch's ``steps``
+steps; the implementations' repetitions are interleaved and the median is reported. Compilation
+time (first call minus one timed step) is reported separately. Each implementation's per-step
+losses are recorded and it must have trained (loss fell). Peak memory: XLA's
+``memory_analysis()`` of the compiled step/epoch (JAX implementations only).
+
+``--matmul-precision bfloat16`` runs the float32 matmuls with bfloat16 inputs (float32
+accumulation) in JAX (``jax_default_matmul_precision``) and PyTorch
+(``set_float32_matmul_precision("medium")``): the GPU option; the floor is then measured at the
+same precision. Results go to ``DIR/train_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import _common
+from fnet import mlp, optim, train
+
+LR = 1e-3
+#: name -> (input_dim, hidden_dims, output_dim, batch, steps per repetition, default reps)
+CONFIGS = {
+    "small": (784, (100,) * 4, 10, 128, 50, 21),
+    "medium": (784, (512, 512), 10, 256, 20, 11),
+    "large": (784, (2048, 2048), 10, 512, 5, 7),
+}
+QUICK_CONFIGS = {
+    "small": (16, (8,) * 4, 4, 8, 4, 2),
+    "medium": (16, (12, 12), 4, 8, 4, 2),
+    "large": (16, (16, 16), 4, 8, 4, 2),
+}
+REFERENCE = "fnet manual epoch"
+#: --matmul-precision (JAX's name) -> torch.set_float32_matmul_precision's equivalent
+TORCH_PRECISION = {"float32": "highest", "tensorfloat32": "high", "bfloat16": "medium"}
+PEERS = ("flax+optax", "torch eager", "torch compile", "numpy")
+
+
+def step_flops(dims, batch: int) -> dict:
+    """Matmul flops of one training step of an MLP with layer widths ``dims`` (see the module
+    docstring): ``{"forward": ..., "backward": ..., "total": ...}``."""
+    sizes = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    forward = 2 * batch * sum(sizes)
+    backward = 2 * batch * sum(sizes) + 2 * batch * sum(sizes[1:])
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def make_data(dims, batch: int, steps: int, seed: int = 0):
+    """A learnable synthetic problem: x uniform in [0, 1) of shape (steps * batch, d_0), labels the
+    argmax of a fixed random linear teacher, of shape (steps * batch,), int32."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((steps * batch, dims[0]), dtype=np.float32)
+    teacher = rng.standard_normal((dims[0], dims[-1])).astype(np.float32)
+    y = np.argmax((x - 0.5) @ teacher, axis=1).astype(np.int32)
+    return x, y
+
+
+@dataclasses.dataclass
+class Impl:
+    """One implementation under test: ``rep()`` runs one timed repetition (``steps`` steps) and
+    returns its seconds, appending the per-step losses to ``losses``."""
+
+    name: str
+    rep: Callable[[], float]
+    per_rep_steps: int
+    losses: list = dataclasses.field(default_factory=list)
+    compile_s: float | None = None
+    first_call_s: float | None = None
+    memory: dict | None = None
+
+
+def _first_call(impl: Impl) -> Impl:
+    # The first repetition touches every buffer (and compiles, for torch.compile): time it, keep
+    # it out of the statistics, and use it as the warm-up. JAX's implementations are compiled
+    # ahead of time (``lower(...).compile()``, timed separately) and called as compiled.
+    impl.first_call_s = impl.rep()
+    return impl
+
+
+# ------------------------------------------------------------------------------------ fnet
+
+
+def _fnet_step(name, net, params0, batches, grad) -> Impl:
+    opt = optim.adam(LR)
+    carry = [jax.tree_util.tree_map(jnp.copy, params0), {}, None]
+    carry[2] = opt.init(carry[0])
+    compile_s, step = _common.timed(
+        lambda: train.make_train_step(net, opt, grad=grad).lower(*carry, batches[0], None).compile()
+    )
+    impl = Impl(name, None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(step))
+
+    def rep():
+        p, s, o = carry
+        out = []
+        t0 = time.perf_counter()
+        for batch in batches:
+            p, s, o, m = step(p, s, o, batch, None)
+            out.append(m["loss"])
+        jax.block_until_ready((p, o))
+        dt = time.perf_counter() - t0
+        carry[:] = [p, s, o]
+        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
+        return dt
+
+    impl.rep = rep
+    return _first_call(impl)
+
+
+def _fnet_epoch(name, net, params0, x, y, batch, grad) -> Impl:
+    opt = optim.adam(LR)
+    carry = [jax.tree_util.tree_map(jnp.copy, params0), {}, None]
+    carry[2] = opt.init(carry[0])
+    key = jax.random.PRNGKey(1)
+    compile_s, epoch = _common.timed(
+        lambda: train.make_epoch(net, opt, batch_size=batch, grad=grad).lower(*carry, x, y, key).compile()
+    )
+    impl = Impl(name, None, x.shape[0] // batch, compile_s=compile_s, memory=_common.compiled_memory(epoch))
+    count = [0]
+
+    def rep():
+        count[0] += 1
+        t0 = time.perf_counter()
+        p, s, o, step_losses = epoch(*carry, x, y, jax.random.fold_in(key, count[0]))
+        jax.block_until_ready((p, o, step_losses))
+        dt = time.perf_counter() - t0
+        carry[:] = [p, s, o]
+        impl.losses.extend(np.asarray(step_losses).tolist())
+        return dt
+
+    impl.rep = rep
+    return _first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ flax
+
+
+def _flax(params0, batches, n_layers) -> Impl:
+    import flax.linen as nn
+    import optax
+    from flax.training import train_state
+
+    dims = [params0[f"W{i}"].shape[1] for i in range(1, n_layers + 1)]
+
+    class MLP(nn.Module):
+        features: tuple
+
+        @nn.compact
+        def __call__(self, x):
+            for f in self.features[:-1]:
+                x = nn.relu(nn.Dense(f)(x))
+            return nn.Dense(self.features[-1])(x)
+
+    model = MLP(tuple(dims))
+    # The same initial weights as fnet's (Dense_i's kernel is (in, out) like fnet's W).
+    params = {f"Dense_{i - 1}": {"kernel": jnp.copy(params0[f"W{i}"]), "bias": jnp.copy(params0[f"b{i}"])}
+              for i in range(1, n_layers + 1)}
+    state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
+
+    def train_step(state, x, y):
+        def loss_fn(params):
+            logits = state.apply_fn({"params": params}, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        return state.apply_gradients(grads=grads), loss
+
+    compile_s, compiled = _common.timed(lambda: jax.jit(train_step).lower(state[0], *batches[0]).compile())
+    impl = Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(compiled))
+
+    def rep():
+        s = state[0]
+        out = []
+        t0 = time.perf_counter()
+        for x, y in batches:
+            s, loss = compiled(s, x, y)
+            out.append(loss)
+        jax.block_until_ready(s)
+        dt = time.perf_counter() - t0
+        state[0] = s
+        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
+        return dt
+
+    impl.rep = rep
+    return _first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ torch
+
+
+def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> Impl:
+    import torch
+    from torch import nn
+
+    mods = []
+    for i in range(1, n_layers + 1):
+        w = np.asarray(params0[f"W{i}"])
+        lin = nn.Linear(*w.shape)
+        with torch.no_grad():  # the same initial weights (torch stores W transposed)
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(np.array(params0[f"b{i}"])))
+        mods += [lin, nn.ReLU()] if i < n_layers else [lin]
+    model = nn.Sequential(*mods).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compile_model else model
+    batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    impl = Impl(name, None, len(batches))
+
+    def rep():
+        out = []
+        t0 = time.perf_counter()
+        for x, y in batches:
+            opt.zero_grad()
+            loss = loss_fn(forward(x), y)
+            loss.backward()
+            opt.step()
+            out.append(loss.detach())
+        sync()
+        dt = time.perf_counter() - t0
+        impl.losses.extend(torch.stack(out).cpu().numpy().tolist())
+        return dt
+
+    impl.rep = rep
+    return _first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ numpy
+
+
+def _numpy(params0, batches_np, n_layers) -> Impl:
+    """The curriculum's from-scratch step: affine/ReLU forward with caches, softmax loss,
+    backward in reverse, Adam per parameter (float32 throughout)."""
+    params = {k: np.array(v) for k, v in params0.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    t = [0]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    def step(x, y):
+        caches, h = [], x
+        for i in range(1, n_layers):
+            a = h @ params[f"W{i}"] + params[f"b{i}"]
+            caches.append((h, a))
+            h = np.maximum(a, 0)
+        scores = h @ params[f"W{n_layers}"] + params[f"b{n_layers}"]
+        shifted = scores - scores.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        n = x.shape[0]
+        loss = -log_probs[np.arange(n), y].mean()
+        dscores = np.exp(log_probs)
+        dscores[np.arange(n), y] -= 1
+        dscores /= n
+        grads = {f"W{n_layers}": h.T @ dscores, f"b{n_layers}": dscores.sum(axis=0)}
+        dh = dscores @ params[f"W{n_layers}"].T
+        for i in range(n_layers - 1, 0, -1):
+            h_in, a = caches[i - 1]
+            da = dh * (a > 0)
+            grads[f"W{i}"], grads[f"b{i}"] = h_in.T @ da, da.sum(axis=0)
+            if i > 1:
+                dh = da @ params[f"W{i}"].T
+        t[0] += 1
+        for k, g in grads.items():
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            m_hat = m[k] / (1 - b1 ** t[0])
+            v_hat = v[k] / (1 - b2 ** t[0])
+            params[k] -= LR * m_hat / (np.sqrt(v_hat) + eps)
+        return loss
+
+    impl = Impl("numpy", None, len(batches_np))
+
+    def rep():
+        t0 = time.perf_counter()
+        out = [step(x, y) for x, y in batches_np]
+        dt = time.perf_counter() - t0
+        impl.losses.extend(float(loss) for loss in out)
+        return dt
+
+    impl.rep = rep
+    return _first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def bench_config(name: str, spec, *, reps: int | None, device: str, torch_compile: bool, matmul_n: int) -> dict:
+    """Time every implementation on one configuration; return its JSON record."""
+    d_in, hidden, d_out, batch, steps, default_reps = spec
+    reps = reps or default_reps
+    dims = (d_in, *hidden, d_out)
+    n_layers = len(dims) - 1
+    net = mlp(d_in, hidden, d_out)
+    params0, _ = net.init(jax.random.PRNGKey(0))
+    x, y = make_data(dims, batch, steps)
+    batches_np = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
+    batches = [(jnp.asarray(xb), jnp.asarray(yb)) for xb, yb in batches_np]
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+
+    impls, failures = [], {}
+    impls.append(_fnet_step("fnet manual step", net, params0, batches, "manual"))
+    impls.append(_fnet_epoch("fnet manual epoch", net, params0, xd, yd, batch, "manual"))
+    impls.append(_fnet_step("fnet autodiff step", net, params0, batches, "autodiff"))
+    impls.append(_fnet_epoch("fnet autodiff epoch", net, params0, xd, yd, batch, "autodiff"))
+    impls.append(_flax(params0, batches, n_layers))
+    tdev = _common.torch_device(device)
+    impls.append(_torch("torch eager", params0, batches_np, n_layers, tdev, compile_model=False))
+    if torch_compile:
+        try:
+            impls.append(_torch("torch compile", params0, batches_np, n_layers, tdev, compile_model=True))
+        except Exception as e:  # e.g. no C++ compiler for inductor; record why and go on
+            failures["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        failures["torch compile"] = "skipped (--no-torch-compile or quick mode)"
+    if device == "cpu":
+        impls.append(_numpy(params0, batches_np, n_layers))
+    else:
+        failures["numpy"] = "CPU only"
+
+    # The square matmul that sets the floor runs in the same interleaved rounds, so that it sees
+    # the same machine load as the implementations (the machine is shared).
+    matmul = _common.square_matmul(matmul_n)
+    times = _common.interleaved({"matmul": lambda: min(matmul() for _ in range(3)),
+                                 **{impl.name: impl.rep for impl in impls}}, reps)
+    rates = [2 * matmul_n**3 / t for t in times["matmul"]]
+    peak = {"n": matmul_n, "median_flops_per_s": statistics.median(rates), "best_flops_per_s": max(rates)}
+    flops = step_flops(dims, batch)
+    floor = flops["total"] / peak["median_flops_per_s"]
+    results = {}
+    for impl in impls:
+        s = _common.summarize(times[impl.name], impl.per_rep_steps)
+        # torch.compile compiles on its first call: first repetition minus a typical one.
+        first = impl.first_call_s - s["median_s"] * impl.per_rep_steps
+        results[impl.name] = {
+            **s,
+            "over_floor": s["median_s"] / floor,
+            "compile_s": impl.compile_s if impl.compile_s is not None else max(first, 0.0),
+            "first_rep_mean_loss": float(np.mean(impl.losses[: impl.per_rep_steps])),
+            "last_rep_mean_loss": float(np.mean(impl.losses[-impl.per_rep_steps :])),
+            "trained": _common.trained(impl.losses, impl.per_rep_steps),
+            "peak_memory": impl.memory,
+        }
+    ref = results[REFERENCE]["median_s"]
+    for r in results.values():
+        r["over_fnet_manual_epoch"] = r["median_s"] / ref
+    return {
+        "dims": list(dims),
+        "batch": batch,
+        "steps_per_rep": steps,
+        "reps": reps,
+        "flops": flops,
+        "matmul": peak,
+        "floor_s": floor,
+        "results": results,
+        "not_run": failures,
+        "gather": _gather_cost(xd, yd, batch),
+    }
+
+
+def _gather_cost(x, y, batch: int) -> dict:
+    """Per-step time of make_epoch's on-device shuffle and per-step minibatch gather alone (the
+    permutation, then a ``lax.scan`` whose step does make_epoch's ``jnp.take`` of the batch's rows
+    and a sum to keep it live), to judge its share of the scanned epoch."""
+    steps = x.shape[0] // batch
+
+    @jax.jit
+    def gather(x, y, key):
+        order = jax.random.permutation(key, x.shape[0])[: steps * batch].reshape(steps, batch)
+
+        def body(acc, idx):
+            return acc + jnp.sum(jnp.take(x, idx, axis=0)) + jnp.sum(jnp.take(y, idx, axis=0)), None
+
+        return jax.lax.scan(body, jnp.zeros((), x.dtype), order)[0]
+
+    key = jax.random.PRNGKey(0)
+    jax.block_until_ready(gather(x, y, key))
+    ts = [_common.timed(lambda: jax.block_until_ready(gather(x, y, key)))[0] for _ in range(9)]
+    return {"per_step_s": statistics.median(ts) / steps}
+
+
+def targets(configs: dict) -> dict:
+    """The issue's targets, evaluated on this run's medians: ``{target: {"value", "goal", "met"}}``."""
+    out = {}
+
+    def add(name, value, goal, met):
+        out[name] = {"value": value, "goal": goal, "met": bool(met)}
+
+    if "small" in configs:
+        r = configs["small"]["results"]
+        peers = [r[p]["median_s"] for p in PEERS if p in r]
+        fastest_peer = min(peers) / r[REFERENCE]["median_s"]
+        add("small: fastest peer / fnet manual epoch", fastest_peer, ">= 2", fastest_peer >= 2)
+        add("small: fnet manual epoch / floor", r[REFERENCE]["over_floor"], "<= 2.5", r[REFERENCE]["over_floor"] <= 2.5)
+    if "large" in configs:
+        v = configs["large"]["results"][REFERENCE]["over_floor"]
+        add("large: fnet manual epoch / floor", v, "<= 1.15", v <= 1.15)
+    for cname, c in configs.items():
+        r = c["results"]
+        for kind in ("step", "epoch"):
+            ratio = r[f"fnet manual {kind}"]["median_s"] / r[f"fnet autodiff {kind}"]["median_s"]
+            add(f"{cname}: manual / autodiff {kind} time", ratio, "<= 1.05", ratio <= 1.05)
+            mm, ma = r[f"fnet manual {kind}"]["peak_memory"], r[f"fnet autodiff {kind}"]["peak_memory"]
+            if mm and ma:
+                add(f"{cname}: manual / autodiff {kind} peak memory", mm["peak_bytes"] / ma["peak_bytes"], "<= 1",
+                    mm["peak_bytes"] <= ma["peak_bytes"])
+    return out
+
+
+def format_table(record: dict) -> str:
+    """The Markdown tables of a record: one per configuration, then the targets."""
+    lines = [
+        f"# train_step on {record['machine']['cpu_model']} ({record['machine']['cores']} cores, {record['device']})",
+        "",
+        f"{record['date']}; peak float32 matmul at start {record['peak_matmul_at_start']['flops_per_s'] / 1e9:.1f} "
+        "GFLOP/s; "
+        f"load average before/after {record['load_average_before']} / {record['load_average_after']}; "
+        f"threads {record['threads']}; matmul precision {record['matmul_precision']}.",
+        "Per-step medians; `x floor` = time / (matmul flops / peak rate); `x fnet` = time / fnet manual epoch's.",
+    ]
+    for cname, c in record["configs"].items():
+        dims = c["dims"]
+        lines += [
+            "",
+            f"## {cname}: {dims[0]}-{dims[1:-1]}-{dims[-1]}, batch {c['batch']}, {c['flops']['total'] / 1e6:.1f} "
+            f"MFLOP/step, floor {1e3 * c['floor_s']:.3f} ms, {c['steps_per_rep']} steps x {c['reps']} reps",
+            "",
+            f"Square {c['matmul']['n']}^3 float32 matmul in the same rounds: median "
+            f"{c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s (sets the floor), best "
+            f"{c['matmul']['best_flops_per_s'] / 1e9:.1f} GFLOP/s.",
+            "",
+            "| implementation | ms/step | x floor | x fnet | compile s | peak MiB (XLA) | mean loss first -> last rep | trained |",
+            "|---|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for name, r in c["results"].items():
+            mem = f"{r['peak_memory']['peak_bytes'] / 2**20:.2f}" if r["peak_memory"] else "-"
+            lines.append(
+                f"| {name} | {1e3 * r['median_s']:.3f} | {r['over_floor']:.2f} | {r['over_fnet_manual_epoch']:.2f} | "
+                f"{r['compile_s']:.2f} | {mem} | {r['first_rep_mean_loss']:.3f} -> {r['last_rep_mean_loss']:.3f} | "
+                f"{'yes' if r['trained'] else 'NO'} |"
+            )
+        for name, why in c["not_run"].items():
+            lines.append(f"| {name} | not run: {why} | | | | | | |")
+        lines.append(f"\nmake_epoch's shuffle + gather alone: {1e3 * c['gather']['per_step_s']:.4f} ms/step.")
+    lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
+    for name, t in record["targets"].items():
+        lines.append(f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> tuple[str, str]:
+    """Run the benchmark and write its JSON and Markdown; returns their paths."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny networks, a few steps (a smoke test)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--configs", default="small,medium,large", help="comma-separated subset of small,medium,large")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation (default per config)")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of PyTorch and NumPy's BLAS (default: theirs)")
+    parser.add_argument("--matmul-precision", choices=tuple(TORCH_PRECISION), default=None,
+                        help="precision of float32 matmuls (JAX's jax_default_matmul_precision, torch's "
+                             "set_float32_matmul_precision); bfloat16 for the GPU's bf16 tensor cores")
+    parser.add_argument("--out", default=_common.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown or not names:
+        parser.error(f"--configs: unknown {unknown or names}; choose from {','.join(CONFIGS)}")
+    _common.select_device(args.device)
+    threads = _common.set_threads(args.threads)
+    if args.matmul_precision:
+        import torch
+
+        jax.config.update("jax_default_matmul_precision", args.matmul_precision)
+        torch.set_float32_matmul_precision(TORCH_PRECISION[args.matmul_precision])
+
+    record = _common.record_header("train_step", args.device)
+    record["threads"] = threads
+    record["matmul_precision"] = args.matmul_precision or "default"
+    record["peak_matmul_at_start"] = _common.peak_matmul_flops(sizes=(256,) if args.quick else (2048, 4096))
+    specs = QUICK_CONFIGS if args.quick else CONFIGS
+    configs = {}
+    for cname in names:
+        print(f"[train_step] {cname} ...", file=sys.stderr, flush=True)
+        configs[cname] = bench_config(
+            cname, specs[cname], reps=args.reps, device=args.device,
+            torch_compile=not (args.quick or args.no_torch_compile), matmul_n=256 if args.quick else 2048,
+        )
+    record.update(quick=args.quick, learning_rate=LR, configs=configs, targets=targets(configs),
+                  load_average_after=_common.load_average())
+    table = format_table(record)
+    print(table)
+    return _common.write_results(record, table, args.out, "train_step", args.quick)
+
+
+if __name__ == "__main__":
+    main()

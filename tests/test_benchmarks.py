@@ -1,0 +1,79 @@
+"""benchmarks/train_step.py and benchmarks/mnist_e2e.py run end to end in quick mode (tiny networks,
+a few steps, output to tmp_path); no timing assertions, only that every implementation ran, trained
+and was written out. Both need the `bench` extra (flax, torch); skipped without it."""
+
+import json
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytest.importorskip("flax")
+pytest.importorskip("torch")
+
+JAX_IMPLS = {"fnet manual step", "fnet manual epoch", "fnet autodiff step", "fnet autodiff epoch", "flax+optax"}
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is a top-level folder, not part of the fnet package
+    import benchmarks.mnist_e2e
+    import benchmarks.train_step
+
+    return benchmarks
+
+
+def test_step_flops_formula(benchmarks):
+    # 784-[100]*4-10, batch 128: forward 2*128*109400; backward dW the same plus dx of layers 2..5.
+    f = benchmarks.train_step.step_flops((784, 100, 100, 100, 100, 10), 128)
+    assert f["forward"] == 2 * 128 * 109_400
+    assert f["backward"] == 2 * 128 * (109_400 + 31_000)
+    assert f["total"] == f["forward"] + f["backward"]
+
+
+def test_train_step_quick(benchmarks, tmp_path):
+    json_path, md_path = map(pathlib.Path, benchmarks.train_step.main(
+        ["--quick", "--configs", "small", "--threads", "1", "--out", str(tmp_path)]))
+    assert json_path.parent == tmp_path and json_path.name.startswith("train_step-") and json_path.stem.endswith("-quick")
+    record = json.loads(json_path.read_text())
+    assert record["quick"] and list(record["configs"]) == ["small"]
+    cfg = record["configs"]["small"]
+    results = cfg["results"]
+    assert JAX_IMPLS | {"torch eager", "numpy"} <= set(results)
+    for name, r in results.items():
+        assert r["median_s"] > 0 and r["trained"], name
+        assert r["over_fnet_manual_epoch"] == pytest.approx(r["median_s"] / results["fnet manual epoch"]["median_s"])
+        assert (r["peak_memory"] is not None) == (name in JAX_IMPLS), name
+    # Same initial weights and data: every per-step implementation sees the same first loss.
+    first = {name: r["first_rep_mean_loss"] for name, r in results.items() if "epoch" not in name}
+    assert max(first.values()) - min(first.values()) < 1e-4
+    assert cfg["floor_s"] == pytest.approx(cfg["flops"]["total"] / cfg["matmul"]["median_flops_per_s"])
+    assert any(t.startswith("small: manual / autodiff") for t in record["targets"])
+    assert "| fnet manual epoch |" in md_path.read_text()
+
+
+def test_train_step_rejects_unknown_config(benchmarks, tmp_path):
+    with pytest.raises(SystemExit):
+        benchmarks.train_step.main(["--quick", "--configs", "huge", "--out", str(tmp_path)])
+
+
+def test_gpu_without_gpu_fails_clearly(benchmarks, tmp_path):
+    import jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="--device gpu"):
+        benchmarks.train_step.main(["--quick", "--device", "gpu", "--out", str(tmp_path)])
+
+
+def test_mnist_e2e_quick(benchmarks, tmp_path):
+    json_path, md_path = map(pathlib.Path, benchmarks.mnist_e2e.main(
+        ["--quick", "--threads", "1", "--out", str(tmp_path)]))
+    record = json.loads(json_path.read_text())
+    assert record["quick"] and record["epochs"] == 10 and record["repeats"] == 1
+    assert set(record["results"]) == {"fnet", "flax+optax", "torch eager"}
+    for name, r in record["results"].items():
+        assert r["wall_s_median"] > 0, name
+        # 10 short epochs (90 steps) on the 10-class digits: well above chance (0.1) for every library.
+        assert r["test_accuracy_median"] > 0.3, name
+    assert "| fnet |" in md_path.read_text()
