@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import time
@@ -27,7 +26,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks._machine import machine_info, machine_slug
+from benchmarks._common import write_results
+from benchmarks._machine import machine_info
 from fnet import optim
 
 LR = 1e-3
@@ -145,12 +145,10 @@ def main(argv=None) -> str:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     record = bench(args.quick, args.reps or (3 if args.quick else 50))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"optim_update-{machine_slug()}{'-quick' if args.quick else ''}.json")
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1)
-    print(format_table(record))
-    print(f"wrote {path}")
+    table = format_table(record)
+    path, md = write_results(record, table, args.out, "optim_update", args.quick)
+    print(table)
+    print(f"wrote {path} and {md}")
     return path
 
 

@@ -31,7 +31,8 @@ import time
 import jax
 import numpy as np
 
-from benchmarks._machine import machine_info, machine_slug
+from benchmarks._common import write_results
+from benchmarks._machine import machine_info
 from fnet import data, nets, optim, schedules, train
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -227,16 +228,11 @@ def main(argv=None) -> str:
     parser.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, ~/.cache/fnet)")
     args = parser.parse_args(argv)
     record = bench(args.quick, args.data_dir)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"train_datasets-{machine_slug()}{'-quick' if args.quick else ''}")
-    with open(f"{stem}.json", "w") as f:
-        json.dump(record, f, indent=1)
     table = format_table(record)
-    with open(f"{stem}.md", "w") as f:
-        f.write(table)
+    path, md = write_results(record, table, args.out, "train_datasets", args.quick)
     print(table)
-    print(f"wrote {stem}.json and {stem}.md")
-    return f"{stem}.json"
+    print(f"wrote {path} and {md}")
+    return path
 
 
 if __name__ == "__main__":

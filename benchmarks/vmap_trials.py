@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
 
@@ -36,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._machine import machine_info, machine_slug
+from benchmarks._common import write_results
+from benchmarks._machine import machine_info
 from fnet import data, nets, optim, search, train
 
 FULL = {"trials": 100, "samples": 400, "hidden": [100] * 6, "epochs": 50, "batch_size": 100}
@@ -211,16 +211,11 @@ def main(argv=None) -> str:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     record = bench(args.quick, args.fit_trials)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"vmap_trials-{machine_slug()}{'-quick' if args.quick else ''}")
-    with open(f"{stem}.json", "w") as f:
-        json.dump(record, f, indent=1)
     table = format_table(record)
-    with open(f"{stem}.md", "w") as f:
-        f.write(table + "\n")
+    path, md = write_results(record, table, args.out, "vmap_trials", args.quick)
     print(table)
-    print(f"wrote {stem}.json and {stem}.md")
-    return f"{stem}.json"
+    print(f"wrote {path} and {md}")
+    return path
 
 
 if __name__ == "__main__":
