@@ -159,6 +159,23 @@ def trained(losses: list[float], per_rep: int) -> bool:
     return bool(arr[-per_rep:].mean() < arr[:per_rep].mean())
 
 
+def flax_mlp(features):
+    """A flax.linen MLP, the way flax's examples write one: ``Dense(f)`` layers of ``features``
+    (the last is the output layer) with ReLU between them, flax's default initializers."""
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        features: tuple
+
+        @nn.compact
+        def __call__(self, x):
+            for f in self.features[:-1]:
+                x = nn.relu(nn.Dense(f)(x))
+            return nn.Dense(self.features[-1])(x)
+
+    return MLP(tuple(features))
+
+
 def record_header(name: str, device: str) -> dict:
     """The fields every results file starts with: benchmark name, date, machine, load."""
     return {

@@ -58,22 +58,12 @@ def run_fnet(quick: bool, hidden, epochs: int, seed: int, device: str) -> dict:
 
 def run_flax(quick: bool, hidden, epochs: int, seed: int, device: str) -> dict:
     """flax.linen + optax, the loop of flax's MNIST example (jit of the whole step)."""
-    import flax.linen as nn
     import optax
     from flax.training import train_state
 
     ds = _load(quick)
 
-    class MLP(nn.Module):
-        features: tuple
-
-        @nn.compact
-        def __call__(self, x):
-            for f in self.features[:-1]:
-                x = nn.relu(nn.Dense(f)(x))
-            return nn.Dense(self.features[-1])(x)
-
-    model = MLP((*hidden, ds.num_classes))
+    model = _common.flax_mlp((*hidden, ds.num_classes))
     params = model.init(jax.random.PRNGKey(seed), jnp.ones((1, ds.num_features)))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))
 

@@ -183,22 +183,12 @@ def _fnet_epoch(name, net, params0, x, y, batch, grad) -> Impl:
 
 
 def _flax(params0, batches, n_layers) -> Impl:
-    import flax.linen as nn
     import optax
     from flax.training import train_state
 
     dims = [params0[f"W{i}"].shape[1] for i in range(1, n_layers + 1)]
 
-    class MLP(nn.Module):
-        features: tuple
-
-        @nn.compact
-        def __call__(self, x):
-            for f in self.features[:-1]:
-                x = nn.relu(nn.Dense(f)(x))
-            return nn.Dense(self.features[-1])(x)
-
-    model = MLP(tuple(dims))
+    model = _common.flax_mlp(dims)
     # The same initial weights as fnet's (Dense_i's kernel is (in, out) like fnet's W).
     params = {f"Dense_{i - 1}": {"kernel": jnp.copy(params0[f"W{i}"]), "bias": jnp.copy(params0[f"b{i}"])}
               for i in range(1, n_layers + 1)}
