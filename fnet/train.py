@@ -135,11 +135,6 @@ def make_train_step(net: Net, opt, *, grad: str = "manual", jit: bool = True, do
     return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
 
 
-def epoch_keys(seed_key, epoch: int):
-    """``(shuffle_key, dropout_key)`` of an epoch: ``fold_in(seed_key, epoch)`` split in two."""
-    return jax.random.split(jax.random.fold_in(seed_key, epoch))
-
-
 DATA_AXIS = "data"
 
 
@@ -652,7 +647,7 @@ def fit(
             "train_acc": train_m["accuracy"],
             "val_loss": val_m["loss"],
             "val_acc": val_m["accuracy"],
-            "lr": float(optim.current_learning_rate(opt_state)),
+            "lr": _learning_rate(opt_state),
             "epoch_time": dt,
             "samples_per_s": steps * batch_size / dt,
         }
@@ -683,14 +678,24 @@ def fit(
     return FitResult(params, state, opt_state, best["params"], best["state"], best["epoch"], history, stopped_early)
 
 
+def _learning_rate(opt_state) -> float:
+    """The rate the last update used, or NaN for an optimizer whose state does not record it
+    (e.g. a plain optax optimizer; ``optax.inject_hyperparams`` ones do)."""
+    try:
+        return float(optim.current_learning_rate(opt_state))
+    except ValueError:
+        return math.nan
+
+
 def _progress_line(r: dict, epochs: int, width: int = 20) -> str:
     done = round(width * r["epoch"] / epochs)
     bar = "#" * done + "-" * (width - done)
     val = "" if math.isnan(r["val_acc"]) else f"  val acc {100 * r['val_acc']:5.1f}%"
     train = "" if math.isnan(r["train_acc"]) else f"  train acc {100 * r['train_acc']:5.1f}%"
+    lr = "" if math.isnan(r["lr"]) else f"  lr {r['lr']:.2e}"
     return (
         f"[{bar}] epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  loss {r['train_loss']:.4f}{train}{val}"
-        f"  lr {r['lr']:.2e}  {r['samples_per_s']:,.0f} samples/s"
+        f"{lr}  {r['samples_per_s']:,.0f} samples/s"
     )
 
 

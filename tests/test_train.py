@@ -232,6 +232,16 @@ def test_fit_history_best_params_and_quiet_mode(digits, capsys):
     assert len(lines) == 2 and "epoch 2/2" in lines[1] and "samples/s" in lines[1]
 
 
+def test_fit_takes_an_optax_optimizer_and_matches_fnets(digits):
+    optax = pytest.importorskip("optax")
+    ours = train.fit(PLAIN, optim.adam(1e-2), digits.x_train, digits.y_train, epochs=2, batch_size=64, progress=False)
+    theirs = train.fit(PLAIN, optax.adam(1e-2), digits.x_train, digits.y_train, epochs=2, batch_size=64,
+                       progress=False)
+    chex.assert_trees_all_close(ours.params, theirs.params, rtol=1e-4, atol=1e-6)
+    # optax's plain state records no learning rate: the history says so with NaN.
+    assert all(math.isnan(lr) for lr in theirs.history["lr"]) and ours.history["lr"] == [1e-2, 1e-2]
+
+
 def test_fit_copies_the_params_it_is_given(digits):
     p0, s0 = NET.init(jax.random.PRNGKey(0))
     snapshot = _copy((p0, s0))
