@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from fnet import experiments, nets, optim, train
 from fnet.experiments import _common
-from tests._data_fixtures import shared_data_dir  # noqa: F401  (pytest fixture)
 
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
