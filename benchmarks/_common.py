@@ -176,6 +176,19 @@ def flax_mlp(features):
     return MLP(tuple(features))
 
 
+def flax_train_step(state, x, y):
+    """One step the way flax's examples write it: softmax cross-entropy of a ``TrainState``'s
+    model, ``jax.value_and_grad``, ``state.apply_gradients``; returns ``(state, loss)``."""
+    import optax
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+
 def record_header(name: str, device: str) -> dict:
     """The fields every results file starts with: benchmark name, date, machine, load."""
     return {

@@ -67,14 +67,7 @@ def run_flax(quick: bool, hidden, epochs: int, seed: int, device: str) -> dict:
     params = model.init(jax.random.PRNGKey(seed), jnp.ones((1, ds.num_features)))["params"]
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))
 
-    @jax.jit
-    def train_step(state, x, y):
-        def loss_fn(params):
-            logits = state.apply_fn({"params": params}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return state.apply_gradients(grads=grads), loss
+    train_step = jax.jit(_common.flax_train_step)
 
     @jax.jit
     def accuracy(params, x, y):

@@ -194,15 +194,7 @@ def _flax(params0, batches, n_layers) -> Impl:
               for i in range(1, n_layers + 1)}
     state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
 
-    def train_step(state, x, y):
-        def loss_fn(params):
-            logits = state.apply_fn({"params": params}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return state.apply_gradients(grads=grads), loss
-
-    compile_s, compiled = _common.timed(lambda: jax.jit(train_step).lower(state[0], *batches[0]).compile())
+    compile_s, compiled = _common.timed(lambda: jax.jit(_common.flax_train_step).lower(state[0], *batches[0]).compile())
     impl = Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(compiled))
 
     def rep():
