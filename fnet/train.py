@@ -265,15 +265,27 @@ def _eval_fn(net: Net, batch_size: int):
         if net.config.loss != "softmax_cross_entropy":
             scores = scores.reshape((n, *y.shape[1:]))
         loss, _ = loss_fn(scores, y)
-        if net.config.loss == "softmax_cross_entropy":
-            acc = jnp.mean(jnp.argmax(scores, axis=1) == y)
-        elif net.config.loss == "sigmoid_binary_cross_entropy":
-            acc = jnp.mean((scores > 0) == (y > 0.5))
-        else:
-            acc = jnp.nan
-        return loss, acc
+        return loss, accuracy(net, scores, y)
 
     return run
+
+
+def accuracy(net: Net, scores, y):
+    """Fraction of correct predictions, traceable (usable inside jit, scan and vmap).
+
+    Args:
+      scores: the net's outputs, shape (N, C) (or (N,) / (N, 1) for a binary head).
+      y: labels of shape (N,) for softmax cross-entropy (correct = argmax), 0/1 targets for
+        sigmoid binary cross-entropy (a score > 0 predicts 1).
+
+    Returns:
+      Scalar accuracy; NaN for a regression (MSE) net.
+    """
+    if net.config.loss == "softmax_cross_entropy":
+        return jnp.mean(jnp.argmax(scores, axis=1) == y)
+    if net.config.loss == "sigmoid_binary_cross_entropy":
+        return jnp.mean((scores > 0) == (y > 0.5))
+    return jnp.nan
 
 
 def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:

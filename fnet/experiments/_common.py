@@ -43,20 +43,13 @@ def _mnist(data_dir):
 
 
 def accuracy(net, params, state, x, y):
-    """Eval-mode accuracy, traceable (``fnet.train.evaluate`` returns Python floats, so it cannot
-    run inside a scan or vmap).
+    """Eval-mode accuracy of ``params`` on (x, y), traceable (``fnet.train.evaluate`` returns
+    Python floats, so it cannot run inside a scan or vmap); see :func:`fnet.train.accuracy`.
 
     Args:
-      x: array of shape (N, D); y: labels of shape (N,) (softmax cross-entropy) or 0/1 targets of
-        shape (N, 1) (binary cross-entropy: a score > 0 predicts 1).
-
-    Returns:
-      Scalar: the fraction of correct predictions.
+      x: array of shape (N, D); y: labels (N,) or 0/1 targets (N, 1).
     """
-    scores = net.apply(params, x, state=state)
-    if net.config.loss == "sigmoid_binary_cross_entropy":
-        return jnp.mean((scores > 0) == (y > 0.5))
-    return jnp.mean(jnp.argmax(scores, axis=1) == y)
+    return train.accuracy(net, net.apply(params, x, state=state), y)
 
 
 def train_iterations(net, opt, x, y, *, iterations: int, batch_size: int | None, key, params, state=None,
