@@ -5,7 +5,7 @@ Modules, one concept each: ``layers`` (forward/backward pairs), ``losses``, ``in
 ``plots``, ``search``, ``experiments``. The most used names are re-exported here.
 """
 
-from fnet import checkpoint, data, gradcheck, init, layers, losses, nets, optim, schedules, search, train
+from fnet import checkpoint, custom_vjp, data, gradcheck, init, layers, losses, nets, optim, schedules, search, train
 from fnet.nets import MLPConfig, Net, mlp
 from fnet.train import FitResult, TrainingDiverged, TrialsResult, evaluate, fit, fit_trials, make_epoch, make_train_step
 
@@ -18,6 +18,7 @@ __all__ = [
     "TrainingDiverged",
     "TrialsResult",
     "checkpoint",
+    "custom_vjp",
     "data",
     "evaluate",
     "fit",
