@@ -2,7 +2,8 @@
 
 Modules, one concept each: ``layers`` (forward/backward pairs), ``losses``, ``init``, ``nets``
 (the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
-``plots``, ``search``, ``experiments``. The most used names are re-exported here.
+``plots``, ``search``, ``distributed``, ``custom_vjp`` (the hand-written rules as
+``jax.custom_vjp``), ``experiments``. The most used names are re-exported here.
 """
 
 from fnet import checkpoint, custom_vjp, data, gradcheck, init, layers, losses, nets, optim, schedules, search, train
