@@ -1,5 +1,6 @@
 """Test configuration: float64 is enabled for the whole suite so that gradient checks can reach
-1e-7; tests that exercise float32 create float32 arrays explicitly."""
+1e-7; tests that exercise float32 create float32 arrays explicitly. With ``$CI`` set, hypothesis
+is derandomized."""
 
 import os
 from pathlib import Path
@@ -7,8 +8,14 @@ from pathlib import Path
 import jax
 import pytest
 from _data_fixtures import skip_or_fail
+from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
+
+# CI runs the same hypothesis examples every time, so a red run is reproducible (and not luck).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
