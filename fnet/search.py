@@ -91,8 +91,7 @@ def optimizer_factory(optimizer: Callable) -> Callable:
     network's (``weight_decay``, ``dropout``, ``init_scale``) becomes a keyword argument of the
     optimizer constructor (e.g. ``learning_rate``, ``momentum``). Cached per constructor, so that
     repeated searches reuse :func:`fnet.train.fit_trials`'s compiled program."""
-    net_keys = (*train.NET_HPARAMS, "init_scale")
-    return lambda h: optimizer(**{k: v for k, v in h.items() if k not in net_keys})
+    return lambda h: optimizer(**{k: v for k, v in h.items() if k not in train.MODEL_HPARAMS})
 
 
 def random_search(

@@ -62,6 +62,9 @@ def _grad_fn(net: Net, grad: str, fn: str) -> Callable:
 
 #: Hyperparameters that the network's loss takes as (possibly traced) overrides.
 NET_HPARAMS = ("weight_decay", "dropout")
+#: Every hyperparameter a trial gives the network rather than the optimizer ("init_scale" is
+#: used by ``net.init``); all other keys go to an optimizer factory.
+MODEL_HPARAMS = (*NET_HPARAMS, "init_scale")
 
 
 def is_optimizer(opt) -> bool:
@@ -87,7 +90,7 @@ def resolve_optimizer(opt, hparams: dict | None):
 def _split_hparams(fn: str, opt, hparams: dict | None) -> dict:
     """The network's share of ``hparams``; the rest is for an optimizer factory (or ``init_scale``)."""
     hparams = hparams or {}
-    other = [k for k in hparams if k not in NET_HPARAMS and k != "init_scale"]
+    other = [k for k in hparams if k not in MODEL_HPARAMS]
     if other and is_optimizer(opt):
         raise ValueError(
             f"{fn}: hparams {sorted(other)} can only be used by an optimizer factory (hparams -> optimizer), "
