@@ -171,7 +171,7 @@ def relu(x):
     return _relu(x)
 
 
-def leaky_relu(x, alpha=0.01):
+def leaky_relu(x, alpha=layers.LEAKY_RELU_ALPHA):
     """``out = x if x > 0 else alpha * x`` with :func:`fnet.layers.leaky_relu_backward` as its VJP.
 
     Args:

@@ -112,7 +112,11 @@ def relu_backward(dout, cache):
     return jnp.where(out > 0, dout, jnp.zeros((), dout.dtype))
 
 
-def leaky_relu_forward(x, alpha=0.01):
+#: Leaky ReLU's default slope for negative inputs (used by the layer, fnet.mlp and custom_vjp).
+LEAKY_RELU_ALPHA = 0.01
+
+
+def leaky_relu_forward(x, alpha=LEAKY_RELU_ALPHA):
     """Leaky ReLU ``out = x if x > 0 else alpha * x``.
 
     Args:

@@ -49,7 +49,7 @@ class MLPConfig:
     init: str | float = "he"
     weight_decay: float = 0.0
     loss: str = "softmax_cross_entropy"
-    leaky_alpha: float = 0.01
+    leaky_alpha: float = layers.LEAKY_RELU_ALPHA
     bn_momentum: float = 0.9
     norm_eps: float = 1e-5
     dtype: str = "float32"
@@ -110,7 +110,7 @@ def mlp(
     init="he",
     weight_decay: float = 0.0,
     loss: str = "softmax_cross_entropy",
-    leaky_alpha: float = 0.01,
+    leaky_alpha: float = layers.LEAKY_RELU_ALPHA,
     bn_momentum: float = 0.9,
     norm_eps: float = 1e-5,
     dtype="float32",
