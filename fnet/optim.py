@@ -17,6 +17,12 @@ Conventions (shared by all optimizers here):
 - Equations follow the source material (cs231n assignment 2 ``optim.py``, "Deep Learning from
   Scratch" ``common/optimizer.py``), which keeps the learning rate INSIDE the momentum buffer
   (``v = mu*v - lr*g``). Each docstring states the equations and where optax/PyTorch differ.
+  Where the source material teaches more than one form, the others are selectable:
+  ``momentum(form="ema")`` (Andrew Ng's ``v = rho*v + (1-rho)*g; p -= lr*v``),
+  ``adagrad``/``rmsprop(eps_in_sqrt=True)`` (``g / sqrt(h + eps)``) and ``adam(form="dlfs")``
+  (Deep Learning from Scratch's Adam, which is NOT the standard one with another eps: see
+  :func:`adam`). ``docs/source_errata.md`` lists the errors of widely copied versions that fnet
+  does not reproduce, each with the test that pins it.
 - Hyperparameters (learning rate, momentum, decays, eps, weight decay) may be Python floats, jax
   arrays or schedules (``step -> value``, see :mod:`fnet.schedules`), evaluated at ``count``, the
   number of updates done BEFORE this one (the first update sees ``count = 0``, as in optax). A
@@ -35,6 +41,13 @@ Conventions (shared by all optimizers here):
   float dtype: the rate used by the most recent update; after ``init``, the rate the first update
   will use); :func:`current_learning_rate` reads it from any fnet state, a :func:`chain` of states,
   or an ``optax.inject_hyperparams`` state.
+- Hyperparameters given as Python numbers or concrete arrays are checked when the optimizer is
+  built: ``learning_rate >= 0`` (0 is allowed: it freezes the parameters), ``b1``, ``b2``,
+  ``decay`` and the EMA form's ``momentum`` in [0, 1), the other momenta in [0, 1] (1 is
+  undamped but well defined), ``eps > 0``, ``weight_decay >= 0``, ``max_norm > 0``; a value
+  outside raises ``ValueError("adagrad: eps must be > 0, got -1e-07")``, a value that is not a
+  real number ``TypeError``. Schedules and traced values are not known at construction and are
+  not checked.
 - Mismatched trees raise ``ValueError`` naming the offending paths (``jax.tree_util.keystr``).
 
 Parameters in fnet's MLP are a flat cs231n-style dict ``{"W1", "b1", "gamma1", "beta1", ...,
@@ -51,9 +64,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import dtypes
 from jax.tree_util import keystr, tree_flatten_with_path, tree_map, tree_structure, tree_transpose
 
+from fnet import _checks
 from fnet.schedules import value_at
 
 
@@ -82,19 +97,21 @@ class SGDState(NamedTuple):
 
 
 class MomentumState(NamedTuple):
-    """State of :func:`momentum` and :func:`nesterov`."""
+    """State of :func:`momentum` (both forms) and :func:`nesterov`."""
 
     count: jax.Array
     """int32 scalar: number of updates done so far."""
     learning_rate: jax.Array
     """Scalar: the learning rate used by the last update (after init: the one the first update uses)."""
     velocity: Any
-    """Pytree like params: ``v``, the last update direction INCLUDING the learning rate (cs231n's
-    ``config['velocity']``); equals ``-lr * trace`` of optax's ``sgd(momentum=...)``. Starts at 0."""
+    """Pytree like params: ``v``, starting at 0. In the standard form (and :func:`nesterov`), the
+    last update direction INCLUDING the learning rate (cs231n's ``config['velocity']``); equals
+    ``-lr * trace`` of optax's ``sgd(momentum=...)``. In the EMA form (``momentum(form="ema")``),
+    the moving average of the gradients, WITHOUT the rate (optax ``ema(debias=False)``'s ``ema``)."""
 
 
 class AdaGradState(NamedTuple):
-    """State of :func:`adagrad`."""
+    """State of :func:`adagrad` (either eps placement)."""
 
     count: jax.Array
     """int32 scalar: number of updates done so far."""
@@ -105,7 +122,7 @@ class AdaGradState(NamedTuple):
 
 
 class RMSPropState(NamedTuple):
-    """State of :func:`rmsprop`."""
+    """State of :func:`rmsprop` (either eps placement)."""
 
     count: jax.Array
     """int32 scalar: number of updates done so far."""
@@ -117,7 +134,7 @@ class RMSPropState(NamedTuple):
 
 
 class AdamState(NamedTuple):
-    """State of :func:`adam` and :func:`adamw`."""
+    """State of :func:`adam` (both forms) and :func:`adamw`."""
 
     count: jax.Array
     """int32 scalar: number of updates done so far (Adam's ``t`` after the update)."""
@@ -175,6 +192,51 @@ def _mask_params(fn: str, mask, params):
     return tree_map(lambda p, keep: p if keep else None, params, m)
 
 
+# ----------------------------------------------------------------------------- hyperparameter checks
+
+# The valid range of each hyperparameter, by name; a constructor may override one (the EMA
+# momentum excludes 1). Rates in [0, 1) exclude 1 where it breaks the method: b1 = 1 or b2 = 1
+# divides by 1 - b**t = 0, decay = 1 keeps h at 0, an EMA with rho = 1 never moves.
+_BOUNDS = {
+    "learning_rate": ">= 0",
+    "momentum": "in [0, 1]",
+    "decay": "in [0, 1)",
+    "b1": "in [0, 1)",
+    "b2": "in [0, 1)",
+    "eps": "> 0",
+    "weight_decay": ">= 0",
+    "max_norm": "> 0",
+}
+# Written so that NaN fails every test.
+_IN_BOUNDS = {
+    ">= 0": lambda x: x >= 0,
+    "> 0": lambda x: x > 0,
+    "in [0, 1)": lambda x: (x >= 0) & (x < 1),
+    "in [0, 1]": lambda x: (x >= 0) & (x <= 1),
+}
+
+
+def _check_hparams(fn: str, hparams: dict, bounds: dict | None = None) -> None:
+    """Raise ``ValueError`` for a concrete hyperparameter outside its range (``_BOUNDS``, updated by
+    ``bounds``). Schedules and traced values are skipped: their values are unknown here."""
+    bounds = {**_BOUNDS, **(bounds or {})}
+    for name, value in hparams.items():
+        if name not in bounds or callable(value) or not _checks.is_concrete(value):
+            continue
+        x = np.asarray(value)
+        if not (jnp.issubdtype(x.dtype, jnp.integer) or jnp.issubdtype(x.dtype, jnp.floating)):
+            raise TypeError(f"{fn}: {name} must be a real number or array or a schedule (step -> value), got {value!r}")
+        if not np.all(_IN_BOUNDS[bounds[name]](x)):
+            got = float(x) if x.ndim == 0 else f"values in [{x.min()}, {x.max()}]"
+            raise ValueError(f"{fn}: {name} must be {bounds[name]}, got {got}")
+
+
+def _check_choice(fn: str, name: str, value, choices) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices`` (of the same type: 1 is not True)."""
+    if not any(type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 # ----------------------------------------------------------------------------- the builder
 
 _FLOAT = jnp.float64  # canonicalized to float32 unless jax_enable_x64
@@ -184,7 +246,9 @@ def _default_float(x):
     return jnp.asarray(x, dtype=dtypes.canonicalize_dtype(_FLOAT))
 
 
-def _transformation(fn: str, state_cls, rule: Callable, hparams: dict, *, needs_params=False, mask=None):
+def _transformation(
+    fn: str, state_cls, rule: Callable, hparams: dict, *, needs_params=False, mask=None, bounds=None
+):
     """Lift a per-leaf rule to a :class:`GradientTransformation` over pytrees.
 
     ``rule(h, g, p, *slots) -> (u, *new_slots)`` gets one leaf of the gradients ``g``, of the
@@ -193,7 +257,11 @@ def _transformation(fn: str, state_cls, rule: Callable, hparams: dict, *, needs_
     compute dtype. ONE tree_map computes the update and the new buffers of a leaf together from
     the same inputs (no intermediate trees between stages, as optax's chained stages have), which
     leaves XLA the fewest passes over memory to schedule.
+
+    The concrete ``hparams`` are checked against ``_BOUNDS`` (updated by ``bounds``) here, at
+    construction, so that a bad value fails where it is written.
     """
+    _check_hparams(fn, hparams, bounds)
     slot_names = [f for f in state_cls._fields if f not in ("count", "learning_rate")]
     records_lr = "learning_rate" in state_cls._fields
 
@@ -249,26 +317,62 @@ def sgd(learning_rate=1e-2) -> GradientTransformation:
     return _transformation("sgd", SGDState, lambda h, g, p: (-h["learning_rate"] * g,), {"learning_rate": learning_rate})
 
 
-def momentum(learning_rate=1e-2, momentum=0.9) -> GradientTransformation:
-    """SGD with (heavy-ball) momentum, in the source material's form::
+def _momentum_standard(h, g, p, v):
+    v = h["momentum"] * v - h["learning_rate"] * g
+    return v, v
+
+
+def _momentum_ema(h, g, p, v):
+    rho = h["momentum"]
+    v = rho * v + (1 - rho) * g
+    return -h["learning_rate"] * v, v
+
+
+_MOMENTUM_FORMS = {"standard": _momentum_standard, "ema": _momentum_ema}
+
+
+def momentum(learning_rate=1e-2, momentum=0.9, form="standard") -> GradientTransformation:
+    """SGD with (heavy-ball) momentum, in the source material's form or as a moving average.
+
+    ``form="standard"`` (cs231n's ``sgd_momentum``, Deep Learning from Scratch's ``Momentum``)
+    keeps the learning rate INSIDE the velocity::
 
         v = mu * v - lr * g
         u = v                                         (p += v)
 
-    with ``v`` starting at 0. Defaults ``learning_rate=1e-2``, ``momentum=0.9`` (cs231n's
-    ``sgd_momentum``; Deep Learning from Scratch's ``Momentum``).
+    ``form="ema"`` (Andrew Ng's deeplearning.ai course) keeps an exponential moving average of
+    the gradients, ``rho`` being the ``momentum`` argument, and scales it by the rate::
+
+        v = rho * v + (1 - rho) * g
+        u = -lr * v                                   (p -= lr * v)
+
+    In both, ``v`` starts at 0 (the EMA is not bias-corrected, as in the course). The two forms
+    are one method at different rates: at a constant rate, ``form="ema"`` with ``(lr, rho)``
+    takes exactly the steps of ``form="standard"`` with ``(lr * (1 - rho), rho)``, so at the same
+    ``lr`` and ``rho = 0.9`` its steps are 10x smaller; with a changing rate they differ, as the
+    EMA form applies today's rate to the whole history. The form is a keyword rather than a
+    second function so that one name covers the method and ``MomentumState`` serves both.
+
+    Defaults ``learning_rate=1e-2``, ``momentum=0.9`` in both forms. ``momentum`` may be in
+    [0, 1] in the standard form (1 is undamped: ``v`` sums all past steps) and in [0, 1) in the
+    EMA form (``rho = 1`` would keep ``v`` at 0).
 
     optax (``sgd(lr, momentum=mu)``) and PyTorch (``SGD(momentum=mu)``, dampening 0) keep the rate
-    outside the buffer: ``b = mu * b + g; p -= lr * b``. At a constant rate the two forms give
-    identical parameters (``v = -lr * b``); with a changing rate they differ, because here past
-    steps keep the rate they were taken with. State: :class:`MomentumState`.
+    outside the buffer: ``b = mu * b + g; p -= lr * b``. At a constant rate that equals the
+    standard form (``v = -lr * b``); with a changing rate they differ, because here past steps
+    keep the rate they were taken with. The EMA form is optax's
+    ``chain(ema(rho, debias=False), scale(-lr))``; PyTorch's ``SGD(momentum=rho, dampening=rho)``
+    differs from it at the first step only (its buffer starts at ``g``, not ``(1 - rho) * g``).
+
+    Raises ``ValueError`` for an unknown ``form`` or a concrete hyperparameter out of range.
+    State: :class:`MomentumState`.
     """
-
-    def rule(h, g, p, v):
-        v = h["momentum"] * v - h["learning_rate"] * g
-        return v, v
-
-    return _transformation("momentum", MomentumState, rule, {"learning_rate": learning_rate, "momentum": momentum})
+    _check_choice("momentum", "form", form, tuple(_MOMENTUM_FORMS))
+    bounds = {"momentum": "in [0, 1)"} if form == "ema" else None
+    return _transformation(
+        "momentum", MomentumState, _MOMENTUM_FORMS[form], {"learning_rate": learning_rate, "momentum": momentum},
+        bounds=bounds,
+    )
 
 
 def nesterov(learning_rate=1e-2, momentum=0.9) -> GradientTransformation:
@@ -285,9 +389,10 @@ def nesterov(learning_rate=1e-2, momentum=0.9) -> GradientTransformation:
 
     A widely copied variant (e.g. Deep Learning from Scratch's ``Nesterov``) updates ``v`` first
     and then uses the NEW ``v`` in the ``mu**2`` term (``u = mu**2 * v_new - (1 + mu) * lr * g``);
-    that is not Nesterov's method and is not what fnet computes. At a constant rate this form
-    equals optax's ``sgd(lr, momentum=mu, nesterov=True)`` and PyTorch's ``SGD(nesterov=True)``
-    (``b = mu * b + g; p -= lr * (g + mu * b)``), with ``v = -lr * b``. State: :class:`MomentumState`.
+    that is not Nesterov's method and is not what fnet computes (see ``docs/source_errata.md``).
+    At a constant rate this form equals optax's ``sgd(lr, momentum=mu, nesterov=True)`` and
+    PyTorch's ``SGD(nesterov=True)`` (``b = mu * b + g; p -= lr * (g + mu * b)``), with
+    ``v = -lr * b``. State: :class:`MomentumState`.
     """
 
     def rule(h, g, p, v):
@@ -298,40 +403,56 @@ def nesterov(learning_rate=1e-2, momentum=0.9) -> GradientTransformation:
     return _transformation("nesterov", MomentumState, rule, {"learning_rate": learning_rate, "momentum": momentum})
 
 
-def adagrad(learning_rate=1e-2, eps=1e-7) -> GradientTransformation:
-    """AdaGrad (Deep Learning from Scratch's ``AdaGrad``)::
+def _scale_by_root(g, h, eps, eps_in_sqrt):
+    """AdaGrad's and RMSProp's ``g / (sqrt(h) + eps)``, or ``g / sqrt(h + eps)`` with ``eps_in_sqrt``."""
+    return g / jnp.sqrt(h + eps) if eps_in_sqrt else g / (jnp.sqrt(h) + eps)
+
+
+def adagrad(learning_rate=1e-2, eps=1e-7, eps_in_sqrt=False) -> GradientTransformation:
+    """AdaGrad, with eps outside the root (Deep Learning from Scratch's ``AdaGrad``) or inside::
 
         h = h + g * g                                  (h starts at 0)
-        u = -lr * g / (sqrt(h) + eps)
+        u = -lr * g / (sqrt(h) + eps)                  (eps_in_sqrt=False, the default)
+        u = -lr * g / sqrt(h + eps)                    (eps_in_sqrt=True)
 
-    Defaults ``learning_rate=1e-2``, ``eps=1e-7`` (the source's). optax's ``adagrad`` starts ``h``
-    at 0.1 and puts eps INSIDE the root (``g / sqrt(h + eps)``, eps=1e-7); PyTorch's ``Adagrad``
-    starts at 0 with eps outside, eps=1e-10. State: :class:`AdaGradState`.
+    Defaults ``learning_rate=1e-2``, ``eps=1e-7`` (the source's, and optax's). Inside the root,
+    eps acts like ``sqrt(eps)`` outside it (3.2e-4 for 1e-7): gradients much smaller than that
+    take steps much smaller than ``lr``, where the default form gives them nearly ``lr``.
+
+    ``eps_in_sqrt=True`` is optax's ``adagrad(lr, initial_accumulator_value=0.0, eps=eps)``;
+    optax's default starts ``h`` at 0.1. PyTorch's ``Adagrad`` starts at 0 with eps outside,
+    eps=1e-10. ``eps_in_sqrt`` must be a Python bool (it selects the formula when tracing).
+    State: :class:`AdaGradState`.
     """
+    _check_choice("adagrad", "eps_in_sqrt", eps_in_sqrt, (False, True))
 
     def rule(h, g, p, s):
         s = s + g * g
-        return -h["learning_rate"] * g / (jnp.sqrt(s) + h["eps"]), s
+        return -h["learning_rate"] * _scale_by_root(g, s, h["eps"], eps_in_sqrt), s
 
     return _transformation("adagrad", AdaGradState, rule, {"learning_rate": learning_rate, "eps": eps})
 
 
-def rmsprop(learning_rate=1e-2, decay=0.99, eps=1e-8) -> GradientTransformation:
-    """RMSProp (cs231n's ``rmsprop``)::
+def rmsprop(learning_rate=1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False) -> GradientTransformation:
+    """RMSProp, with eps outside the root (cs231n's ``rmsprop``) or inside::
 
         h = d * h + (1 - d) * g * g                    (h starts at 0)
-        u = -lr * g / (sqrt(h) + eps)
+        u = -lr * g / (sqrt(h) + eps)                  (eps_in_sqrt=False, the default)
+        u = -lr * g / sqrt(h + eps)                    (eps_in_sqrt=True)
 
     Defaults ``learning_rate=1e-2``, ``decay=0.99``, ``eps=1e-8`` (cs231n; Deep Learning from
-    Scratch uses eps=1e-7). PyTorch's ``RMSprop`` matches (alpha=0.99, eps outside the root);
-    optax's ``rmsprop`` defaults to decay=0.9 and eps INSIDE the root (``eps_in_sqrt=True``).
+    Scratch uses eps=1e-7 outside the root). PyTorch's ``RMSprop`` matches the default form
+    (alpha=0.99, eps outside). ``eps_in_sqrt=True`` is optax's ``rmsprop(lr, decay, eps)``
+    (optax's default placement; its default decay is 0.9). Inside the root, eps acts like
+    ``sqrt(eps)`` outside it (1e-4 for 1e-8). ``eps_in_sqrt`` must be a Python bool.
     State: :class:`RMSPropState`.
     """
+    _check_choice("rmsprop", "eps_in_sqrt", eps_in_sqrt, (False, True))
 
     def rule(h, g, p, s):
         d = h["decay"]
         s = d * s + (1 - d) * g * g
-        return -h["learning_rate"] * g / (jnp.sqrt(s) + h["eps"]), s
+        return -h["learning_rate"] * _scale_by_root(g, s, h["eps"], eps_in_sqrt), s
 
     return _transformation(
         "rmsprop", RMSPropState, rule, {"learning_rate": learning_rate, "decay": decay, "eps": eps}
@@ -348,31 +469,79 @@ def _adam_direction(h, g, m, v):
     return m_hat / (jnp.sqrt(v_hat) + h["eps"]), m, v
 
 
-def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8) -> GradientTransformation:
-    """Adam with bias correction (cs231n's ``adam``), the step ``t`` incremented BEFORE use::
+def _adam_standard(h, g, p, m, v):
+    direction, m, v = _adam_direction(h, g, m, v)
+    return -h["learning_rate"] * direction, m, v
 
-        t = count + 1
+
+def _adam_dlfs(h, g, p, m, v):
+    # Line by line as the book's common/optimizer.py writes it (its incremental moment updates
+    # equal the standard ones up to rounding).
+    b1, b2, t = h["b1"], h["b2"], h["t"]
+    lr_t = h["learning_rate"] * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    m = m + (1 - b1) * (g - m)
+    v = v + (1 - b2) * (g * g - v)
+    return -lr_t * m / (jnp.sqrt(v) + h["eps"]), m, v
+
+
+# Each form's rule and default eps.
+_ADAM_FORMS = {"standard": (_adam_standard, 1e-8), "dlfs": (_adam_dlfs, 1e-7)}
+
+
+def adam(learning_rate=1e-3, b1=0.9, b2=0.999, eps=None, form="standard") -> GradientTransformation:
+    """Adam, in the standard form or Deep Learning from Scratch's; in both the step ``t`` is
+    incremented BEFORE use (``t = count + 1``, so the first update has ``t = 1``).
+
+    ``form="standard"``: Kingma & Ba's Algorithm 1, as cs231n's ``adam``::
+
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         m_hat = m / (1 - b1**t);  v_hat = v / (1 - b2**t)
-        u = -lr * m_hat / (sqrt(v_hat) + eps)          (eps outside the root)
+        u = -lr * m_hat / (sqrt(v_hat) + eps)          (eps against the CORRECTED sqrt(v_hat))
 
-    Defaults ``learning_rate=1e-3``, ``b1=0.9``, ``b2=0.999``, ``eps=1e-8`` (cs231n, optax and
-    PyTorch; Deep Learning from Scratch uses eps=1e-7). Identical to optax's ``adam`` (with
-    ``eps_root=0``) and PyTorch's ``Adam``. State: :class:`AdamState`.
+    ``form="dlfs"``: Deep Learning from Scratch's ``Adam`` (``common/optimizer.py``), which folds
+    both corrections into the rate (the reordering in Section 2 of Kingma & Ba, with its
+    "epsilon hat")::
+
+        lr_t = lr * sqrt(1 - b2**t) / (1 - b1**t)
+        m = m + (1 - b1) * (g - m)                     (= b1 * m + (1 - b1) * g)
+        v = v + (1 - b2) * (g * g - v)                 (= b2 * v + (1 - b2) * g * g)
+        u = -lr_t * m / (sqrt(v) + eps)                (eps against the UNcorrected sqrt(v))
+
+    The moments are the same; the forms differ in what eps is added to. Dividing the dlfs step's
+    numerator and denominator by ``sqrt(1 - b2**t)``::
+
+        u_dlfs = -lr * m_hat / (sqrt(v_hat) + eps / sqrt(1 - b2**t))
+
+    so the dlfs form is the standard one with eps replaced by ``eps_t = eps / sqrt(1 - b2**t)``,
+    which is LARGER than eps and shrinks to it as ``t`` grows: with ``b2 = 0.999``, 31.6 eps at
+    ``t = 1``, 10 eps at ``t = 10``, 3.2 eps at ``t = 100``, 1.26 eps at ``t = 1000``. Where
+    gradients are large against eps the two agree (relative difference about
+    ``(eps_t - eps) / |g|``); for small gradients the dlfs steps are smaller early on: with
+    eps=1e-7 and ``|g|`` near 1e-4, about 3% at ``t = 1`` and 1% at ``t = 10``; near 1e-6, a
+    factor of about 4 at ``t = 1``. The two are not one algorithm with different eps defaults.
+
+    Args:
+      learning_rate, b1, b2: defaults 1e-3, 0.9, 0.999 (cs231n, Deep Learning from Scratch,
+        optax, PyTorch).
+      eps: None (default) picks the form's: 1e-8 for "standard" (cs231n, optax, PyTorch), 1e-7
+        for "dlfs" (the book's, which it writes inline).
+      form: "standard" or "dlfs".
+
+    The standard form is optax's ``adam`` (with ``eps_root=0``) and PyTorch's ``Adam``. Raises
+    ``ValueError`` for an unknown ``form`` or a concrete hyperparameter out of range.
+    State: :class:`AdamState` (``mu`` and ``nu`` are the uncorrected ``m`` and ``v`` in both forms).
     """
-
-    def rule(h, g, p, m, v):
-        direction, m, v = _adam_direction(h, g, m, v)
-        return -h["learning_rate"] * direction, m, v
-
-    return _transformation("adam", AdamState, rule, {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": eps})
+    _check_choice("adam", "form", form, tuple(_ADAM_FORMS))
+    rule, default_eps = _ADAM_FORMS[form]
+    hparams = {"learning_rate": learning_rate, "b1": b1, "b2": b2, "eps": default_eps if eps is None else eps}
+    return _transformation("adam", AdamState, rule, hparams)
 
 
 def adamw(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, mask=None) -> GradientTransformation:
     """Adam with decoupled weight decay (Loshchilov & Hutter)::
 
-        m, v, m_hat, v_hat as in :func:`adam`
+        m, v, m_hat, v_hat as in :func:`adam`'s standard form
         u = -lr * (m_hat / (sqrt(v_hat) + eps) + wd * p)
 
     The decay term bypasses the moments (unlike L2 regularization, :func:`add_weight_decay`
@@ -456,9 +625,10 @@ def clip_by_global_norm(max_norm) -> GradientTransformation:
         u = g * max_norm / n   if n > max_norm   else   g
 
     Same as optax's ``clip_by_global_norm``; PyTorch's ``clip_grad_norm_`` adds 1e-6 to ``n``.
-    ``max_norm`` may be a float, array or schedule. State: :class:`CountState`.
+    ``max_norm`` (> 0) may be a float, array or schedule. State: :class:`CountState`.
     """
     fn = "clip_by_global_norm"
+    _check_hparams(fn, {"max_norm": max_norm})
 
     def init(params):
         return CountState(count=jnp.zeros((), jnp.int32))

@@ -204,11 +204,15 @@ def _optax_pairs(optax):
     return {
         # Same parameters at a constant rate; fnet's velocity is -lr times optax's trace.
         "momentum": (optim.momentum(lr, mu), optax.sgd(lr, momentum=mu)),
+        "momentum_ema": (optim.momentum(lr, mu, form="ema"), optax.chain(optax.ema(mu, debias=False), optax.scale(-lr))),
         "nesterov": (optim.nesterov(lr, mu), optax.sgd(lr, momentum=mu, nesterov=True)),
         "sgd": (optim.sgd(lr), optax.sgd(lr)),
-        # optax starts h at 0.1 and puts eps inside the root; with h0 = 0 and eps = 0 the forms coincide.
-        "adagrad": (optim.adagrad(lr, eps=0.0), optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0)),
+        # optax starts h at 0.1 by default and puts eps inside the root.
+        "adagrad_eps_in_sqrt": (
+            optim.adagrad(lr, eps=1e-7, eps_in_sqrt=True), optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-7)
+        ),
         "rmsprop": (optim.rmsprop(lr, 0.99, 1e-8), optax.rmsprop(lr, decay=0.99, eps=1e-8, eps_in_sqrt=False)),
+        "rmsprop_eps_in_sqrt": (optim.rmsprop(lr, 0.9, 1e-8, eps_in_sqrt=True), optax.rmsprop(lr, decay=0.9, eps=1e-8)),
         "adam": (optim.adam(lr), optax.adam(lr)),
         "adamw": (optim.adamw(lr, weight_decay=wd), optax.adamw(lr, weight_decay=wd)),
         "adamw_masked": (
@@ -222,7 +226,11 @@ def _optax_pairs(optax):
     }
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamw_masked", "chain"])
+@pytest.mark.parametrize(
+    "name",
+    ["sgd", "momentum", "momentum_ema", "nesterov", "adagrad_eps_in_sqrt", "rmsprop", "rmsprop_eps_in_sqrt", "adam",
+     "adamw", "adamw_masked", "chain"],
+)
 def test_equivalent_to_optax_at_constant_rate(name):
     optax = pytest.importorskip("optax")
     fnet_opt, optax_opt = _optax_pairs(optax)[name]
