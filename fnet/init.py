@@ -1,7 +1,9 @@
 """Weight initializers, each ``(key, shape, dtype=float32) -> array``.
 
-For a weight matrix of shape (n_in, n_out), ``n_in = shape[0]`` is the fan-in. The scales are the
-source material's (deep-learning-from-scratch ch. 6):
+The fan-in ``n_in`` (:func:`fan_in`) follows fnet's layouts: a dense weight matrix is (n_in, n_out),
+so ``n_in = shape[0]``; a convolution's filters are (F, C, HH, WW), so ``n_in = C * HH * WW``, the
+inputs one output sees (as equinox and PyTorch count it). The scales are the source material's
+(deep-learning-from-scratch ch. 6-7):
 
 - ``xavier``: std ``sqrt(1 / n_in)`` (Glorot & Bengio's fan-in form; note that Keras/flax's
   "glorot_normal" uses ``sqrt(2 / (n_in + n_out))`` instead);
@@ -41,20 +43,31 @@ def normal(std):
     return init
 
 
-def _fan_in(fn, shape):
-    if len(shape) < 1 or shape[0] < 1:
-        raise ValueError(f"{fn}: shape must have a positive fan-in shape[0], got shape {tuple(shape)}")
-    return shape[0]
+def fan_in(shape, fn: str = "fan_in") -> int:
+    """The number of inputs of one output unit for a weight of ``shape``.
+
+    Args:
+      shape: (n_in, n_out) for a dense layer (or (n,) for a vector), or (F, C, HH, WW) (any rank
+        >= 3: (out, in, *kernel)) for a convolution.
+
+    Returns:
+      ``shape[0]`` for rank 1 and 2, ``prod(shape[1:])`` for rank >= 3.
+    """
+    shape = tuple(shape)
+    n = shape[0] if 1 <= len(shape) <= 2 else math.prod(shape[1:]) if shape else 0
+    if n < 1:
+        raise ValueError(f"{fn}: shape must have a positive fan-in, got shape {shape}")
+    return n
 
 
 def xavier(key, shape, dtype=jnp.float32):
-    """Xavier init, N(0, 1 / n_in) with ``n_in = shape[0]``."""
-    return normal(math.sqrt(1.0 / _fan_in("xavier", shape)))(key, shape, dtype)
+    """Xavier init, N(0, 1 / n_in) with ``n_in = fan_in(shape)``."""
+    return normal(math.sqrt(1.0 / fan_in(shape, "xavier")))(key, shape, dtype)
 
 
 def he(key, shape, dtype=jnp.float32):
-    """He init, N(0, 2 / n_in) with ``n_in = shape[0]``."""
-    return normal(math.sqrt(2.0 / _fan_in("he", shape)))(key, shape, dtype)
+    """He init, N(0, 2 / n_in) with ``n_in = fan_in(shape)``."""
+    return normal(math.sqrt(2.0 / fan_in(shape, "he")))(key, shape, dtype)
 
 
 #: Initializers by name, as accepted by ``fnet.mlp(init=...)``.

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fnet import init, mlp
+from fnet.modules import BatchNormState
 
 KEY = jax.random.PRNGKey(0)
 N_IN, N_OUT = 800, 250  # 200k samples: the empirical std is within ~0.5% of the true one
@@ -70,10 +71,18 @@ def test_normal_with_traced_std():
 
 
 def test_fan_in_required():
-    with pytest.raises(ValueError, match=r"xavier: shape must have a positive fan-in shape\[0\], got shape \(\)"):
+    with pytest.raises(ValueError, match=r"xavier: shape must have a positive fan-in, got shape \(\)"):
         init.xavier(KEY, ())
-    with pytest.raises(ValueError, match=r"he: shape must have a positive fan-in shape\[0\], got shape \(0, 3\)"):
+    with pytest.raises(ValueError, match=r"he: shape must have a positive fan-in, got shape \(0, 3\)"):
         init.he(KEY, (0, 3))
+
+
+def test_fan_in_of_dense_and_conv_weights():
+    """Dense W is (n_in, n_out); conv filters (F, C, HH, WW) see C * HH * WW inputs each."""
+    assert init.fan_in((784, 100)) == 784 and init.fan_in((10,)) == 10
+    assert init.fan_in((16, 3, 5, 5)) == 75
+    w = np.asarray(init.he(KEY, (200, 8, 5, 5), jnp.float64))
+    assert abs(w.std() / math.sqrt(2 / 200) - 1) < 0.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +127,7 @@ def test_get_bad_specs(spec, exc, msg):
 
 
 def _weights(params):
-    return {k: np.asarray(v) for k, v in params.items() if k.startswith("W")}
+    return {k: np.asarray(v["W"]) for k, v in params.items() if k.startswith("dense")}
 
 
 @pytest.mark.parametrize(
@@ -138,10 +147,10 @@ def test_mlp_init_specs(spec, std_of):
         assert w.dtype == np.float64
         assert abs(w.std() / std_of(w.shape[0]) - 1) < 0.03, k
     # biases start at 0, gamma at 1, beta at 0
-    chex.assert_trees_all_equal(params["b1"], jnp.zeros(N_OUT, jnp.float64))
-    chex.assert_trees_all_equal(params["b2"], jnp.zeros(200, jnp.float64))
-    chex.assert_trees_all_equal(params["gamma1"], jnp.ones(N_OUT, jnp.float64))
-    chex.assert_trees_all_equal(params["beta1"], jnp.zeros(N_OUT, jnp.float64))
+    chex.assert_trees_all_equal(params["dense1"]["b"], jnp.zeros(N_OUT, jnp.float64))
+    chex.assert_trees_all_equal(params["dense2"]["b"], jnp.zeros(200, jnp.float64))
+    chex.assert_trees_all_equal(params["layernorm1"]["gamma"], jnp.ones(N_OUT, jnp.float64))
+    chex.assert_trees_all_equal(params["layernorm1"]["beta"], jnp.zeros(N_OUT, jnp.float64))
 
 
 def test_mlp_init_zeros_and_callable():
@@ -158,18 +167,17 @@ def test_mlp_init_shapes_dtypes_and_batchnorm_state():
     params, state = net.init(KEY)
     chex.assert_trees_all_equal_shapes(
         params,
-        {"W1": jnp.zeros((6, 5)), "b1": jnp.zeros(5), "gamma1": jnp.zeros(5), "beta1": jnp.zeros(5),
-         "W2": jnp.zeros((5, 4)), "b2": jnp.zeros(4), "gamma2": jnp.zeros(4), "beta2": jnp.zeros(4),
-         "W3": jnp.zeros((4, 3)), "b3": jnp.zeros(3)},
+        {"dense1": {"W": jnp.zeros((6, 5)), "b": jnp.zeros(5)}, "batchnorm1": {"gamma": jnp.zeros(5), "beta": jnp.zeros(5)},
+         "dense2": {"W": jnp.zeros((5, 4)), "b": jnp.zeros(4)}, "batchnorm2": {"gamma": jnp.zeros(4), "beta": jnp.zeros(4)},
+         "dense3": {"W": jnp.zeros((4, 3)), "b": jnp.zeros(3)}},
     )
     chex.assert_trees_all_equal(
         state,
-        {"running_mean1": jnp.zeros(5), "running_var1": jnp.ones(5),
-         "running_mean2": jnp.zeros(4), "running_var2": jnp.ones(4)},
+        {"batchnorm1": BatchNormState(jnp.zeros(5), jnp.ones(5)), "batchnorm2": BatchNormState(jnp.zeros(4), jnp.ones(4))},
     )
     assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves((params, state)))
     # different layers get different keys
-    assert not np.allclose(np.asarray(params["W1"])[:4, :4], np.asarray(params["W2"])[:4, :4])
+    assert not np.allclose(np.asarray(params["dense1"]["W"])[:4, :4], np.asarray(params["dense2"]["W"])[:4, :4])
 
 
 def test_net_init_std_override():
@@ -179,7 +187,7 @@ def test_net_init_std_override():
         assert abs(w.std() / 0.05 - 1) < 0.03
     # a traced std: a vmapped sweep over init scales
     small = mlp(3, [2], 2)
-    ws = jax.vmap(lambda s: small.init(KEY, std=s)[0]["W1"])(jnp.array([0.0, 1.0, 2.0]))
+    ws = jax.vmap(lambda s: small.init(KEY, std=s)[0]["dense1"]["W"])(jnp.array([0.0, 1.0, 2.0]))
     chex.assert_trees_all_equal(ws[0], jnp.zeros((3, 2)))
     chex.assert_trees_all_close(ws[2], 2 * ws[1], rtol=1e-6)
 
