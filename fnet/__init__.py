@@ -1,39 +1,38 @@
 """fnet: functional neural networks from scratch in JAX, with hand-written backward passes.
 
-Modules, one concept each: ``layers`` (forward/backward pairs), ``losses``, ``init``, ``nets``
-(the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
-``plots``, ``search``, ``distributed``, ``custom_vjp`` (the hand-written rules as
-``jax.custom_vjp``), ``experiments``. The most used names are re-exported here.
+Modules, one concept each: ``layers`` (forward/backward pairs), ``modules`` (the module contract
+and the layers as modules), ``combinators`` (serial, parallel, fan-out/fan-in, residual),
+``losses``, ``init``, ``nets`` (a module and a loss as a ``Net``; the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
+``files`` (safe writes), ``rundir`` (run folders), ``plots``, ``search``, ``distributed``,
+``custom_vjp`` (the hand-written rules as ``jax.custom_vjp``), ``experiments``. The most used names
+are re-exported here.
+
+The submodules and names are imported on first use (PEP 562), so ``import fnet`` is instant and
+the ``fnet`` command can set up its Ctrl-C handling before the (slow) jax import.
 """
 
-from fnet import checkpoint, custom_vjp, data, gradcheck, init, layers, losses, nets, optim, schedules, search, train
-from fnet.nets import MLPConfig, Net, mlp
-from fnet.train import FitResult, TrainingDiverged, TrialsResult, evaluate, fit, fit_trials, make_epoch, make_train_step
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FitResult",
-    "MLPConfig",
-    "Net",
-    "TrainingDiverged",
-    "TrialsResult",
-    "checkpoint",
-    "custom_vjp",
-    "data",
-    "evaluate",
-    "fit",
-    "fit_trials",
-    "gradcheck",
-    "init",
-    "layers",
-    "losses",
-    "make_epoch",
-    "make_train_step",
-    "mlp",
-    "nets",
-    "optim",
-    "schedules",
-    "search",
-    "train",
-]
+_SUBMODULES = ("checkpoint", "combinators", "custom_vjp", "data", "files", "gradcheck", "init", "layers", "losses",
+               "modules", "nets", "optim", "rundir", "schedules", "search", "train")
+_NAMES = {
+    "MLPConfig": "nets", "Net": "nets", "Variables": "nets", "mlp": "nets", "network": "nets", "summary": "nets",
+    "FitResult": "train", "TrainingDiverged": "train", "TrialsResult": "train", "evaluate": "train", "fit": "train",
+    "fit_trials": "train", "make_epoch": "train", "make_train_step": "train",
+}
+
+__all__ = sorted((*_SUBMODULES, *_NAMES))
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"fnet.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"fnet.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'fnet' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted((*globals(), *__all__))

@@ -14,6 +14,23 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def integer(fn: str, name: str, value, *, minimum: int | None = None, maximum: int | None = None,
+            what: str = "") -> int:
+    """``value`` as a Python int: Python and NumPy integers (anything with ``__index__``) are
+    accepted, floats and bools are not; optionally within [minimum, maximum]. ``what`` explains
+    the bound in the message, e.g. "(the number of training samples)"."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or np.ndim(value) != 0:
+        raise TypeError(f"{fn}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    value = int(value.__index__())
+    low = -np.inf if minimum is None else minimum
+    high = np.inf if maximum is None else maximum
+    if not low <= value <= high:
+        bounds = ("a positive int" if (minimum, maximum) == (1, None) else f"an int >= {minimum}" if maximum is None
+                  else f"an int <= {maximum}" if minimum is None else f"in [{minimum}, {maximum}]")
+        raise ValueError(f"{fn}: {name} must be {bounds}{' ' + what if what else ''}, got {value}")
+    return value
+
+
 def is_concrete(x) -> bool:
     """True when ``x`` holds actual values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)
@@ -45,6 +62,17 @@ def same_shape(fn: str, name: str, x, ref_name: str, ref) -> None:
         raise ValueError(
             f"{fn}: {name} has shape {shape_of(x)} but {ref_name} has shape {shape_of(ref)}; they must match"
         )
+
+
+def upstream(fn: str, dout, out_shape) -> None:
+    """Check that the upstream gradient ``dout`` of a backward pass has the forward output's shape
+    (broadcasting a wrong shape would give silently wrong gradients)."""
+    dtype = getattr(dout, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dout must be a floating-point array, got {type(dout).__name__} of dtype {dtype}")
+    if shape_of(dout) != tuple(out_shape):
+        raise ValueError(f"{fn}: dout has shape {shape_of(dout)} but the forward output has shape {tuple(out_shape)}; "
+                         "dout must have the output's shape")
 
 
 def labels(fn: str, name: str, y, n: int, num_classes: int) -> None:
@@ -91,3 +119,29 @@ def finite(fn: str, name: str, x) -> None:
             f"{fn}: {name} must be finite, found {int(np.isnan(x_np).sum())} NaN and "
             f"{int(np.isinf(x_np).sum())} inf values (first at index {first}: {x_np[first]})"
         )
+
+
+def tree_mismatch(tree, ref, shapes: bool = True) -> str:
+    """Describe how ``tree`` differs from ``ref`` (paths, and leaf shapes if ``shapes``), or ""."""
+    shape = jnp.shape if shapes else (lambda _: ())
+    if jax.tree_util.tree_structure(tree) == jax.tree_util.tree_structure(ref) and all(
+        shape(a) == shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(ref))
+    ):
+        return ""
+    got = {jax.tree_util.keystr(p): shape(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    want = {jax.tree_util.keystr(p): shape(x) for p, x in jax.tree_util.tree_flatten_with_path(ref)[0]}
+    parts = []
+    if missing := [k for k in want if k not in got]:
+        parts.append("missing " + ", ".join(missing))
+    if extra := [k for k in got if k not in want]:
+        parts.append("unexpected " + ", ".join(extra))
+    if differ := [f"{k}: {got[k]} vs {want[k]}" for k in got if k in want and got[k] != want[k]]:
+        parts.append("shapes differ at " + ", ".join(differ))
+    # Same paths and shapes but a different treedef (e.g. a tuple vs a list container).
+    return "; ".join(parts) or f"tree structures differ: {jax.tree_util.tree_structure(tree)} vs {jax.tree_util.tree_structure(ref)}"
+
+
+def tree(fn: str, name: str, value, ref_name: str, ref, *, shapes: bool = True) -> None:
+    """Raise a ValueError naming the paths (and shapes) where the pytree ``value`` differs from ``ref``."""
+    if msg := tree_mismatch(value, ref, shapes):
+        raise ValueError(f"{fn}: {name} does not match {ref_name}: {msg}")

@@ -4,14 +4,14 @@
 ``grads = backward(dout, cache)``) into a function ``f(*args) -> out`` whose VJP is ``backward``.
 Any JAX program written with such functions (``jax.grad``, ``jax.vjp``, under ``jit`` or
 ``vmap``) then differentiates through fnet's hand-derived rules instead of JAX's autodiff of the
-forward. The module wraps every layer of :mod:`fnet.layers` and the three losses of
-:mod:`fnet.losses`::
+forward. :func:`module_vjp` is the one bridge for modules, leaf or composed, and :data:`LOSSES`
+wraps the losses of :mod:`fnet.losses`::
 
-    from fnet import custom_vjp as cv
+    from fnet import custom_vjp as cv, modules as fm, combinators as fc
+    f = cv.module_vjp(fc.serial(fm.dense(100), fm.relu(), fm.dense(10)))
     def loss(params, x, y):
-        h = cv.relu(cv.affine(x, params["W1"], params["b1"]))
-        return cv.softmax_cross_entropy(cv.affine(h, params["W2"], params["b2"]), y)
-    grads = jax.grad(loss)(params, x, y)     # runs affine_backward, relu_backward, dscores
+        return cv.LOSSES["softmax_cross_entropy"](f(params, x)[0], y)
+    grads = jax.grad(loss)(params, x, y)     # runs serial's derived backward and the loss's dscores
 
 Non-differentiable arguments (one design for all): every keyword argument, and every positional
 argument listed in ``nondiff_argnums`` (leaky ReLU's ``alpha``, dropout's ``rate`` and ``key``,
@@ -26,10 +26,11 @@ hyperparameters or targets.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 
-from fnet import layers, losses
+from fnet import losses
 
 
 def manual_vjp(forward, backward, *, nondiff_argnums=()):
@@ -120,224 +121,62 @@ def manual_vjp(forward, backward, *, nondiff_argnums=()):
 
 
 # --------------------------------------------------------------------------------------------
-# Layers
-# --------------------------------------------------------------------------------------------
-
-_affine = manual_vjp(layers.affine_forward, layers.affine_backward)
-_relu = manual_vjp(layers.relu_forward, layers.relu_backward)
-_leaky_relu = manual_vjp(layers.leaky_relu_forward, layers.leaky_relu_backward, nondiff_argnums=(1,))
-_sigmoid = manual_vjp(layers.sigmoid_forward, layers.sigmoid_backward)
-_tanh = manual_vjp(layers.tanh_forward, layers.tanh_backward)
-_layernorm = manual_vjp(layers.layernorm_forward, layers.layernorm_backward)
-_dropout = manual_vjp(layers.dropout_forward, layers.dropout_backward, nondiff_argnums=(1, 2))
-_softmax = manual_vjp(layers.softmax_forward, layers.softmax_backward)
+# Modules: one bridge for every module, leaf or composed
 
 
-def _batchnorm_forward(x, gamma, beta, running, **options):
-    out, new_running, cache = layers.batchnorm_forward(x, gamma, beta, running, **options)
-    return (out, new_running), cache
+def module_vjp(module) -> Callable:
+    """A module as one function whose ``jax.grad``/``jax.vjp`` runs its hand-written backward::
 
+        f = module_vjp(module)
+        y, new_state = f(params, x, state=state, train=True, key=key)
+        jax.grad(lambda p, x: loss(f(p, x, state=state)[0]), argnums=(0, 1))   # runs module.backward
 
-def _batchnorm_backward(dout, cache):
-    # The running statistics are state, not a differentiable output: their cotangent is dropped.
-    return layers.batchnorm_backward(dout[0], cache)
-
-
-_batchnorm = manual_vjp(_batchnorm_forward, _batchnorm_backward, nondiff_argnums=(3,))
-
-
-def affine(x, W, b):
-    """``out = x_flat @ W + b`` (:func:`fnet.layers.affine_forward`) with
-    :func:`~fnet.layers.affine_backward` as its VJP.
+    The VJP with respect to ``params`` and ``x`` is ``module.backward(params, cache, dy)``; for a
+    composition it is the chain the combinators derive, so ``jax.grad`` of any program written
+    with such functions differentiates through fnet's rules instead of autodiff of the forward.
+    ``state``, ``key`` and ``train`` are closed over (not differentiable; a cotangent given for
+    ``new_state`` is ignored, the state being an auxiliary output).
 
     Args:
-      x: array of shape (N, d1, ..., dk), flattened to (N, D); W: (D, M); b: (M,).
+      module: a :class:`fnet.modules.Module`.
 
     Returns:
-      out: array of shape (N, M). Differentiable in x, W and b.
+      ``f(params, x, *, state=None, train=True, key=None) -> (y, new_state)``; jit-able and
+      vmappable.
     """
-    return _affine(x, W, b)
+    from fnet.modules import Module
 
+    if not isinstance(module, Module):
+        raise TypeError(f"module_vjp: module must be a fnet.modules.Module, got {type(module).__name__}")
 
-def relu(x):
-    """``out = max(x, 0)`` with :func:`fnet.layers.relu_backward` as its VJP (derivative 0 at 0).
+    def forward(params, x, state, key, *, train):
+        y, new_state, cache = module.forward(params, state, x, train=train, key=key)
+        return (y, new_state), (params, cache)
 
-    Args:
-      x: array of any shape.
+    def backward(dout, residuals):
+        params, cache = residuals
+        dx, dparams = module.backward(params, cache, dout[0])
+        return dparams, dx
 
-    Returns:
-      out: array of x's shape.
-    """
-    return _relu(x)
+    forward.__name__ = f"{module.name}.forward"
+    backward.__name__ = f"{module.name}.backward"
+    f = manual_vjp(forward, backward, nondiff_argnums=(2, 3))
 
+    def apply(params, x, *, state=None, train=True, key=None):
+        return f(params, x, {} if state is None else state, key, train=train)
 
-def leaky_relu(x, alpha=layers.LEAKY_RELU_ALPHA):
-    """``out = x if x > 0 else alpha * x`` with :func:`fnet.layers.leaky_relu_backward` as its VJP.
-
-    Args:
-      x: array of any shape (differentiable).
-      alpha: slope for negative inputs, a float or scalar array (closed over, not differentiable).
-
-    Returns:
-      out: array of x's shape.
-    """
-    return _leaky_relu(x, alpha)
-
-
-def sigmoid(x):
-    """``out = 1 / (1 + exp(-x))`` with :func:`fnet.layers.sigmoid_backward` as its VJP.
-
-    Args:
-      x: array of any shape.
-
-    Returns:
-      out: array of x's shape.
-    """
-    return _sigmoid(x)
-
-
-def tanh(x):
-    """``out = tanh(x)`` with :func:`fnet.layers.tanh_backward` as its VJP.
-
-    Args:
-      x: array of any shape.
-
-    Returns:
-      out: array of x's shape.
-    """
-    return _tanh(x)
-
-
-def batchnorm(x, gamma, beta, running, **options):
-    """Batch norm (:func:`fnet.layers.batchnorm_forward`, train or eval mode) with
-    :func:`~fnet.layers.batchnorm_backward` as its VJP::
-
-        out = gamma * (x - mean) / sqrt(var + eps) + beta
-
-    with the batch statistics in train mode and ``running`` in eval mode.
-
-    Args:
-      x: array of shape (N, D); gamma, beta: arrays of shape (D,) (differentiable).
-      running: pair ``(running_mean, running_var)`` of shape (D,) (state: closed over).
-      **options: ``train`` (default True), ``momentum``, ``eps``, as in
-        :func:`fnet.layers.batchnorm_forward`.
-
-    Returns:
-      ``(out, new_running)``: out of shape (N, D) and the updated running statistics. The
-      statistics are state, not a differentiable output: a cotangent given for them is ignored
-      (as in ``fnet.mlp``, where they are the loss's auxiliary output).
-    """
-    return _batchnorm(x, gamma, beta, running, **options)
-
-
-def layernorm(x, gamma, beta, **options):
-    """Layer norm (:func:`fnet.layers.layernorm_forward`) with
-    :func:`~fnet.layers.layernorm_backward` as its VJP::
-
-        out = gamma * (x - mean_d x) / sqrt(var_d x + eps) + beta       (per sample)
-
-    Args:
-      x: array of shape (N, D); gamma, beta: arrays of shape (D,) (differentiable).
-      **options: ``eps``, as in :func:`fnet.layers.layernorm_forward`.
-
-    Returns:
-      out: array of shape (N, D).
-    """
-    return _layernorm(x, gamma, beta, **options)
-
-
-def dropout(x, rate, key, **options):
-    """Inverted dropout (:func:`fnet.layers.dropout_forward`) with
-    :func:`~fnet.layers.dropout_backward` as its VJP: ``out = x * mask``, ``dx = dout * mask``,
-    ``mask = (u >= rate) / (1 - rate)``.
-
-    Args:
-      x: array of any shape (differentiable).
-      rate: the DROP probability in [0, 1), a float or scalar array (closed over; may be traced).
-      key: a PRNG key (closed over; may be None in eval mode).
-      **options: ``train`` (default True; eval mode is the identity).
-
-    Returns:
-      out: array of x's shape.
-    """
-    return _dropout(x, rate, key, **options)
-
-
-def softmax(x):
-    """Stable softmax over the last axis (:func:`fnet.layers.softmax_forward`) with
-    :func:`~fnet.layers.softmax_backward` as its VJP: ``dx = out * (dout - sum(dout * out))``.
-
-    Args:
-      x: array of shape (..., C).
-
-    Returns:
-      out: array of x's shape, rows summing to 1.
-    """
-    return _softmax(x)
+    return apply
 
 
 # --------------------------------------------------------------------------------------------
 # Losses: the "cache" is the loss's own dscores; the VJP scales it by the incoming cotangent.
-# --------------------------------------------------------------------------------------------
 
 
 def _scale_dscores(dloss, dscores):
     return dloss * dscores
 
 
-_softmax_cross_entropy = manual_vjp(losses.softmax_cross_entropy, _scale_dscores, nondiff_argnums=(1,))
-_mean_squared_error = manual_vjp(losses.mean_squared_error, _scale_dscores, nondiff_argnums=(1,))
-_sigmoid_binary_cross_entropy = manual_vjp(losses.sigmoid_binary_cross_entropy, _scale_dscores, nondiff_argnums=(1,))
-
-
-def softmax_cross_entropy(scores, y):
-    """Mean softmax cross-entropy (:func:`fnet.losses.softmax_cross_entropy`) whose VJP is
-    ``dscores = dloss * (softmax(scores) - onehot(y)) / N``.
-
-    Args:
-      scores: array of shape (N, C) (differentiable).
-      y: integer labels of shape (N,) in [0, C) (closed over).
-
-    Returns:
-      loss: scalar.
-    """
-    return _softmax_cross_entropy(scores, y)
-
-
-def mean_squared_error(scores, y):
-    """Half mean squared error ``1/(2N) sum (scores - y)**2`` (:func:`fnet.losses.mean_squared_error`)
-    whose VJP is ``dscores = dloss * (scores - y) / N``.
-
-    Args:
-      scores: array of shape (N,) or (N, K) (differentiable).
-      y: targets of scores' shape (closed over: no gradient for the targets).
-
-    Returns:
-      loss: scalar.
-    """
-    return _mean_squared_error(scores, y)
-
-
-def sigmoid_binary_cross_entropy(scores, y):
-    """Binary cross-entropy on logits (:func:`fnet.losses.sigmoid_binary_cross_entropy`) whose
-    VJP is ``dscores = dloss * (sigmoid(scores) - y) / size``.
-
-    Args:
-      scores: logits of shape (N,) or (N, K) (differentiable).
-      y: targets in [0, 1] of scores' shape (closed over).
-
-    Returns:
-      loss: scalar.
-    """
-    return _sigmoid_binary_cross_entropy(scores, y)
-
-
-#: The wrapped activations by name, mirroring :data:`fnet.layers.ACTIVATIONS`.
-ACTIVATIONS = {"relu": relu, "leaky_relu": leaky_relu, "sigmoid": sigmoid, "tanh": tanh}
-
-#: The wrapped losses by name, mirroring :data:`fnet.losses.LOSSES`.
-LOSSES = {
-    "softmax_cross_entropy": softmax_cross_entropy,
-    "mse": mean_squared_error,
-    "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
-}
+#: The losses of :data:`fnet.losses.LOSSES`, by the same names, as functions ``(scores, y) ->
+#: loss`` whose VJP with respect to ``scores`` is the hand-derived ``dloss * dscores`` (``y`` is
+#: closed over: no gradient for targets).
+LOSSES = {name: manual_vjp(loss, _scale_dscores, nondiff_argnums=(1,)) for name, loss in losses.LOSSES.items()}

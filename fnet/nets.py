@@ -1,20 +1,32 @@
-"""Fully connected networks built from fnet's layer pairs, with a hand-written backward chain.
+"""Networks: a module (any composition) and a loss, as a :class:`Net` of pure functions.
 
-``mlp(...)`` returns a :class:`Net`, a record of pure functions over a plain parameter dict in
-cs231n's naming::
+:func:`network` turns a :class:`~fnet.modules.Module` into a ``Net``; :func:`mlp` builds cs231n's
+fully connected network as ONE such composition, so every network has its hand-written backward
+chain derived by the combinators (there is no second mechanism)::
 
-    params = {"W1": (D, H1), "b1": (H1,), "gamma1": (H1,), "beta1": (H1,),   # gamma/beta with a norm
-              ...,
-              "WL": (H_{L-1}, C), "bL": (C,)}
-    state  = {"running_mean1": (H1,), "running_var1": (H1,), ...}          # batch norm only, else {}
+    from fnet.modules import dense, relu
+    from fnet.combinators import serial
+    net = fnet.network(serial(dense(100), relu(), dense(10)), input_shape=(784,))
+    variables = net.init(key)                         # Variables(params, state)
+    scores = net.apply(variables, x)                  # inference: every network, batch norm included
+    loss, state = net.loss(params, x, y, state=state, key=key)                 # forward only (jax.grad)
+    loss, grads, state = net.loss_and_grad(params, x, y, state=state, key=key)  # hand-written backward
 
-Each hidden layer is ``affine -> [batch norm | layer norm] -> activation -> [dropout]`` and the
-last layer is affine, as in cs231n's ``FullyConnectedNet``. ``loss`` is the train-mode loss
-written with the forward functions only, so ``jax.grad`` can differentiate it; ``loss_and_grad``
-runs the same forward, keeps the caches and walks the layers' backward functions in reverse. The
-two share every forward line (and hence the dropout masks for a given key), so their gradients
-agree to rounding error; ``tests/test_nets.py`` checks all 48 combinations of activation,
-normalization, dropout and weight decay.
+``net.init(key)`` returns a :class:`Variables` ``(params, state)``; it unpacks as a pair
+(``params, state = net.init(key)``), and ``net.apply`` takes it whole, in the way flax's
+``apply({"params": ..., "batch_stats": ...}, x)`` takes its variables. :class:`fnet.train.FitResult`
+has ``.variables`` and ``.best_variables`` for the same use.
+
+``mlp``'s parameters are the composition's tree. Its layers are named ``dense1``, ``batchnorm1``
+(or ``layernorm1``), ..., so the cs231n names map as::
+
+    W{i}, b{i}             -> params["dense{i}"]["W"], params["dense{i}"]["b"]
+    gamma{i}, beta{i}      -> params["batchnorm{i}"]["gamma"], ...  (or "layernorm{i}")
+    running_mean/var{i}    -> state["batchnorm{i}"].mean, state["batchnorm{i}"].var
+
+``loss`` is the train-mode loss written with the forward functions only, so ``jax.grad`` can
+differentiate it; ``loss_and_grad`` runs the same forward, keeps the caches and calls the
+module's backward; the two share every forward line (and so the dropout masks for one key).
 """
 
 from __future__ import annotations
@@ -27,10 +39,269 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnet import _checks, layers, losses
+from fnet import _checks, combinators, losses, modules
 from fnet import init as initializers
+from fnet import layers
+from fnet.modules import Module
 
 NORMS = (None, "batchnorm", "layernorm")
+
+
+class Variables(NamedTuple):
+    """Everything a network needs for inference: ``params`` and ``state`` (batch-norm running
+    statistics; ``{}`` without batch norm). A pair, so ``params, state = net.init(key)`` works."""
+
+    params: dict
+    state: dict
+
+
+class Net(NamedTuple):
+    """A network as a record of pure functions and the facts the trainer needs (see :func:`network`).
+
+    Fields:
+      init: ``(key, *, std=None) -> Variables(params, state)``, one compiled program; ``std``
+        (may be traced) draws every weight ("W" leaf) from N(0, std**2) instead, for init sweeps.
+      apply: ``(variables or params, x, *, state=None, train=False, key=None, dropout=None)``:
+        eval mode returns the scores (N, *output_shape); train mode (batch statistics, dropout
+        with ``key``) returns ``(scores, new_state)``.
+      loss: ``(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None) ->
+        (loss, new_state)``, the train-mode loss with weight decay, for ``jax.value_and_grad(...,
+        has_aux=True)``.
+      loss_and_grad: the same arguments ``-> (loss, grads, new_state)``, with the hand-written
+        backward chain; no JAX autodiff anywhere.
+      input_shape: the shape of ONE sample, e.g. (784,) or (1, 28, 28).
+      output_shape: the shape of one sample's scores, e.g. (10,).
+      loss_name: "softmax_cross_entropy", "mse" or "sigmoid_binary_cross_entropy".
+      module: the composition (built with the default hyperparameters).
+      name: a short description, e.g. "64-[100,100]-10 relu".
+      config: the ready-made network's configuration (an :class:`MLPConfig`), or None.
+    """
+
+    init: Callable
+    apply: Callable
+    loss: Callable
+    loss_and_grad: Callable
+    input_shape: tuple
+    output_shape: tuple
+    loss_name: str
+    module: Module
+    name: str = "network"
+    config: object = None
+
+
+def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_decay: float = 0.0,
+            dtype="float32", name: str | None = None, config=None) -> Net:
+    """A :class:`Net` from a module and a loss.
+
+    Args:
+      module: a :class:`~fnet.modules.Module`, or a factory ``hparams -> Module`` called with
+        ``{}`` for the default network and with ``{"dropout": rate}`` when a call overrides the
+        dropout rate (possibly traced, for vmapped sweeps); the factory must give the same
+        parameter tree for every rate.
+      input_shape: the shape of one sample, without the batch axis: ``(784,)``, ``(1, 28, 28)``.
+      loss: "softmax_cross_entropy" (integer labels (N,); the module's output must be (N, C)),
+        "mse" (targets of the output's shape) or "sigmoid_binary_cross_entropy" (0/1 targets).
+      weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` over the weights only
+        (the leaves named "W", as :func:`fnet.optim.weights_only` selects them; not biases or
+        normalization parameters).
+      dtype: the floating dtype of params and state (the modules' float32 values are cast).
+      name: shown by the trainer and :func:`fnet.summary`; default "network".
+      config: the configuration of a ready-made network (kept in ``net.config``).
+
+    Raises:
+      ValueError/TypeError: a shape the composition cannot take (naming the position, e.g.
+        "serial[3] (dense2): ..."), an unknown loss, an output that does not fit the loss.
+    """
+    fn = "network"
+    if isinstance(module, Module):
+        build = lambda hparams: module  # noqa: E731 - a fixed module takes no hyperparameters
+        takes_hparams = False
+    elif callable(module):
+        build, takes_hparams = module, True
+    else:
+        raise TypeError(f"{fn}: module must be a Module or a factory hparams -> Module, got {type(module).__name__}")
+    default = build({})
+    if not isinstance(default, Module):
+        raise TypeError(f"{fn}: the factory must return a Module, got {type(default).__name__}")
+    input_shape = tuple(input_shape)
+    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
+                         f"got {input_shape}")
+    if loss not in losses.LOSSES:
+        raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")
+    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"{fn}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
+    params_spec, state_spec, out = modules.init_shapes(default, (None, *input_shape))
+    if not combinators.is_shape(out) or len(out) < 2:
+        raise ValueError(f"{fn}: the module's output must be one array (N, ...), got shapes {out}")
+    output_shape = tuple(out[1:])
+    if loss == "softmax_cross_entropy" and len(output_shape) != 1:
+        raise ValueError(f"{fn}: softmax_cross_entropy needs scores of shape (N, C), but the module outputs "
+                         f"(N, {', '.join(map(str, output_shape))}); end it with dense(C) (or flatten())")
+    params_spec, state_spec = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
+        (params_spec, state_spec))
+    loss_fn = losses.LOSSES[loss]
+
+    def module_for(fn, dropout):
+        if dropout is None:
+            return default
+        if not takes_hparams:
+            raise ValueError(f"{fn}: dropout= overrides the rate of a network built from a factory hparams -> Module; "
+                             "this one was built from a fixed module")
+        return build({"dropout": dropout})
+
+    def cast(tree):
+        return jax.tree_util.tree_map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+    @jax.jit
+    def init(key, *, std=None):
+        params, state, _ = default.init(key, (None, *input_shape))
+        if std is not None:
+            params = _redraw_weights(params, key, std)
+        return Variables(cast(params), cast(state))
+
+    def check(fn, params, state, x):
+        if isinstance(params, Variables):
+            raise TypeError(f"{fn}: takes params and state= separately; got a Variables (use variables.params "
+                            "and state=variables.state)")
+        _checks.tree(fn, "params", params, "the network's params (as net.init makes them)", params_spec)
+        state = {} if state is None else state
+        if jax.tree_util.tree_leaves(state_spec) and not jax.tree_util.tree_leaves(state):
+            raise ValueError(f"{fn}: state is None but the network has state (batch-norm running statistics); "
+                             "pass state= from net.init (or the Variables to apply)")
+        _checks.tree(fn, "state", state, "the network's state (as net.init makes it)", state_spec)
+        return state, check_input(fn, x, input_shape)
+
+    def apply(params, x, *, state=None, train=False, key=None, dropout=None):
+        fn = "net.apply"
+        if isinstance(params, Variables):
+            if state is not None:
+                raise TypeError(f"{fn}: state is given twice: in the Variables and as state=")
+            params, state = params
+        state, x = check(fn, params, state, x)
+        m = module_for(fn, dropout)
+        y, new_state, _ = _named(fn, lambda: m.forward(params, state, x, train=train, key=key))
+        return (y, new_state) if train else y
+
+    def decay(override):
+        # A Python 0.0 adds nothing to the program; a traced lambda always adds the term.
+        return None if (override is None and weight_decay == 0) else (weight_decay if override is None else override)
+
+    def loss_value(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
+        fn = "net.loss"
+        state, x = check(fn, params, state, x)
+        m = module_for(fn, dropout)
+        scores, new_state, _ = _named(fn, lambda: m.forward(params, state, x, train=True, key=key))
+        value, _ = loss_fn(scores, y)
+        lam = decay(weight_decay)
+        if lam is not None:
+            value = value + l2_penalty(params, lam)[0]
+        return value, new_state
+
+    def loss_and_grad(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
+        fn = "net.loss_and_grad"
+        state, x = check(fn, params, state, x)
+        m = module_for(fn, dropout)
+        scores, new_state, cache = _named(fn, lambda: m.forward(params, state, x, train=True, key=key))
+        value, dscores = loss_fn(scores, y)
+        # The input's gradient is unused; jit removes its computation (the first matmul of dx).
+        _, grads = _named(fn, lambda: m.backward(params, cache, dscores))
+        lam = decay(weight_decay)
+        if lam is not None:
+            penalty, dW = l2_penalty(params, lam)
+            value = value + penalty
+            grads = jax.tree_util.tree_map(jnp.add, grads, dW)
+        return value, grads, new_state
+
+    return Net(init, apply, loss_value, loss_and_grad, input_shape, output_shape, loss, default,
+               name or default.name, config)
+
+
+def summary(net_or_module, input_shape=None) -> str:
+    """A table of a network's modules (a composition as a tree), their output shapes and
+    parameter counts, with the total (as Keras' ``summary`` and torchinfo print it)::
+
+        print(fnet.summary(net))
+
+    Args:
+      net_or_module: a :class:`Net`, or a :class:`~fnet.modules.Module` with ``input_shape``.
+      input_shape: for a module, its input shape with the batch axis (e.g. ``(None, 784)``).
+    """
+    if isinstance(net_or_module, Net):
+        return f"{net_or_module.name}\n" + modules.summary(net_or_module.module, (None, *net_or_module.input_shape))
+    if isinstance(net_or_module, Module):
+        if input_shape is None:
+            raise ValueError("summary: a module needs input_shape (with the batch axis, e.g. (None, 784))")
+        return modules.summary(net_or_module, tuple(input_shape))
+    raise TypeError(f"summary: expected a Net or a Module, got {type(net_or_module).__name__}")
+
+
+def num_params(net: Net) -> int:
+    """The number of parameters (array elements in ``params``) of a network."""
+    params, _, _ = modules.init_shapes(net.module, (None, *net.input_shape))
+    return sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(params))
+
+
+def _named(fn: str, call):
+    """Run ``call()``; an error of the composition (which names its position) gets ``fn`` in front."""
+    try:
+        return call()
+    except ValueError as e:
+        raise ValueError(f"{fn}: {e}") from None
+    except TypeError as e:
+        raise TypeError(f"{fn}: {e}") from None
+
+
+def _weight_mask(params):
+    from fnet import optim  # the one rule for "a weight": innermost key starting with "W"
+
+    return optim.weights_only(params)
+
+
+def l2_penalty(params, lam):
+    """The L2 penalty on the weights of ``params`` (the leaves whose innermost key starts with "W")
+    and its gradient, a tree like ``params`` (``lam * W`` on weights, 0 elsewhere)::
+
+        penalty = 0.5 * lam * sum_W sum(W**2),   dW = lam * W
+    """
+    mask = _weight_mask(params)
+    weights = [p for p, m in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)) if m]
+    penalty, _ = losses.l2_weight_decay(weights, lam)
+    grads = jax.tree_util.tree_map(lambda p, m: (lam * p).astype(p.dtype) if m else jnp.zeros_like(p), params, mask)
+    return penalty, grads
+
+
+def _redraw_weights(params, key, std):
+    """``params`` with every weight leaf redrawn from N(0, std**2) (a key per leaf)."""
+    mask = _weight_mask(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    flags = jax.tree_util.tree_leaves(mask)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    new = [initializers.normal(std)(k, p.shape, p.dtype) if m else p for p, m, k in zip(leaves, flags, keys)]
+    return jax.tree_util.tree_unflatten(treedef, new)
+
+
+def check_input(fn: str, x, input_shape: tuple):
+    """x as a float array of shape (N, *input_shape); a first dense layer also takes any
+    (N, d1, ..., dk) with the right number of features (it flattens)."""
+    x = _checks.float_array(fn, "x", x, min_ndim=2)
+    sample = tuple(x.shape[1:])
+    if sample == input_shape or (len(input_shape) == 1 and math.prod(sample) == input_shape[0]):
+        return x
+    hint = ""
+    if len(input_shape) > 1 and math.prod(sample) == math.prod(input_shape):
+        hint = (f"; these look like flattened images: the network takes images of shape {input_shape} (N, C, H, W), "
+                "so load the data with fnet.data.load(name, flatten=False)")
+    raise ValueError(f"{fn}: x has shape {tuple(x.shape)} but the network expects samples of shape {input_shape}, "
+                     f"i.e. x of shape (N, {', '.join(map(str, input_shape))}){hint}")
+
+
+# --------------------------------------------------------------------------------------------
+# The MLP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,33 +331,16 @@ class MLPConfig:
         return len(self.hidden_dims) + 1
 
 
-class Net(NamedTuple):
-    """A network as a record of pure functions (see :func:`mlp` for their signatures)."""
-
-    config: MLPConfig
-    init: Callable
-    apply: Callable
-    loss: Callable
-    loss_and_grad: Callable
-
-
-class _LayerCache(NamedTuple):
-    affine: tuple
-    norm: layers.NormCache | None
-    act: object
-    dropout: jax.Array | None
-
-
 def _validate_config(cfg: MLPConfig) -> None:
     fn = "mlp"
     for name in ("input_dim", "output_dim"):
         v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{fn}: {name} must be a positive int, got {v!r}")
-    if any(not isinstance(h, int) or h < 1 for h in cfg.hidden_dims):
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in cfg.hidden_dims):
         raise ValueError(f"{fn}: hidden_dims must be positive ints, got {cfg.hidden_dims!r}")
-    if cfg.activation not in layers.ACTIVATIONS:
-        raise ValueError(f"{fn}: unknown activation {cfg.activation!r}; choose one of {sorted(layers.ACTIVATIONS)}")
+    if cfg.activation not in modules.ACTIVATIONS:
+        raise ValueError(f"{fn}: unknown activation {cfg.activation!r}; choose one of {sorted(modules.ACTIVATIONS)}")
     if cfg.norm not in NORMS:
         raise ValueError(f"{fn}: unknown norm {cfg.norm!r}; choose one of {list(NORMS)}")
     _checks.rate(fn, "dropout", cfg.dropout)
@@ -115,13 +369,17 @@ def mlp(
     norm_eps: float = 1e-5,
     dtype="float32",
 ) -> Net:
-    """Build a fully connected network of any depth.
+    """cs231n's fully connected network of any depth, as one composition (:func:`mlp_module`).
+
+    Each hidden layer is ``dense -> [batchnorm | layernorm] -> activation -> [dropout]``, the last
+    layer is dense (scores).
 
     Args:
       input_dim: D, features per sample (inputs of shape (N, d1, ..., dk) are flattened).
       hidden_dims: sizes of the hidden layers, e.g. ``[100, 100]``; ``[]`` gives a linear model.
       output_dim: C, number of scores per sample.
-      activation: "relu", "leaky_relu" (slope ``leaky_alpha``), "sigmoid" or "tanh".
+      activation: "relu", "leaky_relu" (slope ``leaky_alpha``), "sigmoid", "tanh" or "identity"
+        (a linear network).
       norm: None, "batchnorm" (running statistics in ``state``; ``bn_momentum``, ``norm_eps``)
         or "layernorm" (``norm_eps``).
       dropout: drop probability of each hidden unit in train mode, in [0, 1).
@@ -133,23 +391,11 @@ def mlp(
       dtype: parameter dtype.
 
     Returns:
-      A :class:`Net` with:
-
-      - ``init(key, *, std=None) -> (params, state)``; ``std`` (may be traced) overrides the
-        weight initializer with N(0, std**2), for sweeps over the init scale.
-      - ``apply(params, x, *, state=None, train=False, key=None, dropout=None)``: x of shape
-        (N, D) (or (N, d1, ..., dk)); eval mode returns scores (N, C); train mode (batch
-        statistics, dropout with ``key``) returns ``(scores, new_state)``.
-      - ``loss(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None)
-        -> (loss, new_state)``: the train-mode loss including weight decay, for
-        ``jax.value_and_grad(net.loss, has_aux=True)``.
-      - ``loss_and_grad(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None)
-        -> (loss, grads, new_state)``: the same loss with the hand-written backward chain; no
-        JAX autodiff anywhere.
-
-      ``weight_decay`` and ``dropout`` given to ``loss``/``loss_and_grad``/``apply`` override the
-      config's values and may be traced arrays (vmapped hyperparameter sweeps); a dropout override
-      always inserts the dropout layers, even at rate 0.
+      A :class:`Net` (see :func:`network`) whose ``config`` is the :class:`MLPConfig`. The params
+      are ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma", "beta"}, ..., "denseL": ...}`` (the
+      mapping from cs231n's names is in the module docstring). ``dropout`` given to
+      ``loss``/``loss_and_grad``/``apply`` overrides the rate and may be a traced array (vmapped
+      sweeps); an override always inserts the dropout layers, even at rate 0.
     """
     cfg = MLPConfig(
         input_dim=input_dim,
@@ -166,17 +412,53 @@ def mlp(
         norm_eps=norm_eps,
         dtype=jnp.dtype(dtype).name,
     )
-    _validate_config(cfg)
-    return _build(cfg)
+    return from_config(cfg)
 
 
-def from_config(config: MLPConfig | dict) -> Net:
-    """Rebuild a :class:`Net` from an :class:`MLPConfig` or its ``dataclasses.asdict`` dict."""
+def mlp_module(cfg: MLPConfig, hparams: dict | None = None) -> Module:
+    """The composition of :func:`mlp`: ``serial(dense, [norm], activation, [dropout], ..., dense)``.
+
+    ``hparams`` may hold "dropout", a rate (possibly traced) that replaces the config's and
+    inserts the dropout layers even at 0, so that one compiled program serves every rate.
+    """
+    hparams = hparams or {}
+    rate = hparams.get("dropout", cfg.dropout)
+    with_dropout = "dropout" in hparams or cfg.dropout > 0
+    act = modules.ACTIVATIONS[cfg.activation]
+    children = []
+    for h in cfg.hidden_dims:
+        children.append(modules.dense(h, init=cfg.init))
+        if cfg.norm == "batchnorm":
+            children.append(modules.batchnorm(momentum=cfg.bn_momentum, eps=cfg.norm_eps))
+        elif cfg.norm == "layernorm":
+            children.append(modules.layernorm(eps=cfg.norm_eps))
+        children.append(act(cfg.leaky_alpha) if cfg.activation == "leaky_relu" else act())
+        if with_dropout:
+            children.append(modules.dropout(rate))
+    children.append(modules.dense(cfg.output_dim, init=cfg.init))
+    return combinators.serial(*children)
+
+
+def from_config(config) -> Net:
+    """Build (or rebuild) a ready network from its configuration: an :class:`MLPConfig` or a
+    :class:`CNNConfig`, or the ``dataclasses.asdict`` dict of one (a dict with a "model" key other
+    than "mlp" is a CNN's)."""
     if isinstance(config, dict):
-        config = dict(config, hidden_dims=tuple(config["hidden_dims"]))
-        config = MLPConfig(**config)
+        config = dict(config)
+        if config.get("model", "mlp") == "mlp":
+            config.pop("model", None)
+            config = MLPConfig(**dict(config, hidden_dims=tuple(config["hidden_dims"])))
+        else:
+            config = CNNConfig(**dict(config, input_shape=tuple(config["input_shape"]), filters=tuple(config["filters"])))
+    if isinstance(config, CNNConfig):
+        _validate_cnn_config(config)
+        return network(functools.partial(cnn_module, config), config.input_shape, weight_decay=config.weight_decay,
+                       dtype=config.dtype, name=describe_cnn(config), config=config)
+    if not isinstance(config, MLPConfig):
+        raise TypeError(f"from_config: expected an MLPConfig, a CNNConfig or a dict, got {type(config).__name__}")
     _validate_config(config)
-    return _build(config)
+    return network(functools.partial(mlp_module, config), (config.input_dim,), loss=config.loss,
+                   weight_decay=config.weight_decay, dtype=config.dtype, name=describe(config), config=config)
 
 
 def describe(cfg: MLPConfig) -> str:
@@ -191,132 +473,135 @@ def describe(cfg: MLPConfig) -> str:
     return " ".join(parts)
 
 
-def param_names(cfg: MLPConfig) -> list[str]:
-    """The keys of ``params`` for a config, in layer order (e.g. W1, b1, gamma1, beta1, W2, b2)."""
-    names = []
-    for i in range(1, cfg.num_layers + 1):
-        names += [f"W{i}", f"b{i}"]
-        if cfg.norm is not None and i < cfg.num_layers:
-            names += [f"gamma{i}", f"beta{i}"]
-    return names
+# --------------------------------------------------------------------------------------------
+# Ready convolutional networks (images of shape (C, H, W); each one composition)
+
+#: The ready CNNs: ``name -> (description, default filters, default hidden width)``.
+CNN_MODELS = {
+    "cnn": ("conv3x3(f1)-batchnorm-relu-pool2 - conv3x3(f2)-batchnorm-relu-pool2 - dense(h)-relu-dropout - dense(C)",
+            (32, 64), 128),
+    "three_layer_convnet": ("cs231n's ThreeLayerConvNet: conv7x7(f)-relu-pool2 - dense(h)-relu - dense(C)", (32,), 100),
+    "simple_convnet": ("Deep Learning from Scratch's SimpleConvNet: conv5x5(f)-relu-pool2 - dense(h)-relu - dense(C)",
+                       (30,), 100),
+    "deep_convnet": ("Deep Learning from Scratch's DeepConvNet: 3 x [conv3x3-relu-conv3x3-relu-pool2] - "
+                     "dense(h)-relu-dropout - dense(C)-dropout", (16, 16, 32, 32, 64, 64), 50),
+}
 
 
-def _build(cfg: MLPConfig) -> Net:
-    n_layers = cfg.num_layers
-    dims = (cfg.input_dim, *cfg.hidden_dims, cfg.output_dim)
-    dtype = jnp.dtype(cfg.dtype)
-    weight_init = initializers.get(cfg.init)
-    act_forward, act_backward = layers.ACTIVATIONS[cfg.activation]
-    if cfg.activation == "leaky_relu":
-        act_forward = functools.partial(act_forward, alpha=cfg.leaky_alpha)
-    loss_fn = losses.LOSSES[cfg.loss]
-    expected_params = set(param_names(cfg))
-    uses_bn = cfg.norm == "batchnorm"
-    norm_backward = layers.batchnorm_backward if uses_bn else layers.layernorm_backward
+@dataclasses.dataclass(frozen=True)
+class CNNConfig:
+    """Everything that defines a ready CNN; JSON-serialisable with :func:`dataclasses.asdict`.
 
-    def init(key, *, std=None):
-        w_init = weight_init if std is None else initializers.normal(std)
-        keys = jax.random.split(key, n_layers)
-        params, state = {}, {}
-        for i in range(1, n_layers + 1):
-            params[f"W{i}"] = w_init(keys[i - 1], (dims[i - 1], dims[i]), dtype)
-            params[f"b{i}"] = jnp.zeros((dims[i],), dtype)
-            if cfg.norm is not None and i < n_layers:
-                params[f"gamma{i}"] = jnp.ones((dims[i],), dtype)
-                params[f"beta{i}"] = jnp.zeros((dims[i],), dtype)
-            if uses_bn and i < n_layers:
-                state[f"running_mean{i}"] = jnp.zeros((dims[i],), dtype)
-                state[f"running_var{i}"] = jnp.ones((dims[i],), dtype)
-        return params, state
+    Fields:
+      model: a key of :data:`CNN_MODELS`.
+      input_shape: one image's shape (C, H, W).
+      num_classes: C, the number of scores.
+      filters: the convolutions' widths, in order (the model's defaults when empty).
+      hidden: the width of the dense layer before the scores (0: the model's default).
+      dropout: drop probability of the dropout layers (the model's default when None: 0.5 for
+        deep_convnet, 0.25 for cnn, no dropout for the others).
+      init, weight_decay, dtype: as in :func:`mlp`.
+    """
 
-    def check_inputs(fn, params, x, state):
-        if not isinstance(params, dict) or set(params) != expected_params:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(f"{fn}: params must be a dict with keys {sorted(expected_params)}, got {got}")
-        x = _checks.float_array(fn, "x", x, min_ndim=2)
-        if math.prod(x.shape[1:]) != cfg.input_dim:
-            raise ValueError(
-                f"{fn}: x has shape {tuple(x.shape)} but the network expects {cfg.input_dim} features per "
-                f"sample, i.e. shape (N, {cfg.input_dim})"
-            )
-        if uses_bn and state is None:
-            raise ValueError(f"{fn}: state is None but the network uses batch norm; pass the state returned by init")
-        return x, ({} if state is None else state)
+    model: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    filters: tuple[int, ...] = ()
+    hidden: int = 0
+    dropout: float | None = None
+    init: str | float = "he"
+    weight_decay: float = 0.0
+    dtype: str = "float32"
 
-    def dropout_rate(override):
-        return cfg.dropout if override is None else override
 
-    def uses_dropout(override):
-        return override is not None or cfg.dropout > 0
+def cnn(model: str, input_shape, num_classes: int, *, filters=(), hidden: int = 0, dropout: float | None = None,
+        init="he", weight_decay: float = 0.0, dtype="float32") -> Net:
+    """A ready convolutional network (see :data:`CNN_MODELS`), as one composition.
 
-    def forward(fn, params, x, state, *, train, key, dropout):
-        """Scores, new state and per-layer caches; the single forward both gradient paths use."""
-        x, state = check_inputs(fn, params, x, state)
-        drop = train and uses_dropout(dropout)
-        if drop and key is None:
-            raise ValueError(f"{fn}: key is None but the network uses dropout (rate {dropout_rate(dropout)}); pass a PRNG key")
-        new_state = dict(state)
-        caches = []
-        h = x
-        for i in range(1, n_layers):
-            h, c_aff = layers.affine_forward(h, params[f"W{i}"], params[f"b{i}"])
-            c_norm = None
-            if uses_bn:
-                running = (state[f"running_mean{i}"], state[f"running_var{i}"])
-                h, running, c_norm = layers.batchnorm_forward(
-                    h, params[f"gamma{i}"], params[f"beta{i}"], running,
-                    train=train, momentum=cfg.bn_momentum, eps=cfg.norm_eps,
-                )
-                new_state[f"running_mean{i}"], new_state[f"running_var{i}"] = running
-            elif cfg.norm == "layernorm":
-                h, c_norm = layers.layernorm_forward(h, params[f"gamma{i}"], params[f"beta{i}"], eps=cfg.norm_eps)
-            h, c_act = act_forward(h)
-            c_drop = None
-            if drop:
-                h, c_drop = layers.dropout_forward(h, dropout_rate(dropout), jax.random.fold_in(key, i))
-            caches.append(_LayerCache(c_aff, c_norm, c_act, c_drop))
-        scores, c_out = layers.affine_forward(h, params[f"W{n_layers}"], params[f"b{n_layers}"])
-        return scores, new_state, caches, c_out
+    - ``"cnn"``: fnet's default CNN for MNIST-sized images: two conv3x3 (pad 1) blocks with batch
+      norm, ReLU and 2x2 max pooling, then dense(hidden)-ReLU-dropout and the scores.
+    - ``"three_layer_convnet"``: cs231n's ``ThreeLayerConvNet``, conv7x7 (pad 3)-ReLU-2x2 max
+      pool-affine-ReLU-affine.
+    - ``"simple_convnet"``: Deep Learning from Scratch's ``SimpleConvNet`` (ch. 7), conv5x5 (no
+      pad)-ReLU-2x2 max pool-affine-ReLU-affine.
+    - ``"deep_convnet"``: Deep Learning from Scratch's ``DeepConvNet`` (ch. 8, 99.38% on MNIST):
+      three blocks of two conv3x3 (pad 1; the fourth conv pad 2)-ReLU and a 2x2 max pool, then
+      affine(50)-ReLU-dropout(0.5)-affine-dropout(0.5).
 
-    def apply(params, x, *, state=None, train=False, key=None, dropout=None):
-        scores, new_state, _, _ = forward("mlp.apply", params, x, state, train=train, key=key, dropout=dropout)
-        return (scores, new_state) if train else scores
+    Args:
+      model: the network's name.
+      input_shape: one image's shape (C, H, W), e.g. (1, 28, 28).
+      num_classes: the number of classes.
+      filters, hidden, dropout: override the model's widths and dropout rate (see :class:`CNNConfig`).
+      init, weight_decay, dtype: as in :func:`mlp` (He init by default, as both sources use).
 
-    def weights(params):
-        return {f"W{i}": params[f"W{i}"] for i in range(1, n_layers + 1)}
+    Returns:
+      A :class:`Net` whose ``config`` is the :class:`CNNConfig`.
+    """
+    return from_config(CNNConfig(model, tuple(input_shape), num_classes, tuple(filters), hidden, dropout, init,
+                                 weight_decay, jnp.dtype(dtype).name))
 
-    def decay(override):
-        lam = cfg.weight_decay if override is None else override
-        # A Python 0.0 adds nothing to the program; a traced lambda always adds the term.
-        return None if (override is None and cfg.weight_decay == 0) else lam
 
-    def loss(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
-        scores, new_state, _, _ = forward("mlp.loss", params, x, state, train=True, key=key, dropout=dropout)
-        value, _ = loss_fn(scores, y)
-        lam = decay(weight_decay)
-        if lam is not None:
-            value = value + losses.l2_weight_decay(weights(params), lam)[0]
-        return value, new_state
+def _validate_cnn_config(cfg: CNNConfig) -> None:
+    fn = "cnn"
+    if cfg.model not in CNN_MODELS:
+        raise ValueError(f"{fn}: unknown model {cfg.model!r}; choose one of {sorted(CNN_MODELS)}")
+    if len(cfg.input_shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in cfg.input_shape):
+        raise ValueError(f"{fn}: input_shape must be one image's shape (C, H, W), got {cfg.input_shape!r}")
+    expected = len(CNN_MODELS[cfg.model][1])
+    if cfg.filters and len(cfg.filters) != expected:
+        raise ValueError(f"{fn}: {cfg.model} has {expected} convolutions, so filters needs {expected} widths, "
+                         f"got {cfg.filters!r}")
+    for name, values in (("filters", cfg.filters), ("hidden", (cfg.hidden,) if cfg.hidden else ())):
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+            raise ValueError(f"{fn}: {name} must be positive ints, got {values!r}")
+    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
+        raise ValueError(f"{fn}: num_classes must be a positive int, got {cfg.num_classes!r}")
+    if cfg.dropout is not None:
+        _checks.rate(fn, "dropout", cfg.dropout)
+    if cfg.weight_decay < 0:
+        raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
+    initializers.get(cfg.init)
 
-    def loss_and_grad(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
-        fn = "mlp.loss_and_grad"
-        scores, new_state, caches, c_out = forward(fn, params, x, state, train=True, key=key, dropout=dropout)
-        value, dh = loss_fn(scores, y)
-        grads = {}
-        dh, grads[f"W{n_layers}"], grads[f"b{n_layers}"] = layers.affine_backward(dh, c_out)
-        for i in range(n_layers - 1, 0, -1):
-            c = caches[i - 1]
-            dh = layers.dropout_backward(dh, c.dropout)
-            dh = act_backward(dh, c.act)
-            if c.norm is not None:
-                dh, grads[f"gamma{i}"], grads[f"beta{i}"] = norm_backward(dh, c.norm)
-            # The first layer's dx is unused; jit removes its matmul.
-            dh, grads[f"W{i}"], grads[f"b{i}"] = layers.affine_backward(dh, c.affine)
-        lam = decay(weight_decay)
-        if lam is not None:
-            penalty, dW = losses.l2_weight_decay(weights(params), lam)
-            value = value + penalty
-            grads.update({k: grads[k] + dW[k] for k in dW})
-        return value, grads, new_state
 
-    return Net(cfg, init, apply, loss, loss_and_grad)
+def cnn_module(cfg: CNNConfig, hparams: dict | None = None) -> Module:
+    """The composition of :func:`cnn` for ``cfg``; ``hparams`` may hold a (traced) "dropout" rate."""
+    from fnet.modules import batchnorm, conv2d, dense, dropout, flatten, max_pool, relu
+
+    hparams = hparams or {}
+    _, default_filters, default_hidden = CNN_MODELS[cfg.model]
+    f = cfg.filters or default_filters
+    h = cfg.hidden or default_hidden
+    default_rate = {"cnn": 0.25, "deep_convnet": 0.5}.get(cfg.model, 0.0)
+    rate = hparams.get("dropout", default_rate if cfg.dropout is None else cfg.dropout)
+    with_dropout = "dropout" in hparams or rate > 0
+
+    def conv(width, k, pad):
+        return conv2d(width, k, pad=pad, init=cfg.init)
+
+    drop = [dropout(rate)] if with_dropout else []
+    head = [flatten(), dense(h, init=cfg.init), relu(), *drop, dense(cfg.num_classes, init=cfg.init)]
+    if cfg.model == "cnn":
+        body = [conv(f[0], 3, 1), batchnorm(), relu(), max_pool(2), conv(f[1], 3, 1), batchnorm(), relu(), max_pool(2)]
+    elif cfg.model == "three_layer_convnet":
+        body = [conv(f[0], 7, 3), relu(), max_pool(2)]
+    elif cfg.model == "simple_convnet":
+        body = [conv(f[0], 5, 0), relu(), max_pool(2)]
+    else:  # deep_convnet, as the book's code lays it out (its fourth convolution pads by 2)
+        body = []
+        for i, pads in enumerate(((1, 1), (1, 2), (1, 1))):
+            body += [conv(f[2 * i], 3, pads[0]), relu(), conv(f[2 * i + 1], 3, pads[1]), relu(), max_pool(2)]
+        head = head + drop
+    return combinators.serial(*body, *head)
+
+
+def describe_cnn(cfg: CNNConfig) -> str:
+    """Short name of a CNN configuration, e.g. ``"cnn (1x28x28, filters 32,64, hidden 128)"``."""
+    _, default_filters, default_hidden = CNN_MODELS[cfg.model]
+    shape = "x".join(map(str, cfg.input_shape))
+    parts = [f"filters {','.join(map(str, cfg.filters or default_filters))}", f"hidden {cfg.hidden or default_hidden}"]
+    if cfg.dropout is not None:
+        parts.append(f"dropout={cfg.dropout}")
+    if cfg.weight_decay:
+        parts.append(f"wd={cfg.weight_decay}")
+    return f"{cfg.model} ({shape}, {', '.join(parts)})"

@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import dtypes
-from jax.tree_util import keystr, tree_flatten_with_path, tree_map, tree_structure, tree_transpose
+from jax.tree_util import tree_map, tree_structure, tree_transpose
 
 from fnet import _checks
 from fnet.schedules import value_at
@@ -150,29 +150,8 @@ class AdamState(NamedTuple):
 # ----------------------------------------------------------------------------- tree checks
 
 
-def _tree_mismatch(tree, ref, shapes: bool) -> str:
-    """Describe how ``tree`` differs from ``ref`` (paths, and leaf shapes if ``shapes``), or ""."""
-    shape = jnp.shape if shapes else (lambda _: ())
-    if tree_structure(tree) == tree_structure(ref) and all(
-        shape(a) == shape(b) for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(ref))
-    ):
-        return ""
-    got = {keystr(p): shape(x) for p, x in tree_flatten_with_path(tree)[0]}
-    want = {keystr(p): shape(x) for p, x in tree_flatten_with_path(ref)[0]}
-    parts = []
-    if missing := [k for k in want if k not in got]:
-        parts.append("missing " + ", ".join(missing))
-    if extra := [k for k in got if k not in want]:
-        parts.append("unexpected " + ", ".join(extra))
-    if differ := [f"{k}: {got[k]} vs {want[k]}" for k in got if k in want and got[k] != want[k]]:
-        parts.append("shapes differ at " + ", ".join(differ))
-    # Same paths and shapes but a different treedef (e.g. a tuple vs a list container).
-    return "; ".join(parts) or f"tree structures differ: {tree_structure(tree)} vs {tree_structure(ref)}"
-
-
 def _check_tree(fn: str, name: str, tree, ref_name: str, ref, *, shapes: bool = True) -> None:
-    if msg := _tree_mismatch(tree, ref, shapes):
-        raise ValueError(f"{fn}: {name} does not match {ref_name}: {msg}")
+    _checks.tree(fn, name, tree, ref_name, ref, shapes=shapes)
 
 
 def _check_state(fn: str, state, state_cls) -> None:
@@ -403,9 +382,9 @@ def nesterov(learning_rate=1e-2, momentum=0.9) -> GradientTransformation:
     return _transformation("nesterov", MomentumState, rule, {"learning_rate": learning_rate, "momentum": momentum})
 
 
-def _scale_by_root(g, h, eps, eps_in_sqrt):
-    """AdaGrad's and RMSProp's ``g / (sqrt(h) + eps)``, or ``g / sqrt(h + eps)`` with ``eps_in_sqrt``."""
-    return g / jnp.sqrt(h + eps) if eps_in_sqrt else g / (jnp.sqrt(h) + eps)
+def _root(h, eps, eps_in_sqrt):
+    """AdaGrad's and RMSProp's denominator: ``sqrt(h) + eps``, or ``sqrt(h + eps)`` with ``eps_in_sqrt``."""
+    return jnp.sqrt(h + eps) if eps_in_sqrt else jnp.sqrt(h) + eps
 
 
 def adagrad(learning_rate=1e-2, eps=1e-7, eps_in_sqrt=False) -> GradientTransformation:
@@ -428,7 +407,7 @@ def adagrad(learning_rate=1e-2, eps=1e-7, eps_in_sqrt=False) -> GradientTransfor
 
     def rule(h, g, p, s):
         s = s + g * g
-        return -h["learning_rate"] * _scale_by_root(g, s, h["eps"], eps_in_sqrt), s
+        return -h["learning_rate"] * g / _root(s, h["eps"], eps_in_sqrt), s
 
     return _transformation("adagrad", AdaGradState, rule, {"learning_rate": learning_rate, "eps": eps})
 
@@ -452,7 +431,7 @@ def rmsprop(learning_rate=1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False) -> Grad
     def rule(h, g, p, s):
         d = h["decay"]
         s = d * s + (1 - d) * g * g
-        return -h["learning_rate"] * _scale_by_root(g, s, h["eps"], eps_in_sqrt), s
+        return -h["learning_rate"] * g / _root(s, h["eps"], eps_in_sqrt), s
 
     return _transformation(
         "rmsprop", RMSPropState, rule, {"learning_rate": learning_rate, "decay": decay, "eps": eps}

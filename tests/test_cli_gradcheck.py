@@ -29,6 +29,7 @@ def _short_networks(seed=0):
 @pytest.fixture
 def short_lists(monkeypatch):
     monkeypatch.setattr(gradcheck, "check_layers", _short_layers)
+    monkeypatch.setattr(gradcheck, "check_combinators", lambda seed=0: [])
     monkeypatch.setattr(gradcheck, "check_networks", _short_networks)
 
 
@@ -44,7 +45,7 @@ def test_gradcheck_command_passes(short_lists, capsys):
 def test_gradcheck_verbose_lists_leaves(short_lists, capsys):
     assert cli.main(["gradcheck", "--verbose", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    for leaf in ("W1", "b1", "W2", "b2"):
+    for leaf in ("dense1.W", "dense1.b", "dense2.W", "dense2.b"):
         assert f"    {leaf} " in out
 
 
@@ -54,6 +55,7 @@ def test_gradcheck_command_fails_on_a_bad_gradient(monkeypatch, capsys):
         return [gradcheck.three_way("wrong square", lambda p: jnp.sum(p["x"] ** 2), x, {"x": 3 * x["x"]})]
 
     monkeypatch.setattr(gradcheck, "check_layers", bad_layers)
+    monkeypatch.setattr(gradcheck, "check_combinators", lambda seed=0: [])
     monkeypatch.setattr(gradcheck, "check_networks", lambda seed=0: [])
     assert cli.main(["gradcheck"]) == 1
     out = capsys.readouterr().out
@@ -89,9 +91,26 @@ def test_usage_errors_exit_2(capsys):
     assert e.value.code == 2
 
 
-def test_gradcheck_end_to_end(capsys):
-    """The real command: every layer and loss, and the full network list (the one place the
-    whole of check_layers() and check_networks() runs)."""
+SECTIONS = {
+    "check_layers": ("dense (affine)", "relu", "leaky_relu", "sigmoid", "tanh", "identity", "batchnorm (train)",
+                     "batchnorm (eval)", "layernorm", "dropout", "softmax", "flatten", "conv2d (3x3, pad 1)",
+                     "conv2d (2x3, stride 2: floor rule)", "max_pool (2x2, stride 2)",
+                     "max_pool (3x3, stride 1: overlapping)", "avg_pool (2x2, stride 1)", "global_avg_pool",
+                     "batchnorm (images, train)", "groupnorm (2 groups)", "softmax_cross_entropy",
+                     "mean_squared_error", "sigmoid_binary_cross_entropy", "l2_weight_decay"),
+    "check_combinators": ("serial", "parallel", "fan_out + fan_in_sum", "fan_in_concat", "residual"),
+    "check_networks": ("relu batchnorm dropout", "tanh layernorm", "mse", "residual MLP", "two-branch network",
+                       "small cnn"),
+}
+
+
+@pytest.mark.parametrize("section", list(SECTIONS))
+def test_gradcheck_end_to_end(section, monkeypatch, capsys):
+    """The real command, one section of it per test (so that the sections run in parallel): the
+    one place where the whole of check_layers(), check_combinators() and check_networks() runs."""
+    for other in SECTIONS:
+        if other != section:
+            monkeypatch.setattr(gradcheck, other, lambda seed=0: [])
     assert cli.main(["gradcheck"]) == 0
     out = capsys.readouterr().out
     last = out.strip().splitlines()[-1]
@@ -99,10 +118,7 @@ def test_gradcheck_end_to_end(capsys):
     rows = [line for line in out.splitlines() if line.endswith(("PASS", "FAIL"))]
     assert rows and all(line.endswith("PASS") for line in rows)
     assert int(last.split()[1]) == len(rows)
-    for name in ("affine", "relu", "leaky_relu", "sigmoid", "tanh", "batchnorm (train)", "batchnorm (eval)",
-                 "layernorm", "dropout", "softmax", "softmax_cross_entropy", "mean_squared_error",
-                 "sigmoid_binary_cross_entropy", "l2_weight_decay", "relu batchnorm dropout", "tanh layernorm",
-                 "mse"):
+    for name in SECTIONS[section]:
         assert any(name in line for line in rows), name
 
 

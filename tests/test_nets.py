@@ -1,6 +1,6 @@
-"""fnet.mlp: the manual backward chain against jax.grad for every combination of activation,
-normalization, dropout and weight decay; jit; batch-norm state; dropout; weight decay on weights
-only; argument checks.
+"""fnet.mlp: the derived backward chain of the composition against jax.grad for every combination
+of activation, normalization, dropout and weight decay; jit; batch-norm state; dropout; weight
+decay on weights only; argument checks; the cs231n-name mapping of the parameters.
 
 The 48-combination test runs eagerly: all combinations share the same layer shapes, so after the
 first few every op is already compiled, whereas a jit per combination costs ~4x more."""
@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnet import mlp, nets
-from fnet.gradcheck import rel_error
+from fnet import mlp, nets, optim
+from fnet.gradcheck import leaf_name, rel_error
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 COMBOS = list(itertools.product(ACTIVATIONS, nets.NORMS, (0.0, 0.3), (0.0, 0.1)))
@@ -29,17 +29,33 @@ def _data(seed=0, n=N, d=D, c=C):
     return jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(rng.integers(0, c, n))
 
 
+def _flat(tree) -> dict:
+    """{"dense1.W": array, ...}: a nested params tree by leaf path."""
+    return {leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
 def _assert_grads_equal(manual, auto, cfg, tol=1e-7):
     """rel_error < tol on every leaf; except that a bias feeding batch norm has an exact gradient
     of 0 (batch norm removes the mean), so both paths give rounding noise (~1e-17) there: those
     leaves are compared absolutely."""
-    assert set(manual) == set(auto) == set(nets.param_names(cfg))
     chex.assert_trees_all_equal_shapes_and_dtypes(manual, auto)
-    zero = {f"b{i}" for i in range(1, cfg.num_layers)} if cfg.norm == "batchnorm" else set()
+    manual, auto = _flat(manual), _flat(auto)
+    assert set(manual) == set(auto) == set(_names(cfg))
+    zero = {f"dense{i}.b" for i in range(1, cfg.num_layers)} if cfg.norm == "batchnorm" else set()
     rest = [k for k in manual if k not in zero]
     assert rel_error({k: manual[k] for k in rest}, {k: auto[k] for k in rest}) < tol
     for k in zero:
         assert float(jnp.max(jnp.abs(manual[k]))) < 1e-12 and float(jnp.max(jnp.abs(auto[k]))) < 1e-12, k
+
+
+def _names(cfg) -> list:
+    """The documented parameter names of an mlp: dense{i}.W/b, and {norm}{i}.gamma/beta."""
+    names = []
+    for i in range(1, cfg.num_layers + 1):
+        names += [f"dense{i}.W", f"dense{i}.b"]
+        if cfg.norm is not None and i < cfg.num_layers:
+            names += [f"{cfg.norm}{i}.gamma", f"{cfg.norm}{i}.beta"]
+    return names
 
 
 def _compare(net, x, y, seed=0):
@@ -65,9 +81,9 @@ def test_manual_grad_equals_jax_grad_all_combinations(index):
     x, y = _data(index)
     _, state, loss, _, new_state = _compare(net, x, y, seed=index)
     assert np.isfinite(loss)
-    assert set(new_state) == set(state)
+    chex.assert_trees_all_equal_structs(new_state, state)
     if norm == "batchnorm":
-        assert not np.allclose(new_state["running_mean1"], state["running_mean1"])
+        assert not np.allclose(new_state["batchnorm1"].mean, state["batchnorm1"].mean)
 
 
 def test_the_combinations_cover_everything():
@@ -88,11 +104,26 @@ def test_regression_and_binary_heads(loss, norm):
 
 def test_linear_model():
     net = mlp(D, [], C, weight_decay=0.1, dropout=0.5, dtype="float64")
-    assert nets.param_names(net.config) == ["W1", "b1"]
     x, y = _data(3)
     params, *_ = _compare(net, x, y)
+    assert list(_flat(params)) == ["dense1.W", "dense1.b"]
     scores = net.apply(params, x)
-    np.testing.assert_allclose(scores, np.asarray(x) @ np.asarray(params["W1"]) + np.asarray(params["b1"]), rtol=1e-13)
+    W, b = np.asarray(params["dense1"]["W"]), np.asarray(params["dense1"]["b"])
+    np.testing.assert_allclose(scores, np.asarray(x) @ W + b, rtol=1e-13)
+
+
+def test_parameter_tree_and_its_cs231n_mapping():
+    """The documented mapping: W{i}/b{i} -> dense{i}, gamma{i}/beta{i} -> batchnorm{i}, the running
+    statistics -> state["batchnorm{i}"].mean/var; parameter-free layers have no entry."""
+    net = mlp(D, [H, 4], C, norm="batchnorm", dropout=0.2)
+    params, state = net.init(jax.random.PRNGKey(0))
+    assert set(params) == {"dense1", "batchnorm1", "dense2", "batchnorm2", "dense3"}
+    assert jax.tree_util.tree_map(jnp.shape, params["dense2"]) == {"W": (H, 4), "b": (4,)}
+    assert jax.tree_util.tree_map(jnp.shape, params["batchnorm1"]) == {"gamma": (H,), "beta": (H,)}
+    assert set(state) == {"batchnorm1", "batchnorm2"} and state["batchnorm2"].mean.shape == (4,)
+    assert optim.weights_only(params) == {
+        "dense1": {"W": True, "b": False}, "dense2": {"W": True, "b": False}, "dense3": {"W": True, "b": False},
+        "batchnorm1": {"gamma": False, "beta": False}, "batchnorm2": {"gamma": False, "beta": False}}
 
 
 def test_inputs_of_higher_rank_are_flattened():
@@ -143,8 +174,11 @@ def test_jit_equals_eager():
 def test_batchnorm_state_updates_as_documented_and_eval_uses_it():
     net = mlp(D, [H], C, norm="batchnorm", dtype="float64")
     params, state = net.init(jax.random.PRNGKey(0))
-    params = dict(params, b1=jnp.linspace(-1.0, 1.0, H), gamma1=jnp.linspace(0.5, 2.0, H))
-    P = {k: np.asarray(v) for k, v in params.items()}
+    params = dict(params, dense1=dict(params["dense1"], b=jnp.linspace(-1.0, 1.0, H)),
+                  batchnorm1=dict(params["batchnorm1"], gamma=jnp.linspace(0.5, 2.0, H)))
+    P = {"W1": np.asarray(params["dense1"]["W"]), "b1": np.asarray(params["dense1"]["b"]),
+         "gamma1": np.asarray(params["batchnorm1"]["gamma"]), "beta1": np.asarray(params["batchnorm1"]["beta"]),
+         "W2": np.asarray(params["dense2"]["W"]), "b2": np.asarray(params["dense2"]["b"])}
     rm, rv = np.zeros(H), np.ones(H)
     for step in range(3):
         x, y = _data(10 + step)
@@ -152,8 +186,8 @@ def test_batchnorm_state_updates_as_documented_and_eval_uses_it():
         h = np.asarray(x) @ P["W1"] + P["b1"]
         rm = 0.9 * rm + 0.1 * h.mean(axis=0)
         rv = 0.9 * rv + 0.1 * h.var(axis=0)  # biased variance
-        np.testing.assert_allclose(state["running_mean1"], rm, rtol=1e-12)
-        np.testing.assert_allclose(state["running_var1"], rv, rtol=1e-12)
+        np.testing.assert_allclose(state["batchnorm1"].mean, rm, rtol=1e-12)
+        np.testing.assert_allclose(state["batchnorm1"].var, rv, rtol=1e-12)
     # train-mode apply returns the same new state
     _, state_apply = net.apply(params, x, state=state, train=True)
     _, state_loss = net.loss(params, x, y, state=state)
@@ -214,13 +248,14 @@ def test_weight_decay_applies_to_weights_only(norm):
     key = jax.random.PRNGKey(1)
     l1, g1, s1 = with_wd.loss_and_grad(params, x, y, state=state, key=key)
     l0, g0, s0 = without.loss_and_grad(params, x, y, state=state, key=key)
-    weights = {k: v for k, v in params.items() if k.startswith("W")}
+    p, f1, f0 = _flat(params), _flat(g1), _flat(g0)
+    weights = {k: v for k, v in p.items() if k.endswith(".W")}
     np.testing.assert_allclose(l1 - l0, 0.5 * lam * sum(float(jnp.sum(w ** 2)) for w in weights.values()), rtol=1e-10)
-    for k in params:
-        if k.startswith("W"):
-            chex.assert_trees_all_close(g1[k] - g0[k], lam * params[k], rtol=1e-10, atol=1e-14)
+    for k in p:
+        if k.endswith(".W"):
+            chex.assert_trees_all_close(f1[k] - f0[k], lam * p[k], rtol=1e-10, atol=1e-14)
         else:  # biases, gamma, beta: untouched
-            chex.assert_trees_all_equal(g1[k], g0[k])
+            chex.assert_trees_all_equal(f1[k], f0[k])
     chex.assert_trees_all_equal(s1, s0)
     # and autodiff agrees on the decayed loss
     (_, _), g_auto = jax.value_and_grad(with_wd.loss, has_aux=True)(params, x, y, state=state, key=key)
@@ -283,48 +318,75 @@ def bn_net():
     return net, params, state
 
 
-def test_params_with_wrong_keys(bn_net):
+def test_params_of_another_network_are_named(bn_net):
     net, params, state = bn_net
     x, y = _data()
-    bad = {k: v for k, v in params.items() if k != "gamma1"}
-    with pytest.raises(ValueError, match=r"mlp.apply: params must be a dict with keys \['W1', 'W2', 'b1', 'b2', 'beta1', 'gamma1'\], got \['W1'"):
+    bad = dict(params, batchnorm1={"gamma": params["batchnorm1"]["gamma"]})
+    with pytest.raises(ValueError, match=r"net.apply: params does not match the network's params .*missing "
+                                         r"\['batchnorm1'\]\['beta'\]"):
         net.apply(bad, x, state=state)
-    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: params must be a dict with keys"):
-        net.loss_and_grad(dict(params, W3=params["W2"]), x, y, state=state, key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"mlp.loss: params must be a dict with keys .* got list"):
-        net.loss(list(params.values()), x, y, state=state, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"net.loss_and_grad: params does not match .*unexpected \['dense3'\]"):
+        net.loss_and_grad(dict(params, dense3=params["dense2"]), x, y, state=state, key=jax.random.PRNGKey(0))
+    other = mlp(D, [H + 1], C, norm="batchnorm", dtype="float64").init(jax.random.PRNGKey(0)).params
+    with pytest.raises(ValueError, match=r"net.loss: params does not match .*shapes differ at \['batchnorm1'\]\['beta'\]: "
+                                         r"\(7,\) vs \(6,\)"):
+        net.loss(other, x, y, state=state, key=jax.random.PRNGKey(0))
+
+
+def test_a_state_with_wrong_keys_is_named(bn_net):
+    net, params, state = bn_net
+    x, _ = _data()
+    with pytest.raises(ValueError, match=r"net.apply: state does not match the network's state .*missing \['batchnorm1'\]"):
+        net.apply(params, x, state={"norm1": state["batchnorm1"]})
+    with pytest.raises(ValueError, match=r"net.apply: state does not match"):
+        net.apply(params, x, state={"batchnorm1": {"mean": state["batchnorm1"].mean, "var": state["batchnorm1"].var}})
 
 
 def test_x_with_wrong_feature_count_or_rank_or_dtype(bn_net):
     net, params, state = bn_net
-    with pytest.raises(ValueError, match=r"mlp.apply: x has shape \(8, 4\) but the network expects 5 features per sample, i.e. shape \(N, 5\)"):
+    with pytest.raises(ValueError, match=r"net.apply: x has shape \(8, 4\) but the network expects samples of shape "
+                                         r"\(5,\), i.e. x of shape \(N, 5\)"):
         net.apply(params, jnp.ones((N, 4)), state=state)
-    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: x has shape \(8, 2, 3\) but the network expects 5 features"):
+    with pytest.raises(ValueError, match=r"net.loss_and_grad: x has shape \(8, 2, 3\) but the network expects samples"):
         net.loss_and_grad(params, jnp.ones((N, 2, 3)), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"mlp.apply: x must have at least 2 dimensions, got shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"net.apply: x must have at least 2 dimensions, got shape \(5,\)"):
         net.apply(params, jnp.ones(D), state=state)
-    with pytest.raises(TypeError, match=r"mlp.loss: x must be a floating-point array, got dtype int"):
+    with pytest.raises(TypeError, match=r"net.loss: x must be a floating-point array, got dtype int"):
         net.loss(params, jnp.ones((N, D), jnp.int32), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
     # and under jit the shape checks fire at trace time
-    with pytest.raises(ValueError, match=r"mlp.apply: x has shape \(8, 4\)"):
+    with pytest.raises(ValueError, match=r"net.apply: x has shape \(8, 4\)"):
         jax.jit(lambda p, x: net.apply(p, x, state=state))(params, jnp.ones((N, 4)))
 
 
 def test_batchnorm_net_without_state(bn_net):
     net, params, _ = bn_net
     x, y = _data()
-    with pytest.raises(ValueError, match=r"mlp.apply: state is None but the network uses batch norm"):
+    with pytest.raises(ValueError, match=r"net.apply: state is None but the network has state"):
         net.apply(params, x)
-    with pytest.raises(ValueError, match=r"mlp.loss_and_grad: state is None but the network uses batch norm"):
+    with pytest.raises(ValueError, match=r"net.loss_and_grad: state is None but the network has state"):
         net.loss_and_grad(params, x, y, key=jax.random.PRNGKey(0))
+
+
+def test_apply_takes_the_variables_for_every_network(bn_net):
+    """The project's promise: net.apply(variables, x) with exactly two arguments, batch norm included."""
+    net, params, state = bn_net
+    x, _ = _data()
+    variables = net.init(jax.random.PRNGKey(0))
+    assert isinstance(variables, nets.Variables)
+    chex.assert_trees_all_equal(net.apply(variables, x), net.apply(variables.params, x, state=variables.state))
+    with pytest.raises(TypeError, match=r"net.apply: state is given twice"):
+        net.apply(variables, x, state=state)
+    with pytest.raises(TypeError, match=r"net.loss: takes params and state= separately; got a Variables"):
+        net.loss(variables, x, jnp.zeros(N, jnp.int32))
 
 
 def test_dropout_net_in_train_mode_without_key(bn_net):
     net, params, state = bn_net
     x, y = _data()
-    with pytest.raises(ValueError, match=r"mlp.loss: key is None but the network uses dropout \(rate 0.5\)"):
+    with pytest.raises(ValueError, match=r"net.loss: serial\[3\] \(dropout1\): dropout: key is None in train mode; "
+                                         r"dropout \(rate 0.5\) needs a PRNG key"):
         net.loss(params, x, y, state=state)
-    with pytest.raises(ValueError, match=r"mlp.apply: key is None but the network uses dropout"):
+    with pytest.raises(ValueError, match=r"net.apply: serial\[3\] \(dropout1\): dropout: key is None"):
         net.apply(params, x, state=state, train=True)
     net.apply(params, x, state=state)  # eval mode needs no key
 

@@ -1,0 +1,282 @@
+"""Combinators: modules made of modules, whose backward pass is derived from their children's.
+
+The chain rule is written once per combinator, never per network:
+
+- :func:`serial` runs its children in order; its backward walks them in reverse over their own
+  caches (Deep Learning from Scratch's ``layers.reverse()`` loop), with no layer-specific branch;
+- :func:`parallel` maps element i of a tuple input with child i; its backward does the same with
+  the tuple of upstream gradients;
+- :func:`fan_out` copies its input ``n`` times; its backward SUMS the ``n`` upstream gradients
+  (a variable used twice gets the sum of both uses' gradients);
+- :func:`fan_in_sum` adds its inputs; its backward hands ``dy`` to every input;
+- :func:`fan_in_concat` concatenates along a feature axis; its backward splits ``dy`` at the sizes
+  recorded in the forward pass;
+- :func:`residual` ``(x + block(x))`` is ``serial(fan_out(2), parallel(block, identity()),
+  fan_in_sum())``: built from the others, not a fifth hand-written chain.
+
+Children are given as modules or as ``(name, module)`` pairs; an unnamed child is named after its
+kind and position among its kind, from 1 (``dense1``, ``relu1``, ``dense2``, ...). A combinator's
+params are a dict ``{child name: child params}`` holding only the children that have parameters
+(the same for state), so ``serial(dense(100), relu(), dense(10))`` has params
+``{"dense1": {"W", "b"}, "dense2": {"W", "b"}}``, and inserting a parameter-free module (dropout)
+never changes the parameter tree. Shapes propagate through ``init``; an error in a child is
+re-raised with its position in front: ``"serial[3] (dense2): ..."``, nested combinators giving
+the whole path.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+
+from fnet.modules import Module, Static, identity
+
+
+def _has_leaves(tree) -> bool:
+    return bool(jax.tree_util.tree_leaves(tree))
+
+
+def _name_children(fn: str, children) -> tuple:
+    """``((name, module), ...)``: explicit names kept, the others named ``<kind><k>``."""
+    if not children:
+        raise ValueError(f"{fn}: needs at least one child module")
+    named, counts = [], {}
+    for i, child in enumerate(children):
+        name = None
+        if isinstance(child, tuple) and not isinstance(child, Module) and len(child) == 2 and isinstance(child[0], str):
+            name, child = child
+        if not isinstance(child, Module):
+            hint = (f"; did you mean {child.__name__}() (call the constructor)?"
+                    if callable(child) and not isinstance(child, Module) else "")
+            raise TypeError(f"{fn}: child {i} must be a Module or a (name, Module) pair, got "
+                            f"{type(child).__name__}{hint}")
+        if name is None:
+            counts[child.name] = counts.get(child.name, 0) + 1
+            name = f"{child.name}{counts[child.name]}"
+        named.append((name, child))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names) or not all(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{fn}: child names must be unique and non-empty, got {names} (repeated: {dup})")
+    return tuple(named)
+
+
+def _in_child(fn: str, i: int, name: str, call):
+    """Run ``call()``; a ValueError/TypeError from it gets the child's position in front."""
+    try:
+        return call()
+    except ValueError as e:
+        raise ValueError(f"{fn}[{i}] ({name}): {e}") from None
+    except TypeError as e:
+        raise TypeError(f"{fn}[{i}] ({name}): {e}") from None
+
+
+def _child_keys(key, n: int):
+    return [None] * n if key is None else [jax.random.fold_in(key, i) for i in range(n)]
+
+
+def is_shape(shape) -> bool:
+    """True for one shape (a tuple of ints or None), False for a tuple of shapes (branches)."""
+    return isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)
+
+
+def serial(*children) -> Module:
+    """Children in order: ``y = f_n(... f_2(f_1(x)))``; backward in reverse:
+    ``dx = df_1^T(... df_n^T(dy))``, each child's parameter gradient from its own backward.
+
+    Args:
+      *children: modules or ``(name, module)`` pairs (see the module docstring for the names).
+
+    Returns:
+      A :class:`~fnet.modules.Module` with params/state ``{child name: ...}`` (children with
+      parameters/state only) and cache ``(child caches, ...)``.
+    """
+    return _serial("serial", children)
+
+
+def _serial(fn: str, children) -> Module:
+    """:func:`serial` under the name ``fn`` (the kind a composite built on it shows in errors)."""
+    children = _name_children(fn, children)
+    n = len(children)
+
+    def init(key, input_shape):
+        params, state, shape = {}, {}, input_shape
+        for i, ((name, child), k) in enumerate(zip(children, jax.random.split(key, n))):
+            p, s, shape = _in_child(fn, i, name, lambda: child.init(k, shape))
+            if _has_leaves(p):
+                params[name] = p
+            if _has_leaves(s):
+                state[name] = s
+        return params, state, shape
+
+    def forward(params, state, x, *, train, key=None):
+        new_state, caches = {}, []
+        for i, ((name, child), k) in enumerate(zip(children, _child_keys(key, n))):
+            x, s, c = _in_child(fn, i, name, lambda: child.forward(params.get(name, {}), state.get(name, {}), x,
+                                                                   train=train, key=k))
+            if name in state:
+                new_state[name] = s
+            caches.append(c)
+        return x, new_state, tuple(caches)
+
+    def backward(params, cache, dy):
+        dparams = {}
+        for i in reversed(range(n)):
+            name, child = children[i]
+            dy, dp = _in_child(fn, i, name, lambda: child.backward(params.get(name, {}), cache[i], dy))
+            if name in params:
+                dparams[name] = dp
+        return dy, dparams
+
+    return Module(init, forward, backward, fn, f"{n} modules" if fn == "serial" else "", children, "serial")
+
+
+def parallel(*children) -> Module:
+    """Child i maps element i of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ..., f_n(x_n))``;
+    backward: ``(dy_1, ..., dy_n) -> (df_1^T(dy_1), ..., df_n^T(dy_n))``.
+
+    Use it after :func:`fan_out` (the same input to several branches) and before a fan-in.
+    """
+    fn = "parallel"
+    children = _name_children(fn, children)
+    n = len(children)
+
+    def check_inputs(what, xs):
+        if not isinstance(xs, (tuple, list)) or len(xs) != n:
+            got = f"a tuple of {len(xs)}" if isinstance(xs, (tuple, list)) else type(xs).__name__
+            raise ValueError(f"{fn}: {what} must be a tuple of {n} (one per branch; put fan_out({n}) before "
+                             f"parallel), got {got}")
+
+    def init(key, input_shape):
+        if is_shape(input_shape):
+            raise ValueError(f"{fn}: input shape must be a tuple of {n} shapes (one per branch; put fan_out({n}) "
+                             f"before parallel), got the single shape {input_shape}")
+        check_inputs("input shape", input_shape)
+        params, state, shapes = {}, {}, []
+        for i, ((name, child), k, shape) in enumerate(zip(children, jax.random.split(key, n), input_shape)):
+            p, s, out = _in_child(fn, i, name, lambda: child.init(k, shape))
+            if _has_leaves(p):
+                params[name] = p
+            if _has_leaves(s):
+                state[name] = s
+            shapes.append(out)
+        return params, state, tuple(shapes)
+
+    def forward(params, state, xs, *, train, key=None):
+        check_inputs("input", xs)
+        ys, new_state, caches = [], {}, []
+        for i, ((name, child), k, x) in enumerate(zip(children, _child_keys(key, n), xs)):
+            y, s, c = _in_child(fn, i, name, lambda: child.forward(params.get(name, {}), state.get(name, {}), x,
+                                                                   train=train, key=k))
+            if name in state:
+                new_state[name] = s
+            ys.append(y)
+            caches.append(c)
+        return tuple(ys), new_state, tuple(caches)
+
+    def backward(params, cache, dys):
+        dxs, dparams = [], {}
+        for i, (name, child) in enumerate(children):
+            dx, dp = _in_child(fn, i, name, lambda: child.backward(params.get(name, {}), cache[i], dys[i]))
+            if name in params:
+                dparams[name] = dp
+            dxs.append(dx)
+        return tuple(dxs), dparams
+
+    return Module(init, forward, backward, fn, f"{n} branches", children, "parallel")
+
+
+def fan_out(n: int = 2) -> Module:
+    """``x -> (x, ..., x)`` (``n`` copies); backward: ``dx = dy_1 + ... + dy_n``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"fan_out: n must be a positive int, got {n!r}")
+
+    def init(key, input_shape):
+        del key
+        return {}, {}, (tuple(input_shape),) * n
+
+    def forward(params, state, x, *, train, key=None):
+        del params, train, key
+        return (x,) * n, state, None
+
+    def backward(params, cache, dys):
+        del params, cache
+        return sum(dys[1:], dys[0]), {}
+
+    return Module(init, forward, backward, "fan_out", f"{n} copies")
+
+
+def _same_shapes(fn: str, shapes) -> None:
+    if is_shape(shapes) or not isinstance(shapes, tuple) or not shapes:
+        raise ValueError(f"{fn}: input must be a tuple of branches (e.g. from parallel), got the shape {shapes}")
+
+
+def fan_in_sum() -> Module:
+    """``(x_1, ..., x_n) -> x_1 + ... + x_n`` (all of one shape); backward: every input gets ``dy``."""
+    fn = "fan_in_sum"
+
+    def init(key, input_shape):
+        del key
+        _same_shapes(fn, input_shape)
+        if len({tuple(s) for s in input_shape}) != 1:
+            raise ValueError(f"{fn}: the branches' shapes differ: {' vs '.join(map(str, input_shape))}; "
+                             "they must be equal to be added")
+        return {}, {}, tuple(input_shape[0])
+
+    def forward(params, state, xs, *, train, key=None):
+        del params, train, key
+        return sum(xs[1:], xs[0]), state, Static(len(xs))
+
+    def backward(params, cache, dy):
+        del params
+        return (dy,) * cache.value, {}
+
+    return Module(init, forward, backward, fn)
+
+
+def fan_in_concat(axis: int = -1) -> Module:
+    """Concatenate the branches along ``axis`` (the feature axis by default; 1 for the channels of
+    images); backward: ``dy`` split at the branches' sizes along ``axis``."""
+    fn = "fan_in_concat"
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{fn}: axis must be an int, got {axis!r}")
+
+    def init(key, input_shape):
+        del key
+        _same_shapes(fn, input_shape)
+        rank = len(input_shape[0])
+        ax = axis % rank if -rank <= axis < rank else None
+        if ax in (None, 0) or any(len(s) != rank for s in input_shape):
+            raise ValueError(f"{fn}: axis {axis} must be a non-batch axis of inputs of one rank, got shapes "
+                             f"{' and '.join(map(str, input_shape))}")
+        rest = {tuple(s[:ax]) + tuple(s[ax + 1:]) for s in input_shape}
+        if len(rest) != 1:
+            raise ValueError(f"{fn}: the branches' shapes {' and '.join(map(str, input_shape))} differ outside axis "
+                             f"{axis}; only the concatenated axis may differ")
+        out = list(input_shape[0])
+        out[ax] = sum(s[ax] for s in input_shape)
+        return {}, {}, tuple(out)
+
+    def forward(params, state, xs, *, train, key=None):
+        del params, train, key
+        return jnp.concatenate(xs, axis=axis), state, Static(tuple(x.shape[axis] for x in xs))
+
+    def backward(params, cache, dy):
+        del params
+        splits = list(itertools.accumulate(cache.value))[:-1]
+        return tuple(jnp.split(dy, splits, axis=axis)), {}
+
+    return Module(init, forward, backward, fn, f"axis {axis}")
+
+
+def residual(block: Module) -> Module:
+    """``y = x + block(x)`` (the block must keep the shape), as
+    ``serial(fan_out(2), parallel(block, identity()), fan_in_sum())``: backward
+    ``dx = dy + dblock^T(dy)``. Params ``{"branches": {"block": <block's params>}}``."""
+    if not isinstance(block, Module):
+        raise TypeError(f"residual: block must be a Module, got {type(block).__name__}")
+    body = _serial("residual", (("split", fan_out(2)), ("branches", parallel(("block", block), ("skip", identity()))),
+                                ("merge", fan_in_sum())))
+    return body._replace(info="x + block(x)")
