@@ -15,15 +15,17 @@ have no leaves and are not restored. ``load(path, like=tree)`` restores the exac
 ``tree`` (NamedTuples included) after checking every path, shape and dtype; ``like`` may hold arrays
 or ``jax.ShapeDtypeStruct`` (e.g. from ``jax.eval_shape``). Values round-trip bit for bit.
 
-Writes are atomic: the archive is written to a temporary file in the target directory, fsynced, and
-renamed over ``path`` with ``os.replace``; a failed save leaves any previous file untouched.
+Writes are atomic and never follow links (:func:`fnet.files.atomic_open`): the archive goes to a new
+temporary file beside ``path``, is fsynced and renamed over ``path``; a failed save leaves any previous
+file untouched. Reading checks the JSON header and every member's size against the file's own size
+BEFORE allocating anything, so a crafted or random file is refused as a
+:class:`CorruptCheckpointError` ("corrupt checkpoint: ...") without reading a byte of pickle.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fnet import files
 
 FORMAT = "fnet.checkpoint"
 VERSION = 1
@@ -104,62 +108,123 @@ def save(path, tree, metadata: dict | None = None) -> None:
         raise TypeError(f"{fn}: metadata must be JSON-serializable: {e}") from None
     arrays[_HEADER] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with files.atomic_open(path, "wb") as f:
+        np.savez(f, **arrays)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform can open a directory, so this is best effort."""
+class CorruptCheckpointError(ValueError):
+    """A file that is not a well-formed fnet checkpoint (truncated, random bytes, a crafted header)."""
+
+
+def _corrupt(fn: str, path, detail: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{fn}: corrupt checkpoint: {path} is not a readable fnet checkpoint: {detail}")
+
+
+def _member(fn, path, archive: zipfile.ZipFile, name: str, file_size: int) -> zipfile.ZipInfo:
+    """The archive member ``<name>.npy``, checked to be stored uncompressed and to fit in the
+    file, so that reading it can never allocate more than the file's own size."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        info = archive.getinfo(f"{name}.npy")
+    except KeyError:
+        raise _corrupt(fn, path, f"member {name} is missing") from None
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size or info.file_size > file_size:
+        raise _corrupt(fn, path, f"member {name} claims {info.file_size} bytes (stored as {info.compress_size}, "
+                                 f"compression {info.compress_type}) in a file of {file_size} bytes")
+    return info
+
+
+def _npy_header(f) -> tuple[tuple, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``f``, positioned at its data."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    return tuple(shape), fortran, dtype
+
+
+def _read_npy(fn, path, archive, info: zipfile.ZipInfo, shape: tuple | None, dtype: np.dtype) -> np.ndarray:
+    """Read one ``.npy`` member whose header must say ``dtype`` (and ``shape``, unless None); the
+    array is allocated only after the header and the member's size agree with them."""
+    with archive.open(info) as f:
+        found_shape, fortran, found_dtype = _npy_header(f)
+        shape = found_shape if shape is None else shape
+        if found_dtype.hasobject or found_shape != shape or found_dtype != dtype or fortran:
+            raise ValueError(f"should be {dtype.name}{list(shape)}, found {found_dtype.name}{list(found_shape)}"
+                             + (" in Fortran order" if fortran else ""))
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != f.tell() + nbytes:
+            raise _corrupt(fn, path, f"member {info.filename} holds {info.file_size - f.tell()} data bytes, "
+                                     f"expected {nbytes} for {dtype.name}{list(shape)}")
+        arr = np.empty(shape, dtype)
+        if nbytes and f.readinto(memoryview(arr.reshape(-1).view(np.uint8))) != nbytes:
+            raise _corrupt(fn, path, f"member {info.filename} is truncated")
+        return arr
+
+
+def _check_header(fn, path, header) -> None:
+    """Validate the JSON header's layout and every leaf record before any leaf is read."""
+    if not isinstance(header, dict):
+        raise _corrupt(fn, path, "the header is not a JSON object")
+    if header.get("format") != FORMAT or header.get("version") != VERSION:
+        raise _corrupt(fn, path, f"format {header.get('format')!r} version {header.get('version')!r}, "
+                                 f"expected {FORMAT!r} version {VERSION}")
+    if not isinstance(header.get("metadata"), dict) or not isinstance(header.get("leaves"), list):
+        raise _corrupt(fn, path, "the header needs a 'metadata' object and a 'leaves' list")
+    for i, r in enumerate(header["leaves"]):
+        ok = (isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("dtype"), str)
+              and isinstance(r.get("shape"), list)
+              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in r["shape"])
+              and isinstance(r.get("entries"), list) and r.get("python") in (None, "bool", "int", "float")
+              and (r.get("key_impl") is None or isinstance(r.get("key_impl"), str)))
+        if not ok:
+            raise _corrupt(fn, path, f"leaf record {i} is malformed: {str(r)[:200]}")
+        try:
+            jnp.dtype(r["dtype"])
+        except TypeError:
+            raise _corrupt(fn, path, f"leaf record {i} has an unknown dtype {r['dtype']!r}") from None
+
+
+def _storage_dtype(record: dict) -> np.dtype:
+    """The dtype a leaf is stored with: ml_dtypes types (bfloat16, ...) as unsigned ints of their width."""
+    dtype = np.dtype(jnp.dtype(record["dtype"]))
+    return np.dtype(f"u{dtype.itemsize}") if dtype.kind == "V" else dtype
 
 
 def _read(path, fn: str, *, with_leaves: bool = True) -> tuple[dict, list[np.ndarray]]:
-    """Read the header and (optionally) all leaves, cross-checked; any inconsistency is a ValueError."""
+    """Read the header and (optionally) all leaves, cross-checked; any inconsistency is a
+    :class:`CorruptCheckpointError` (a ValueError) naming the file and what is wrong."""
+    path = Path(path)
+    file_size = path.stat().st_size  # FileNotFoundError for a missing file, as documented
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(archive[_HEADER].tobytes().decode("utf-8"))
-            if header.get("format") != FORMAT or header.get("version") != VERSION:
-                raise ValueError(f"format {header.get('format')!r} version {header.get('version')!r}, "
-                                 f"expected {FORMAT!r} version {VERSION}")
-            count = len(header["leaves"]) if with_leaves else 0
-            stored = [archive[f"leaf_{i}"] for i in range(count)]
-    except FileNotFoundError:
+        with zipfile.ZipFile(path) as archive:
+            raw = _read_npy(fn, path, archive, _member(fn, path, archive, _HEADER, file_size), None, np.dtype(np.uint8))
+            if raw.ndim != 1:
+                raise _corrupt(fn, path, f"the header member has shape {raw.shape}, expected a uint8 vector")
+            try:
+                header = json.loads(raw.tobytes().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise _corrupt(fn, path, f"the header is not UTF-8 JSON ({e})") from None
+            _check_header(fn, path, header)
+            records = header["leaves"] if with_leaves else []
+            claimed = sum(math.prod(r["shape"]) * _storage_dtype(r).itemsize for r in records)
+            if claimed > file_size:
+                raise _corrupt(fn, path, f"the header claims {claimed} bytes of leaves in a file of {file_size} bytes")
+            leaves = []
+            for i, record in enumerate(records):
+                storage = _storage_dtype(record)
+                member = _member(fn, path, archive, f"leaf_{i}", file_size)
+                try:
+                    arr = _read_npy(fn, path, archive, member, tuple(record["shape"]), storage)
+                except CorruptCheckpointError:
+                    raise
+                except ValueError as e:
+                    raise _corrupt(fn, path, f"leaf at {record['path']} {e}") from None
+                dtype = np.dtype(jnp.dtype(record["dtype"]))
+                leaves.append(arr.view(dtype) if dtype != storage else arr)
+    except CorruptCheckpointError:
         raise
-    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
-        raise ValueError(f"{fn}: {path} is not a readable fnet checkpoint (truncated or corrupt?): {e}") from None
-    leaves = []
-    for record, arr in zip(header["leaves"], stored):
-        dtype = np.dtype(jnp.dtype(record["dtype"]))
-        if arr.dtype.kind == "u" and dtype.kind == "V" and arr.dtype.itemsize == dtype.itemsize:
-            arr = arr.view(dtype)
-        if arr.dtype != dtype or list(arr.shape) != record["shape"]:
-            raise ValueError(
-                f"{fn}: {path} is corrupt: leaf at {record['path']} should be {dtype.name}{record['shape']}, "
-                f"found {arr.dtype.name}{list(arr.shape)}"
-            )
-        leaves.append(arr)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
+        # zipfile's and NumPy's own errors on a broken archive or .npy member header.
+        raise _corrupt(fn, path, f"{type(e).__name__}: {e}") from None
     return header, leaves
 
 

@@ -27,7 +27,6 @@ import hashlib
 import importlib.resources
 import os
 import shutil
-import tempfile
 import urllib.request
 import zlib
 from http.client import HTTPException
@@ -37,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks
+from fnet import _checks, files
 
 # ----------------------------------------------------------------------------------------------
 # Dataset container and checks
@@ -86,7 +85,8 @@ def check_dataset(ds: Dataset) -> Dataset:
     """Validate a :class:`Dataset` and return it unchanged.
 
     Checks, for each of the train/val/test parts: features are floating point and finite (no NaN
-    or inf); labels are int class indices of shape (N,) in [0, num_classes) for classification,
+    or inf), with the training part's sample shape (e.g. no 27x27 test images for 28x28 training
+    images); labels are int class indices of shape (N,) in [0, num_classes) for classification,
     or finite float targets with N rows for regression (num_classes == 0).
 
     Raises:
@@ -98,6 +98,9 @@ def check_dataset(ds: Dataset) -> Dataset:
         raise ValueError(f"{fn}: num_classes must be >= 0 (0 for regression), got {ds.num_classes}")
     for part, (x, y) in ds.splits().items():
         _checks.float_array(fn, f"x_{part}", x, min_ndim=2)
+        if x.shape[1:] != ds.x_train.shape[1:]:
+            raise ValueError(f"{fn}: x_{part} has samples of shape {x.shape[1:]} but x_train has {ds.x_train.shape[1:]}; "
+                             "every part must hold samples of the same shape")
         _checks.finite(fn, f"x_{part}", x)
         n = len(x)
         if ds.num_classes:
@@ -322,7 +325,9 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "fnet"
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
+    """The canonical name of a data set (``"fashion_mnist"`` -> ``"fashion-mnist"``); ValueError
+    listing :data:`KNOWN_DATASETS` for an unknown one."""
     key = name.lower().replace("_", "-")
     if key not in _LOADERS:
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(KNOWN_DATASETS)}")
@@ -369,7 +374,7 @@ def find_files(name: str, data_dir=None) -> dict[str, Path]:
         ValueError: the files found are the other data set's (MNIST and Fashion-MNIST share names
             and shapes, so a folder pointing at the wrong one would otherwise load silently).
     """
-    name = _canonical(name)
+    name = canonical_name(name)
     if name not in SHA256:
         raise ValueError(f"find_files: {name!r} is not a file-based data set; choose from {sorted(SHA256)}")
     searched = []
@@ -439,8 +444,8 @@ def fashion_mnist(data_dir=None, *, val_fraction: float = 5000 / 60000, seed=0, 
 
 
 def _fetch_verified(url: str, folder: Path, filename: str, sha256: str, timeout: float) -> Path:
-    """Stream ``url`` into a temp file in ``folder``; return it only if its sha256 matches."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=folder)
+    """Stream ``url`` into a new partial file in ``folder``; return it only if its sha256 matches."""
+    fd, tmp = files.create_temporary(folder, filename, files.PART_SUFFIX)
     try:
         h = hashlib.sha256()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -451,9 +456,9 @@ def _fetch_verified(url: str, folder: Path, filename: str, sha256: str, timeout:
             os.fsync(out.fileno())
         if h.hexdigest() != sha256:
             raise ChecksumError(f"{url}: sha256 mismatch: expected {sha256}, got {h.hexdigest()}")
-        return Path(tmp)
+        return tmp
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -470,8 +475,9 @@ def download(
 
     Each file is tried on each mirror in turn, streamed into a temporary file inside the target
     folder and checked against its sha256. Only when all four files are verified are they renamed
-    into place (atomically), so a failure never leaves a partial or unverified file behind. Files
-    already present with the right checksum are kept and not fetched again.
+    into place (atomically), so a failure never leaves a partial or unverified file behind (the
+    partial files of a download killed outright are removed at the next start). Files already
+    present with the right checksum are kept and not fetched again.
 
     Args:
         name: ``"mnist"`` or ``"fashion-mnist"`` (``"fashion_mnist"`` also accepted).
@@ -488,7 +494,7 @@ def download(
         ChecksumError: a mirror served a file with the wrong sha256 (and no mirror a right one).
         DownloadError: no mirror could be reached; the message says where to put the files by hand.
     """
-    name = _canonical(name)
+    name = canonical_name(name)
     if name not in SHA256:
         raise ValueError(f"download: {name!r} needs no download; downloadable: {sorted(SHA256)}")
     mirrors = MIRRORS[name] if mirrors is None else tuple(mirrors)
@@ -497,6 +503,10 @@ def download(
     folder = folder / name
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    # One downloader per folder (a second one waits, then finds the files verified); the
+    # partial files of a download that was killed outright are removed first.
+    folder_lock = files.FolderLock(folder, wait=True, what="download folder")
+    files.remove_stale_temporaries(folder)
     fetched: dict[str, Path] = {}
     try:
         for filename in IDX_FILES:
@@ -530,8 +540,9 @@ def download(
     finally:
         for tmp in fetched.values():
             tmp.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):
-            shutil.rmtree(folder)
+        if created and all(p.name == files.LOCK_NAME for p in folder.iterdir()):
+            shutil.rmtree(folder)  # nothing was written: leave no empty folder behind
+        folder_lock.release()
     return folder
 
 
@@ -644,6 +655,8 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 KNOWN_DATASETS = tuple(_LOADERS)
 """Canonical names accepted by :func:`load` (``fashion_mnist`` is accepted as an alias)."""
+IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist")
+"""The image sets: ``load(name, flatten=False)`` gives them as (N, 1, H, W) (digits 8x8, the others 28x28)."""
 
 
 def load(name: str, *, data_dir=None, seed=0, standardize: bool = False, **options) -> Dataset:
@@ -663,7 +676,7 @@ def load(name: str, *, data_dir=None, seed=0, standardize: bool = False, **optio
     Raises:
         ValueError: unknown name (listing the known ones), or ``data_dir`` for a set without files.
     """
-    key = _canonical(name)
+    key = canonical_name(name)
     if data_dir is not None:
         if key not in SHA256:
             raise ValueError(f"load: data_dir applies only to {sorted(SHA256)}, not to {key!r}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from fnet import files
+
 
 def pyplot():
     """matplotlib's pyplot on the non-interactive Agg backend, or None if matplotlib is missing."""
@@ -15,6 +17,18 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path, *, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG through :func:`fnet.files.atomic_open` (never through a
+    symlink planted at ``path``, never half-written) and close it."""
+    try:
+        with files.atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+    finally:
+        # pyplot keeps every figure it made alive until closed; a bare Figure has no manager.
+        if fig.canvas.manager is not None:
+            pyplot().close(fig)
 
 
 def training_curves(history: dict, path) -> bool:
@@ -41,8 +55,7 @@ def training_curves(history: dict, path) -> bool:
     else:
         ax_acc.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 

@@ -21,7 +21,6 @@ checkpoint of epoch ``k`` continues bit for bit as if it had never stopped.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import time
@@ -31,10 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks, checkpoint, losses, optim
+from fnet import _checks, checkpoint, files, losses, optim
+from fnet import nets
 from fnet.nets import Net
 
 GRAD_MODES = ("manual", "autodiff")
+#: A run whose epoch loss exceeds this multiple of the untrained network's loss (the first
+#: minibatch's loss, before any update) has diverged, even if the loss is still finite.
+DIVERGENCE_FACTOR = 1e3
 
 
 class TrainingDiverged(RuntimeError):
@@ -209,8 +212,7 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
         should be replicated over the mesh (:func:`replicate`).
     """
     fn = "make_epoch"
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"{fn}: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1)
     _check_opt(fn, opt)
     if mesh is not None:
         check_mesh(fn, mesh, batch_size)
@@ -254,7 +256,7 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
 
 @functools.lru_cache(maxsize=64)
 def _eval_fn(net: Net, batch_size: int):
-    loss_fn = losses.LOSSES[net.config.loss]
+    loss_fn = losses.LOSSES[net.loss_name]
 
     @jax.jit
     def run(params, state, x, y):
@@ -264,9 +266,7 @@ def _eval_fn(net: Net, batch_size: int):
         xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
         chunks = xp.reshape(nb, batch_size, *x.shape[1:])
         scores = jax.lax.map(lambda xb: net.apply(params, xb, state=state), chunks)
-        scores = scores.reshape(nb * batch_size, -1)[:n]
-        if net.config.loss != "softmax_cross_entropy":
-            scores = scores.reshape((n, *y.shape[1:]))
+        scores = scores.reshape(nb * batch_size, *scores.shape[2:])[:n]
         loss, _ = loss_fn(scores, y)
         return loss, accuracy(net, scores, y)
 
@@ -277,16 +277,16 @@ def accuracy(net: Net, scores, y):
     """Fraction of correct predictions, traceable (usable inside jit, scan and vmap).
 
     Args:
-      scores: the net's outputs, shape (N, C) (or (N,) / (N, 1) for a binary head).
-      y: labels of shape (N,) for softmax cross-entropy (correct = argmax), 0/1 targets for
-        sigmoid binary cross-entropy (a score > 0 predicts 1).
+      scores: the net's outputs, shape (N, C) (or (N, K) for a binary head).
+      y: labels of shape (N,) for softmax cross-entropy (correct = argmax), 0/1 targets of
+        scores' shape for sigmoid binary cross-entropy (a score > 0 predicts 1).
 
     Returns:
       Scalar accuracy; NaN for a regression (MSE) net.
     """
-    if net.config.loss == "softmax_cross_entropy":
+    if net.loss_name == "softmax_cross_entropy":
         return jnp.mean(jnp.argmax(scores, axis=1) == y)
-    if net.config.loss == "sigmoid_binary_cross_entropy":
+    if net.loss_name == "sigmoid_binary_cross_entropy":
         return jnp.mean((scores > 0) == (y > 0.5))
     return jnp.nan
 
@@ -306,9 +306,17 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
     """
     fn = "evaluate"
     x = _checks.float_array(fn, "x", x, min_ndim=2)
-    if net.config.loss == "softmax_cross_entropy":
-        _checks.labels(fn, "y", y, x.shape[0], net.config.output_dim)
-    loss, acc = _eval_fn(net, min(batch_size, max(1, x.shape[0])))(params, state, jnp.asarray(x), jnp.asarray(y))
+    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1)
+    if x.shape[0] == 0:
+        raise ValueError(f"{fn}: x is empty (shape {tuple(x.shape)}); there is nothing to evaluate")
+    _checks.finite(fn, "x", x)
+    _check_targets(fn, net, "y", x.shape[0], y)
+    return _evaluate(net, params, state, jnp.asarray(x), jnp.asarray(y), batch_size)
+
+
+def _evaluate(net: Net, params, state, x, y, batch_size: int = 1000) -> dict:
+    """:func:`evaluate` without the checks, for data that was checked already (``fit``)."""
+    loss, acc = _eval_fn(net, min(batch_size, x.shape[0]))(params, state, x, y)
     return {"loss": float(loss), "accuracy": float(acc)}
 
 
@@ -327,8 +335,10 @@ class TrialsResult(NamedTuple):
         training samples), "val_loss", "val_acc" (NaN without validation data).
       hparams: the hyperparameters as trained, NumPy arrays of shape (T,).
       seeds: int array (T,): trial ``i`` is ``fit(..., seed=seeds[i])``.
-      diverged: bool array (T,): the training loss became NaN/inf at some epoch (such a trial's
-        later metrics are meaningless; a search should rank it last).
+      diverged: bool array (T,): the training loss became NaN/inf at some epoch, or an epoch's
+        mean loss exceeded :data:`DIVERGENCE_FACTOR` times the untrained network's loss, as
+        :func:`fit` would report (such a trial's later metrics are meaningless; a search should
+        rank it last).
     """
 
     params: dict
@@ -381,12 +391,13 @@ def _trials_program(net: Net, opt, batch_size: int, grad: str, epochs: int, n_ev
             _, train_acc = eval_train(params, state, x[:n_eval], y[:n_eval])
             val_loss, val_acc = eval_val(params, state, *val) if eval_val else (jnp.nan, jnp.nan)
             metrics = dict(zip(TRIAL_HISTORY_KEYS, (jnp.mean(step_losses), train_acc, val_loss, val_acc)))
-            return (params, state, opt_state), metrics
+            return (params, state, opt_state), (metrics, step_losses[0])
 
-        (params, state, opt_state), history = jax.lax.scan(
+        (params, state, opt_state), (history, first_losses) = jax.lax.scan(
             one_epoch, (params, state, opt_state), jnp.arange(1, epochs + 1)
         )
-        return params, state, opt_state, history
+        # The untrained network's loss (epoch 1's first minibatch), for fit's divergence rule.
+        return params, state, opt_state, history, first_losses[0]
 
     data_axis = None if shared_data else 0
     return jax.jit(jax.vmap(run, in_axes=(0, 0, data_axis, data_axis, None)))
@@ -474,10 +485,8 @@ def fit_trials(
         n = x.shape[1]
     if val is not None:
         _check_data(fn, net, "validation", *val)
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"{fn}: epochs must be a positive int, got {epochs!r}")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"{fn}: batch_size must be in [1, {n}] (the number of training samples), got {batch_size!r}")
+    epochs = _checks.integer(fn, "epochs", epochs, minimum=1)
+    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1, maximum=n, what="(the number of training samples)")
     seeds = np.asarray(seed + np.arange(t) if seeds is None else seeds)
     if seeds.shape != (t,) or not np.issubdtype(seeds.dtype, np.integer):
         raise ValueError(f"{fn}: seeds must be an int array of shape ({t},) (one per trial), got {seeds.dtype} {seeds.shape}")
@@ -485,10 +494,13 @@ def fit_trials(
     program = _trials_program(net, opt, batch_size, grad, epochs, min(train_eval_samples, n), shared_data,
                               0 if val is None else len(val[0]))
     val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))
-    params, state, opt_state, history = program(jnp.asarray(seeds), hp, jnp.asarray(x), jnp.asarray(y), val_d)
+    params, state, opt_state, history, initial = program(jnp.asarray(seeds), hp, jnp.asarray(x), jnp.asarray(y), val_d)
     history = {k: np.asarray(v) for k, v in history.items()}
-    return TrialsResult(params, state, opt_state, history, {k: np.asarray(v) for k, v in hp.items()}, seeds,
-                        ~np.all(np.isfinite(history["train_loss"]), axis=1))
+    loss = history["train_loss"]
+    with np.errstate(invalid="ignore"):  # NaN losses compare False; they count through isfinite
+        exploded = np.any(loss > DIVERGENCE_FACTOR * np.asarray(initial)[:, None], axis=1)
+    diverged = ~np.all(np.isfinite(loss), axis=1) | exploded
+    return TrialsResult(params, state, opt_state, history, {k: np.asarray(v) for k, v in hp.items()}, seeds, diverged)
 
 
 class FitResult(NamedTuple):
@@ -502,7 +514,10 @@ class FitResult(NamedTuple):
       history: per-epoch lists: "epoch", "train_loss" (mean minibatch loss), "train_acc"
         (eval mode, on up to ``train_eval_samples`` training samples), "val_loss", "val_acc",
         "lr", "epoch_time" (seconds), "samples_per_s".
-      stopped_early: True when early stopping ended the run.
+      stopped_early: True when early stopping ended the run (in this call or, for a resumed
+        run, before it).
+      epochs_run: the number of epochs this call trained (0 for a resumed run that had already
+        finished).
     """
 
     params: dict
@@ -513,25 +528,112 @@ class FitResult(NamedTuple):
     best_epoch: int
     history: dict
     stopped_early: bool
+    epochs_run: int
+
+    @property
+    def variables(self) -> nets.Variables:
+        """``Variables(params, state)`` after the last epoch, for ``net.apply(result.variables, x)``."""
+        return nets.Variables(self.params, self.state)
+
+    @property
+    def best_variables(self) -> nets.Variables:
+        """``Variables(best_params, best_state)``, for ``net.apply(result.best_variables, x)``."""
+        return nets.Variables(self.best_params, self.best_state)
 
 
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "samples_per_s")
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
+def _check_targets(fn, net, name, n, y) -> None:
+    """Labels in [0, C) for softmax cross-entropy, else targets shaped like the scores."""
+    if net.loss_name == "softmax_cross_entropy":
+        _checks.labels(fn, name, y, n, net.output_shape[0])
+    elif _checks.shape_of(y) != (n, *net.output_shape):
+        raise ValueError(f"{fn}: {name} has shape {_checks.shape_of(y)} but the network's scores for {n} samples have "
+                         f"shape {(n, *net.output_shape)}; {net.loss_name} compares them elementwise")
+
+
 def _check_data(fn, net, name, x, y):
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"{fn}: {name} features must be floating point, got dtype {x.dtype}")
-    if x.ndim < 2 or math.prod(x.shape[1:]) != net.config.input_dim:
-        raise ValueError(f"{fn}: {name} features have shape {x.shape} but the network expects (N, {net.config.input_dim})")
+    try:
+        nets.check_input(fn, x, net.input_shape)
+    except ValueError as e:
+        raise ValueError(str(e).replace(f"{fn}: x has", f"{fn}: {name} features have", 1)) from None
+    if len(x) == 0:
+        raise ValueError(f"{fn}: {name} data is empty (shape {x.shape}); pass at least one sample"
+                         + (", or val=None for no validation" if name == "validation" else ""))
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
         raise ValueError(f"{fn}: {name} features contain NaN or inf (first at sample {bad[0]}, feature {bad[1]})")
-    if net.config.loss == "softmax_cross_entropy":
-        _checks.labels(fn, f"{name} labels", np.asarray(y), len(x), net.config.output_dim)
-    elif len(y) != len(x):
-        raise ValueError(f"{fn}: {name} targets have {len(y)} rows but the features have {len(x)}")
+    y = np.asarray(y)
+    if net.loss_name == "softmax_cross_entropy":
+        _check_targets(fn, net, f"{name} labels", len(x), y)
+    else:
+        _check_targets(fn, net, f"{name} targets", len(x), y)
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{fn}: {name} targets contain NaN or inf")
+
+
+def _check_finite_tree(fn: str, name: str, tree) -> None:
+    """Raise naming the first leaf of ``tree`` (by path) that holds NaN or inf."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(f"{fn}: {name}{jax.tree_util.keystr(path)} contains NaN or inf; "
+                             "training from non-finite values cannot produce a meaningful network")
+
+
+class _Progress(NamedTuple):
+    """Where a run stands between epochs: what a checkpoint stores besides the arrays."""
+
+    history: dict
+    best_score: float
+    best_epoch: int
+    initial_loss: float  # the untrained net's loss (first minibatch, before any update); NaN before epoch 1
+    stopped_early: bool
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history["epoch"])
+
+
+def _save_checkpoint(path, params, state, opt_state, best: dict, progress: _Progress) -> None:
+    tree = {"params": params, "state": state, "opt_state": opt_state,
+            "best_params": best["params"], "best_state": best["state"]}
+    meta = {"epoch": progress.epochs_done, "best_epoch": progress.best_epoch, "best_score": progress.best_score,
+            "initial_loss": progress.initial_loss, "stopped_early": progress.stopped_early,
+            "history": progress.history}
+    checkpoint.save(path, tree, metadata=meta)
+
+
+def _load_checkpoint(path, params, state, opt_state):
+    """``(params, state, opt_state, best, progress)`` of the checkpoint at ``path``, whose arrays
+    must have the structure, shapes and dtypes of the given ones."""
+    like = {"params": params, "state": state, "opt_state": opt_state, "best_params": params, "best_state": state}
+    tree, meta = checkpoint.load(path, like=like), checkpoint.load_metadata(path)
+    progress = _Progress(meta["history"], meta["best_score"], meta["best_epoch"],
+                         meta.get("initial_loss", math.nan), meta.get("stopped_early", False))
+    if progress.epochs_done != meta["epoch"]:
+        raise ValueError(f"fit: {path} is inconsistent: epoch {meta['epoch']} but {progress.epochs_done} epochs of history")
+    best = {"params": tree["best_params"], "state": tree["best_state"]}
+    return tree["params"], tree["state"], tree["opt_state"], best, progress
+
+
+def _diverged_message(fn, step_losses, epoch, steps, progress: _Progress, factor, checkpoint_dir) -> str | None:
+    """Why epoch ``epoch`` diverged (a NaN/inf loss, or a mean loss above ``factor`` times the
+    untrained net's loss), or None if it did not."""
+    kept = f"; the checkpoint of epoch {epoch - 1} in {checkpoint_dir} is kept" if checkpoint_dir and epoch > 1 else ""
+    if not np.all(np.isfinite(step_losses)):
+        bad = int(np.argmax(~np.isfinite(step_losses)))
+        return (f"{fn}: the training loss became {step_losses[bad]} at epoch {epoch}, step {bad + 1} of {steps}{kept}; "
+                "try a smaller learning rate")
+    mean = float(step_losses.mean())
+    if factor is not None and mean > factor * progress.initial_loss:
+        return (f"{fn}: the training loss diverged at epoch {epoch}: its mean {mean:.4g} is more than {factor:g} times "
+                f"the untrained network's loss {progress.initial_loss:.4g}{kept}; try a smaller learning rate")
+    return None
 
 
 def fit(
@@ -554,22 +656,27 @@ def fit(
     progress: bool = True,
     print_fn: Callable[[str], None] = print,
     mesh: jax.sharding.Mesh | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
 ) -> FitResult:
     """Train ``net`` with ``opt`` for ``epochs`` epochs, one compiled call per epoch.
 
     Args:
-      x, y: training data, x of shape (N, D), y of shape (N,) (labels) or (N, C) (targets).
-      val: optional ``(x_val, y_val)``, evaluated after every epoch.
-      epochs, batch_size: the last incomplete minibatch of each epoch is dropped.
+      x, y: training data, x of shape (N, D), y of shape (N,) (labels) or (N, C) (targets);
+        finite values only.
+      val: optional ``(x_val, y_val)`` (at least one sample), evaluated after every epoch.
+      epochs, batch_size: ints (NumPy ints too); the last incomplete minibatch of each epoch is
+        dropped.
       seed: all randomness (init, shuffling, dropout) derives from ``PRNGKey(seed)``.
       grad: "manual" or "autodiff".
-      params, state: start from these instead of ``net.init``.
+      params, state: start from these (finite values) instead of ``net.init``.
       early_stopping: stop after this many epochs without a better validation accuracy.
       train_eval_samples: training accuracy is measured in eval mode on this many samples.
       checkpoint_dir: if given, ``checkpoint.npz`` there is rewritten atomically after every
         epoch (params, state, optimizer state, best params and history).
       resume: continue from the checkpoint in ``checkpoint_dir`` (a run resumed after epoch k
-        ends with bitwise the same params as an uninterrupted run with the same seed).
+        ends with bitwise the same params as an uninterrupted run with the same seed). A run
+        that had already finished (``epochs`` done, or stopped early) trains no further: the
+        result is the checkpoint's, with ``epochs_run == 0``.
       progress: print one progress line per epoch (``False`` for quiet mode).
       print_fn: where progress lines go.
       mesh: train data-parallel over the devices of a :class:`jax.sharding.Mesh` with a
@@ -581,23 +688,31 @@ def fit(
         ``jnp.mean`` over a sharded batch axis is compiled into an all-reduce. The mesh may span
         several processes (``jax.distributed``; see :mod:`fnet.distributed`): every process
         runs this same call on the same data, and only process 0 prints and writes checkpoints.
+      divergence_factor: the run has diverged when an epoch's mean training loss exceeds this
+        multiple of the untrained network's loss (the loss of the first minibatch, before any
+        update; default :data:`DIVERGENCE_FACTOR` = 1000), even if it is still finite; None
+        turns this check off (a NaN or inf loss always stops the run).
 
     Returns:
       A :class:`FitResult`.
 
     Raises:
-      TrainingDiverged: when the loss becomes NaN/inf; the checkpoint of the last good epoch is
-        kept untouched.
+      TrainingDiverged: when the loss becomes NaN/inf or diverges (see ``divergence_factor``);
+        the checkpoint of the last good epoch is kept untouched.
       ValueError/TypeError: bad data or options, before any training.
     """
     fn = "fit"
     _check_data(fn, net, "training", x, y)
     if val is not None:
         _check_data(fn, net, "validation", *val)
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"{fn}: epochs must be a positive int, got {epochs!r}")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= len(x):
-        raise ValueError(f"{fn}: batch_size must be in [1, {len(x)}] (the number of training samples), got {batch_size!r}")
+    epochs = _checks.integer(fn, "epochs", epochs, minimum=1)
+    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1, maximum=len(x),
+                                 what="(the number of training samples)")
+    seed = _checks.integer(fn, "seed", seed)
+    if early_stopping is not None:
+        early_stopping = _checks.integer(fn, "early_stopping", early_stopping, minimum=1, what="(epochs)")
+    if divergence_factor is not None and not (math.isfinite(divergence_factor) and divergence_factor > 1):
+        raise ValueError(f"{fn}: divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
     if resume and checkpoint_dir is None:
         raise ValueError(f"{fn}: resume=True needs a checkpoint_dir")
     epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad, mesh=mesh)
@@ -605,26 +720,20 @@ def fit(
     lead = jax.process_index() == 0
     progress = progress and lead
 
-    seed_key = jax.random.PRNGKey(seed)
-    init_key, train_key = jax.random.split(seed_key)
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     if params is None:
         params, init_state = net.init(init_key)
         state = init_state if state is None else state
+    _check_finite_tree(fn, "params", params)
+    _check_finite_tree(fn, "state", state)
     # The compiled epoch donates its inputs: keep our own copies of anything the caller passed.
     params, state = jax.tree_util.tree_map(jnp.copy, (params, {} if state is None else state))
     opt_state = opt.init(params)
-    history = {k: [] for k in HISTORY_KEYS}
-    best = {"score": -math.inf, "epoch": 0, "params": params, "state": state}
-    start_epoch = 1
+    best = {"params": params, "state": state}
+    run = _Progress({k: [] for k in HISTORY_KEYS}, -math.inf, 0, math.nan, False)
     ckpt_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), CHECKPOINT_NAME)
     if resume and os.path.exists(ckpt_path):
-        like = {"params": params, "state": state, "opt_state": opt_state, "best_params": params, "best_state": state}
-        tree, meta = checkpoint.load(ckpt_path, like=like), checkpoint.load_metadata(ckpt_path)
-        params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
-        best = {"score": meta["best_score"], "epoch": meta["best_epoch"],
-                "params": tree["best_params"], "state": tree["best_state"]}
-        history = meta["history"]
-        start_epoch = meta["epoch"] + 1
+        params, state, opt_state, best, run = _load_checkpoint(ckpt_path, params, state, opt_state)
 
     if mesh is None:
         xd, yd = jnp.asarray(x), jnp.asarray(y)
@@ -636,9 +745,10 @@ def fit(
     steps = len(x) // batch_size
     # Epochs since the best one; a resumed run continues the count, so early stopping stops
     # where the uninterrupted run would.
-    stale = start_epoch - 1 - best["epoch"]
-    stopped_early = False
-    for epoch in range(start_epoch, epochs + 1):
+    stale = run.epochs_done - run.best_epoch
+    start_epoch = run.epochs_done + 1
+    last_epoch = start_epoch - 1 if run.stopped_early else epochs  # a run that stopped early stays stopped
+    for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         key = jax.random.fold_in(train_key, epoch)
         params, state, opt_state, step_losses = epoch_fn(
@@ -646,16 +756,12 @@ def fit(
         )
         step_losses = np.asarray(step_losses)
         dt = time.perf_counter() - t0
-        if not np.all(np.isfinite(step_losses)):
-            bad = int(np.argmax(~np.isfinite(step_losses)))
-            kept = f"; the checkpoint of epoch {epoch - 1} in {checkpoint_dir} is kept" if ckpt_path and epoch > 1 else ""
-            raise TrainingDiverged(
-                f"{fn}: the training loss became {step_losses[bad]} at epoch {epoch}, step {bad + 1} of {steps}{kept}; "
-                "try a smaller learning rate",
-                history,
-            )
-        train_m = evaluate(net, params, state, xd[:n_eval], yd[:n_eval])
-        val_m = evaluate(net, params, state, *val_d) if val_d is not None else {"loss": math.nan, "accuracy": math.nan}
+        if epoch == 1:
+            run = run._replace(initial_loss=float(step_losses[0]))
+        if message := _diverged_message(fn, step_losses, epoch, steps, run, divergence_factor, checkpoint_dir):
+            raise TrainingDiverged(message, run.history)
+        train_m = _evaluate(net, params, state, xd[:n_eval], yd[:n_eval])
+        val_m = _evaluate(net, params, state, *val_d) if val_d is not None else {"loss": math.nan, "accuracy": math.nan}
         record = {
             "epoch": epoch,
             "train_loss": float(step_losses.mean()),
@@ -667,30 +773,28 @@ def fit(
             "samples_per_s": steps * batch_size / dt,
         }
         for k in HISTORY_KEYS:
-            history[k].append(record[k])
+            run.history[k].append(record[k])
         # Best by validation accuracy (by validation loss for regression); the last epoch
         # without validation data.
         score = -val_m["loss"] if math.isnan(val_m["accuracy"]) else val_m["accuracy"]
-        if val_d is None or score > best["score"]:
-            best = {"score": score if val_d is not None else -math.inf, "epoch": epoch,
-                    "params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
+        if val_d is None or score > run.best_score:
+            run = run._replace(best_score=score if val_d is not None else -math.inf, best_epoch=epoch)
+            best = {"params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
             stale = 0
         else:
             stale += 1
         if progress:
             print_fn(_progress_line(record, epochs))
+        run = run._replace(stopped_early=early_stopping is not None and stale >= early_stopping)
         if ckpt_path is not None and lead:
             os.makedirs(os.fspath(checkpoint_dir), exist_ok=True)
-            tree = {"params": params, "state": state, "opt_state": opt_state,
-                    "best_params": best["params"], "best_state": best["state"]}
-            meta = {"epoch": epoch, "best_epoch": best["epoch"], "best_score": best["score"], "history": history}
-            checkpoint.save(ckpt_path, tree, metadata=meta)
-        if early_stopping is not None and stale >= early_stopping:
-            stopped_early = True
+            _save_checkpoint(ckpt_path, params, state, opt_state, best, run)
+        if run.stopped_early:
             if progress:
-                print_fn(f"early stopping: no better validation score for {early_stopping} epochs (best: epoch {best['epoch']})")
+                print_fn(f"early stopping: no better validation score for {early_stopping} epochs (best: epoch {run.best_epoch})")
             break
-    return FitResult(params, state, opt_state, best["params"], best["state"], best["epoch"], history, stopped_early)
+    return FitResult(params, state, opt_state, best["params"], best["state"], run.best_epoch, run.history,
+                     run.stopped_early, run.epochs_done - start_epoch + 1)
 
 
 def _learning_rate(opt_state) -> float:
@@ -715,9 +819,6 @@ def _progress_line(r: dict, epochs: int, width: int = 20) -> str:
 
 
 def save_history(path, history: dict) -> None:
-    """Write a history dict as JSON (NaN written as null)."""
+    """Write a history dict as JSON (NaN written as null), atomically (:mod:`fnet.files`)."""
     clean = {k: [None if isinstance(v, float) and math.isnan(v) else v for v in vs] for k, vs in history.items()}
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(clean, f, indent=1)
-    os.replace(tmp, path)
+    files.write_json(path, clean)

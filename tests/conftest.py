@@ -1,8 +1,12 @@
 """Test configuration: float64 is enabled for the whole suite so that gradient checks can reach
 1e-7; tests that exercise float32 create float32 arrays explicitly. With ``$CI`` set, hypothesis
-is derandomized."""
+is derandomized. The whole session (every xdist worker and every ``fnet`` subprocess the tests
+start) shares one persistent compilation cache in a temporary folder, so that the many runs that
+compile the same programs compile them once."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,12 +14,27 @@ import pytest
 from _data_fixtures import skip_or_fail
 from hypothesis import settings
 
+from fnet import compile_cache
+
 jax.config.update("jax_enable_x64", True)
 
 # CI runs the same hypothesis examples every time, so a red run is reproducible (and not luck).
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def pytest_configure(config):
+    # In the controller (and a run without xdist): one cache folder, inherited by the workers
+    # and by the subprocesses through the environment.
+    if not hasattr(config, "workerinput") and "FNET_CACHE_DIR" not in os.environ:
+        os.environ["FNET_CACHE_DIR"] = config._fnet_cache = tempfile.mkdtemp(prefix="fnet-test-cache-")
+    compile_cache.enable()
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_fnet_cache", None):
+        shutil.rmtree(config._fnet_cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -186,7 +186,7 @@ def test_truncated_file_is_a_clear_error(tmp_path, cut):
     content = path.read_bytes()
     n = int(len(content) * cut) if isinstance(cut, float) else (cut % len(content))
     path.write_bytes(content[:n])
-    with pytest.raises(ValueError, match=f"checkpoint.load: {path} is not a readable fnet checkpoint"):
+    with pytest.raises(ValueError, match=f"checkpoint.load: corrupt checkpoint: {path} is not a readable fnet checkpoint"):
         checkpoint.load(path)
     with pytest.raises(ValueError, match="checkpoint.load_metadata: .* not a readable fnet checkpoint"):
         checkpoint.load_metadata(path)
@@ -202,7 +202,7 @@ def test_other_npz_and_inconsistent_leaves_are_rejected(tmp_path):
         members = dict(f)
     members["leaf_0"] = np.ones((3, 2), np.float32)
     np.savez(path, **members)
-    with pytest.raises(ValueError, match=r"is corrupt: leaf at \['w'\] should be float32\[2, 3\], found float32\[3, 2\]"):
+    with pytest.raises(ValueError, match=r"corrupt checkpoint: .* leaf at \['w'\] should be float32\[2, 3\], found float32\[3, 2\]"):
         checkpoint.load(path)
 
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -34,11 +35,12 @@ WORKER = textwrap.dedent("""
     net = nets.mlp(5, [16, 16], 3, norm="batchnorm")
     kw = dict(batch_size=16, progress=False, val=(x[:8], y[:8]), checkpoint_dir=os.path.join(out, "ckpt"))
     together = train.fit(net, optim.momentum(0.1), x, y, epochs=2, mesh=train.data_mesh(), **kw)
-    np.savez(os.path.join(out, f"p{rank}.npz"), **{k: np.asarray(v) for k, v in together.params.items()})
+    flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    np.savez(os.path.join(out, f"p{rank}.npz"), **flat(together.params))
     ref_path = os.path.join(out, "ref.npz")
     if rank == 0:
         alone = train.fit(net, optim.momentum(0.1), x, y, epochs=2, batch_size=16, progress=False, val=(x[:8], y[:8]))
-        np.savez(ref_path + ".tmp.npz", **{k: np.asarray(v) for k, v in alone.params.items()})
+        np.savez(ref_path + ".tmp.npz", **flat(alone.params))
         os.replace(ref_path + ".tmp.npz", ref_path)
     else:
         while not os.path.exists(ref_path):
@@ -88,7 +90,8 @@ def test_two_processes_train_together_and_fail_cleanly_when_one_dies(tmp_path):
     assert waited < HEARTBEAT_S + 60
     # The checkpoint of the last completed epoch is intact (process 0 writes it atomically).
     assert checkpoint.load_metadata(tmp_path / "ckpt" / "checkpoint.npz")["epoch"] == 2
-    assert set(checkpoint.load(tmp_path / "ckpt" / "checkpoint.npz")["params"]) == set(ref)
+    saved = checkpoint.load(tmp_path / "ckpt" / "checkpoint.npz")["params"]
+    assert {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(saved)[0]} == set(ref)
     assert [f.name for f in (tmp_path / "ckpt").iterdir()] == ["checkpoint.npz"]  # no stray temporary files
 
 

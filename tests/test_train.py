@@ -80,8 +80,8 @@ def test_manual_and_autodiff_steps_give_the_same_trajectory(manual_trajectory):
     chex.assert_trees_all_close(manual_trajectory, auto, rtol=1e-9, atol=1e-9)
     # The trajectory really moved (dropout and batch norm active): the check is not vacuous.
     params0, state0 = NET64.init(jax.random.PRNGKey(0))
-    assert not np.allclose(manual_trajectory[0]["W1"], params0["W1"])
-    assert not np.allclose(manual_trajectory[1]["running_mean1"], state0["running_mean1"])
+    assert not np.allclose(manual_trajectory[0]["dense1"]["W"], params0["dense1"]["W"])
+    assert not np.allclose(manual_trajectory[1]["batchnorm1"].mean, state0["batchnorm1"].mean)
 
 
 def test_jit_and_no_jit_steps_agree():
@@ -107,10 +107,10 @@ def test_donation_consumes_the_inputs_only_when_asked(manual_step, manual_trajec
     donating = train.make_train_step(NET64, OPT64)
     p, s = _copy((params, state))
     out = donating(p, s, OPT64.init(p), (x[:B], y[:B]), jax.random.fold_in(jax.random.PRNGKey(100), 0))
-    assert p["W1"].is_deleted() and s["running_mean1"].is_deleted()
+    assert p["dense1"]["W"].is_deleted() and s["batchnorm1"].mean.is_deleted()
     # Donation changes memory reuse, not results: a donated run follows the same trajectory.
     chex.assert_trees_all_close(_run_steps(donating, NET64, OPT64, x, y), manual_trajectory, rtol=1e-12, atol=1e-15)
-    assert out[0]["W1"].shape == (D, 6)
+    assert out[0]["dense1"]["W"].shape == (D, 6)
 
 
 def test_make_train_step_rejects_unknown_grad_mode():
@@ -246,7 +246,7 @@ def test_fit_copies_the_params_it_is_given(digits):
     p0, s0 = NET.init(jax.random.PRNGKey(0))
     snapshot = _copy((p0, s0))
     train.fit(NET, OPT, digits.x_train, digits.y_train, epochs=1, batch_size=64, params=p0, state=s0, progress=False)
-    assert not p0["W1"].is_deleted()
+    assert not p0["dense1"]["W"].is_deleted()
     _assert_trees_equal((p0, s0), snapshot)
 
 
@@ -284,7 +284,7 @@ def test_manual_and_autodiff_fit_end_with_the_same_params_to_float32_tolerance(d
     # size ~lr (harmless, as the normalization removes that bias, but not comparable).
     runs = [train.fit(DEEP, OPT, digits.x_train, digits.y_train, epochs=3, batch_size=64, grad=g, progress=False)
             for g in ("manual", "autodiff")]
-    assert runs[0].params["W1"].dtype == jnp.float32
+    assert runs[0].params["dense1"]["W"].dtype == jnp.float32
     chex.assert_trees_all_close(runs[0].params, runs[1].params, rtol=1e-4, atol=1e-5)
 
 
@@ -341,7 +341,7 @@ def test_nan_loss_raises_naming_epoch_and_step_and_keeps_the_last_good_checkpoin
         (lambda x, y: (x, np.where(y == 9, 10, y)), ValueError, r"training labels must lie in \[0, 10\)"),
         (lambda x, y: (x, y - 1), ValueError, r"training labels must lie in \[0, 10\)"),
         (lambda x, y: (x, y.astype(np.float32)), TypeError, "training labels must be integer class labels"),
-        (lambda x, y: (x[:, :60], y), ValueError, r"training features have shape \(\d+, 60\) but the network expects \(N, 64\)"),
+        (lambda x, y: (x[:, :60], y), ValueError, r"training features have shape \(\d+, 60\) but the network expects samples of shape \(64,\)"),
         (lambda x, y: (x.astype(np.int32), y), TypeError, "training features must be floating point"),
     ],
     ids=["nan", "inf", "label-too-large", "label-negative", "float-labels", "feature-count", "int-features"],
