@@ -7,6 +7,7 @@ so that a change in machine load hits all of them alike; the reported time is th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks._machine import machine_info, machine_slug
+from fnet import files
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
@@ -159,6 +161,55 @@ def trained(losses: list[float], per_rep: int) -> bool:
     return bool(arr[-per_rep:].mean() < arr[:per_rep].mean())
 
 
+@dataclasses.dataclass
+class Impl:
+    """One implementation under test: ``rep()`` runs one timed repetition (``per_rep_steps``
+    steps) and returns its seconds, appending the per-step losses to ``losses``."""
+
+    name: str
+    rep: Callable[[], float]
+    per_rep_steps: int
+    losses: list = dataclasses.field(default_factory=list)
+    compile_s: float | None = None
+    first_call_s: float | None = None
+    memory: dict | None = None
+
+
+def first_call(impl: Impl) -> Impl:
+    """Run ``impl``'s first repetition (it touches every buffer, and compiles for torch.compile),
+    time it, and keep it out of the statistics: the warm-up. JAX's implementations are compiled
+    ahead of time (``lower(...).compile()``, timed separately) and called as compiled."""
+    impl.first_call_s = impl.rep()
+    return impl
+
+
+def fnet_epoch(name: str, net, opt, params0, x, y, batch: int, grad: str) -> Impl:
+    """fnet's scanned epoch (:func:`fnet.train.make_epoch`: every step of an epoch in one compiled
+    call) as an :class:`Impl`; its per-step time is the call's time / steps."""
+    from fnet import train
+
+    carry = [jax.tree_util.tree_map(jnp.copy, params0), net.init(jax.random.PRNGKey(0)).state, None]
+    carry[2] = opt.init(carry[0])
+    key = jax.random.PRNGKey(1)
+    compile_s, epoch = timed(
+        lambda: train.make_epoch(net, opt, batch_size=batch, grad=grad).lower(*carry, x, y, key).compile())
+    impl = Impl(name, None, x.shape[0] // batch, compile_s=compile_s, memory=compiled_memory(epoch))
+    count = [0]
+
+    def rep():
+        count[0] += 1
+        t0 = time.perf_counter()
+        p, s, o, step_losses = epoch(*carry, x, y, jax.random.fold_in(key, count[0]))
+        jax.block_until_ready((p, o, step_losses))
+        dt = time.perf_counter() - t0
+        carry[:] = [p, s, o]
+        impl.losses.extend(np.asarray(step_losses).tolist())
+        return dt
+
+    impl.rep = rep
+    return first_call(impl)
+
+
 def flax_mlp(features):
     """A flax.linen MLP, the way flax's examples write one: ``Dense(f)`` layers of ``features``
     (the last is the output layer) with ReLU between them, flax's default initializers."""
@@ -204,8 +255,6 @@ def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: b
     """Write ``<name>-<machine>[-quick].json`` and ``.md`` under ``out_dir``; return both paths."""
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{name}-{machine_slug()}{'-quick' if quick else ''}")
-    with open(stem + ".json", "w") as f:
-        json.dump(record, f, indent=1, default=float)
-    with open(stem + ".md", "w") as f:
-        f.write(markdown + "\n")
+    files.atomic_write(stem + ".json", json.dumps(record, indent=1, default=float))
+    files.atomic_write(stem + ".md", markdown + "\n")
     return stem + ".json", stem + ".md"

@@ -97,12 +97,13 @@ def run_config(ds: data.Dataset, net, opt, cfg: dict, grad: str) -> dict:
 
 
 def param_diff(a: dict, b: dict) -> dict:
-    """How far two parameter dicts are apart: max, 99.9th percentile and median of |a - b| over
+    """How far two parameter trees are apart: max, 99.9th percentile and median of |a - b| over
     all values, the fraction of values with |a - b| > 1e-3, and the largest |a| (for scale)."""
-    d = np.concatenate([np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)).ravel() for k in a])
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    d = np.concatenate([np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)).ravel() for x, y in zip(la, lb)])
     return {"max": float(d.max()), "p99.9": float(np.percentile(d, 99.9)), "median": float(np.median(d)),
             "frac_above_1e-3": float(np.mean(d > 1e-3)),
-            "max_abs_param": max(float(np.max(np.abs(np.asarray(v)))) for v in a.values())}
+            "max_abs_param": max(float(np.max(np.abs(np.asarray(v)))) for v in la)}
 
 
 def _load(name: str, data_dir, quick: bool) -> data.Dataset:

@@ -53,11 +53,9 @@ same precision. Results go to ``DIR/train_step-<machine>.json`` and ``.md`` (``-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -103,39 +101,17 @@ def make_data(dims, batch: int, steps: int, seed: int = 0):
     return x, y
 
 
-@dataclasses.dataclass
-class Impl:
-    """One implementation under test: ``rep()`` runs one timed repetition (``steps`` steps) and
-    returns its seconds, appending the per-step losses to ``losses``."""
-
-    name: str
-    rep: Callable[[], float]
-    per_rep_steps: int
-    losses: list = dataclasses.field(default_factory=list)
-    compile_s: float | None = None
-    first_call_s: float | None = None
-    memory: dict | None = None
-
-
-def _first_call(impl: Impl) -> Impl:
-    # The first repetition touches every buffer (and compiles, for torch.compile): time it, keep
-    # it out of the statistics, and use it as the warm-up. JAX's implementations are compiled
-    # ahead of time (``lower(...).compile()``, timed separately) and called as compiled.
-    impl.first_call_s = impl.rep()
-    return impl
-
-
 # ------------------------------------------------------------------------------------ fnet
 
 
-def _fnet_step(name, net, params0, batches, grad) -> Impl:
+def _fnet_step(name, net, params0, batches, grad) -> _common.Impl:
     opt = optim.adam(LR)
     carry = [jax.tree_util.tree_map(jnp.copy, params0), {}, None]
     carry[2] = opt.init(carry[0])
     compile_s, step = _common.timed(
         lambda: train.make_train_step(net, opt, grad=grad).lower(*carry, batches[0], None).compile()
     )
-    impl = Impl(name, None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(step))
+    impl = _common.Impl(name, None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(step))
 
     def rep():
         p, s, o = carry
@@ -151,38 +127,13 @@ def _fnet_step(name, net, params0, batches, grad) -> Impl:
         return dt
 
     impl.rep = rep
-    return _first_call(impl)
-
-
-def _fnet_epoch(name, net, params0, x, y, batch, grad) -> Impl:
-    opt = optim.adam(LR)
-    carry = [jax.tree_util.tree_map(jnp.copy, params0), {}, None]
-    carry[2] = opt.init(carry[0])
-    key = jax.random.PRNGKey(1)
-    compile_s, epoch = _common.timed(
-        lambda: train.make_epoch(net, opt, batch_size=batch, grad=grad).lower(*carry, x, y, key).compile()
-    )
-    impl = Impl(name, None, x.shape[0] // batch, compile_s=compile_s, memory=_common.compiled_memory(epoch))
-    count = [0]
-
-    def rep():
-        count[0] += 1
-        t0 = time.perf_counter()
-        p, s, o, step_losses = epoch(*carry, x, y, jax.random.fold_in(key, count[0]))
-        jax.block_until_ready((p, o, step_losses))
-        dt = time.perf_counter() - t0
-        carry[:] = [p, s, o]
-        impl.losses.extend(np.asarray(step_losses).tolist())
-        return dt
-
-    impl.rep = rep
-    return _first_call(impl)
+    return _common.first_call(impl)
 
 
 # ------------------------------------------------------------------------------------ flax
 
 
-def _flax(params0, batches, n_layers) -> Impl:
+def _flax(params0, batches, n_layers) -> _common.Impl:
     import optax
     from flax.training import train_state
 
@@ -195,7 +146,7 @@ def _flax(params0, batches, n_layers) -> Impl:
     state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
 
     compile_s, compiled = _common.timed(lambda: jax.jit(_common.flax_train_step).lower(state[0], *batches[0]).compile())
-    impl = Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(compiled))
+    impl = _common.Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(compiled))
 
     def rep():
         s = state[0]
@@ -211,13 +162,13 @@ def _flax(params0, batches, n_layers) -> Impl:
         return dt
 
     impl.rep = rep
-    return _first_call(impl)
+    return _common.first_call(impl)
 
 
 # ------------------------------------------------------------------------------------ torch
 
 
-def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> Impl:
+def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> _common.Impl:
     import torch
     from torch import nn
 
@@ -235,7 +186,7 @@ def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> 
     forward = torch.compile(model) if compile_model else model
     batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    impl = Impl(name, None, len(batches))
+    impl = _common.Impl(name, None, len(batches))
 
     def rep():
         out = []
@@ -252,13 +203,13 @@ def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> 
         return dt
 
     impl.rep = rep
-    return _first_call(impl)
+    return _common.first_call(impl)
 
 
 # ------------------------------------------------------------------------------------ numpy
 
 
-def _numpy(params0, batches_np, n_layers) -> Impl:
+def _numpy(params0, batches_np, n_layers) -> _common.Impl:
     """The curriculum's from-scratch step: affine/ReLU forward with caches, softmax loss,
     backward in reverse, Adam per parameter (float32 throughout)."""
     params = {k: np.array(v) for k, v in params0.items()}
@@ -298,7 +249,7 @@ def _numpy(params0, batches_np, n_layers) -> Impl:
             params[k] -= LR * m_hat / (np.sqrt(v_hat) + eps)
         return loss
 
-    impl = Impl("numpy", None, len(batches_np))
+    impl = _common.Impl("numpy", None, len(batches_np))
 
     def rep():
         t0 = time.perf_counter()
@@ -308,7 +259,7 @@ def _numpy(params0, batches_np, n_layers) -> Impl:
         return dt
 
     impl.rep = rep
-    return _first_call(impl)
+    return _common.first_call(impl)
 
 
 # ------------------------------------------------------------------------------------ driver
@@ -322,6 +273,8 @@ def bench_config(name: str, spec, *, reps: int | None, device: str, torch_compil
     n_layers = len(dims) - 1
     net = mlp(d_in, hidden, d_out)
     params0, _ = net.init(jax.random.PRNGKey(0))
+    # The peers start from the same weights, under cs231n's flat names (W1, b1, ...).
+    flat0 = {f"{k}{i}": params0[f"dense{i}"][k] for i in range(1, n_layers + 1) for k in ("W", "b")}
     x, y = make_data(dims, batch, steps)
     batches_np = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
     batches = [(jnp.asarray(xb), jnp.asarray(yb)) for xb, yb in batches_np]
@@ -329,21 +282,21 @@ def bench_config(name: str, spec, *, reps: int | None, device: str, torch_compil
 
     impls, failures = [], {}
     impls.append(_fnet_step("fnet manual step", net, params0, batches, "manual"))
-    impls.append(_fnet_epoch("fnet manual epoch", net, params0, xd, yd, batch, "manual"))
+    impls.append(_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"))
     impls.append(_fnet_step("fnet autodiff step", net, params0, batches, "autodiff"))
-    impls.append(_fnet_epoch("fnet autodiff epoch", net, params0, xd, yd, batch, "autodiff"))
-    impls.append(_flax(params0, batches, n_layers))
+    impls.append(_common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff"))
+    impls.append(_flax(flat0, batches, n_layers))
     tdev = _common.torch_device(device)
-    impls.append(_torch("torch eager", params0, batches_np, n_layers, tdev, compile_model=False))
+    impls.append(_torch("torch eager", flat0, batches_np, n_layers, tdev, compile_model=False))
     if torch_compile:
         try:
-            impls.append(_torch("torch compile", params0, batches_np, n_layers, tdev, compile_model=True))
+            impls.append(_torch("torch compile", flat0, batches_np, n_layers, tdev, compile_model=True))
         except Exception as e:  # e.g. no C++ compiler for inductor; record why and go on
             failures["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:
         failures["torch compile"] = "skipped (--no-torch-compile or quick mode)"
     if device == "cpu":
-        impls.append(_numpy(params0, batches_np, n_layers))
+        impls.append(_numpy(flat0, batches_np, n_layers))
     else:
         failures["numpy"] = "CPU only"
 

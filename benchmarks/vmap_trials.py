@@ -159,8 +159,8 @@ def bench(quick: bool, fit_trials: int) -> dict:
 
     compared = []
     for i in range(min(COMPARED, cfg["trials"])):
-        param_diff = max(float(jnp.max(jnp.abs(vmapped.params[name][i] - looped[i].params[name][0])))
-                         for name in vmapped.params)
+        param_diff = max(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+            lambda v, one: float(jnp.max(jnp.abs(v[i] - one[0]))), vmapped.params, looped[i].params)))
         acc_diff = float(np.max(np.abs(vmapped.history["train_acc"][i] - looped[i].history["train_acc"][0])))
         loss_diff = float(np.max(np.abs(vmapped.history["train_loss"][i] - looped[i].history["train_loss"][0])))
         compared.append({"trial": i, "max_abs_param_diff": param_diff, "max_abs_train_acc_diff": acc_diff,

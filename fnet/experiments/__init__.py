@@ -28,6 +28,9 @@ MODULES = (
     "shallow_net",
     "sin_regression",
     "numerical_descent",
+    "conv_filters",
+    "cnn_overfit",
+    "conv_vs_mlp",
 )
 
 

@@ -21,25 +21,33 @@ import numpy as np
 from fnet import data, nets, optim, plots, train
 
 
-def mnist_subset(data_dir=None, n_train: int | None = None, n_test: int | None = None):
+def mnist_subset(data_dir=None, n_train: int | None = None, n_test: int | None = None, *, flatten: bool = True,
+                 name: str = "mnist"):
     """The first ``n_train`` MNIST training images and the first ``n_test`` test images.
 
     As the source does (``x_train[:300]``), the subsets are the first samples in file order
     (``val_fraction=0`` keeps all 60,000 training images in order). Files are found via
     ``data_dir`` or ``$FNET_DATA`` (see :func:`fnet.data.find_files`).
 
+    Args:
+      flatten: images as (N, 784) rows (default) or (N, 1, 28, 28) for a CNN.
+      name: "mnist" or "fashion-mnist".
+
     Returns:
-      ``(x_train, y_train, x_test, y_test)``: float32 (N, 784) in [0, 1] and int32 (N,) arrays;
+      ``(x_train, y_train, x_test, y_test)``: float32 arrays in [0, 1] and int32 (N,) labels;
       ``None`` keeps a whole part.
     """
-    ds = _mnist(None if data_dir is None else str(data_dir))
-    return tuple(a.copy() for a in (ds.x_train[:n_train], ds.y_train[:n_train], ds.x_test[:n_test], ds.y_test[:n_test]))
+    ds = _mnist(None if data_dir is None else str(data_dir), name)
+    x, x_test = ds.x_train[:n_train], ds.x_test[:n_test]
+    if not flatten:
+        x, x_test = x.reshape(-1, 1, 28, 28), x_test.reshape(-1, 1, 28, 28)
+    return tuple(a.copy() for a in (x, ds.y_train[:n_train], x_test, ds.y_test[:n_test]))
 
 
 @functools.lru_cache(maxsize=2)
-def _mnist(data_dir):
+def _mnist(data_dir, name="mnist"):
     # Parsing the gzipped files takes seconds; experiments run in one process (the tests) share it.
-    return data.load("mnist", data_dir=data_dir, val_fraction=0.0)
+    return data.load(name, data_dir=data_dir, val_fraction=0.0)
 
 
 def accuracy(net, params, state, x, y):
@@ -231,8 +239,7 @@ def overfit_plot(result: dict, path) -> None:
         ax.legend(loc="lower right")
     axes[0].set_ylabel("accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,5 +88,4 @@ def plot(result: dict, path) -> None:
     ax2.set(xlabel="iteration", ylabel="training loss (smoothed)", ylim=(0, 1), title="Training loss")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -103,5 +103,4 @@ def plot(result: dict, path) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("train accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=90)

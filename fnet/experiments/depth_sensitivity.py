@@ -107,5 +107,4 @@ def plot(result: dict, path) -> None:
         ax.set(xlabel="learning rate", ylabel="weight scale (init std)",
                title=f"{name} {d['hidden']}: {d['cells_at_100']} cells at 100%")
     fig.colorbar(im, ax=axes[0].tolist(), label="final training accuracy")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from fnet import data, nets, optim, search
+from fnet import data, nets, optim, plots, search
 
 NAME = "hyperparameter-search"
 DESCRIPTION = "Random search of learning rate and weight decay: 100 trials of a 784-[100]*6-10 net on 500 MNIST images, vmapped."
@@ -119,4 +119,4 @@ def plot(result: dict, path) -> None:
             ax.tick_params(labelsize=7)
         for ax in axes[len(rnd["trials"]):]:
             ax.set_axis_off()
-    fig.savefig(path, dpi=100)
+    plots.save_figure(fig, path)

@@ -51,8 +51,8 @@ def unit_spread(w):
 def _layer_stats(params0, params, n_hidden):
     """Per hidden layer: unit spread after training and the norm of the change of W."""
     return {
-        "unit_spread": [float(unit_spread(params[f"W{i}"])) for i in range(1, n_hidden + 1)],
-        "weight_change": [float(jnp.linalg.norm(params[f"W{i}"] - params0[f"W{i}"])) for i in range(1, n_hidden + 1)],
+        "unit_spread": [float(unit_spread(params[f"dense{i}"]["W"])) for i in range(1, n_hidden + 1)],
+        "weight_change": [float(jnp.linalg.norm(params[f"dense{i}"]["W"] - params0[f"dense{i}"]["W"])) for i in range(1, n_hidden + 1)],
     }
 
 
@@ -128,5 +128,4 @@ def plot(result: dict, path) -> None:
             ylabel="spread between units' weights", title="Symmetry after training (0 = identical units)")
     ax2.legend(fontsize=8, loc="upper right", ncol=3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -123,5 +123,4 @@ def plot(result: dict, path) -> None:
                 ax.set_title(f"layer {i + 1}", fontsize=9)
     fig.suptitle("Activation histograms (fraction of activations per bin)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=90)

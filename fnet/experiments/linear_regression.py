@@ -101,7 +101,7 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
     params0, _ = net.init(jax.random.PRNGKey(seed))
 
     def record(_, after):
-        theta = jnp.concatenate([after["W1"][:, 0], after["b1"]])
+        theta = jnp.concatenate([after["dense1"]["W"][:, 0], after["dense1"]["b"]])
         return {"param_error": jnp.linalg.norm(theta - theta_ne), "full_loss": net.loss(after, x, y)[0]}
 
     methods = {}
@@ -111,9 +111,9 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
             params=p, record=record))(params0)
         err = np.asarray(trace["param_error"])
         methods[name] = {"batch_size": batch_size or N_SAMPLES, "param_error": err.tolist(),
-                         "loss": np.asarray(trace["full_loss"]).tolist(), "w": np.asarray(params["W1"][:, 0]).tolist(),
-                         "b": float(params["b1"][0]), "final_param_error": float(err[-1])}
-    ne_loss = float(net.loss({"W1": theta_ne[:-1, None], "b1": theta_ne[-1:]}, x, y)[0])
+                         "loss": np.asarray(trace["full_loss"]).tolist(), "w": np.asarray(params["dense1"]["W"][:, 0]).tolist(),
+                         "b": float(params["dense1"]["b"][0]), "final_param_error": float(err[-1])}
+    ne_loss = float(net.loss({"dense1": {"W": theta_ne[:-1, None], "b": theta_ne[-1:]}}, x, y)[0])
     dims = [16, 64, 256] if quick else [16, 64, 256, 512, 1024, 2048]
     return {"n_samples": N_SAMPLES, "noise": NOISE, "steps": steps, "quick": quick,
             "true_w": ds.info["w"].tolist(), "true_b": float(ds.info["b"]),
@@ -155,5 +155,4 @@ def plot(result: dict, path) -> None:
     axes[2].set(xlabel="features D (samples N = 2D)", ylabel="seconds", title="Cost as features grow")
     axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -51,7 +51,7 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
     return {"n_samples": len(x), "iterations": iterations, "learning_rate": LEARNING_RATE, "quick": quick,
             "loss": np.asarray(trace["loss"]).tolist(),
             "accuracy": float(_common.accuracy(net, params, {}, jnp.asarray(x), jnp.asarray(y))),
-            "w": np.asarray(params["W1"][:, 0]).tolist(), "b": float(params["b1"][0]),
+            "w": np.asarray(params["dense1"]["W"][:, 0]).tolist(), "b": float(params["dense1"]["b"][0]),
             "x": np.round(x, 4).tolist(), "y": y[:, 0].astype(int).tolist(),
             "grid": _common.decision_grid(net, params, x)}
 
@@ -75,5 +75,4 @@ def plot(result: dict, path) -> None:
     ax2.plot(result["loss"])
     ax2.set(xlabel="iteration", ylabel="binary cross-entropy", title="Loss (full batch)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

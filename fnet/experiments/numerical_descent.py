@@ -74,5 +74,4 @@ def plot(result: dict, path) -> None:
     ax2.set(xlabel="step", ylabel="largest |coordinate|", title="Convergence")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -92,5 +92,4 @@ def plot(result: dict, path) -> None:
     ax.set(xlabel="iteration", ylabel="training loss (smoothed)", ylim=(0, 1), title="Optimizers on MNIST")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import gradcheck, optim
+from fnet import gradcheck, optim, plots
 
 NAME = "optimizer-paths"
 DESCRIPTION = "Paths of SGD, Momentum, Nesterov, AdaGrad, RMSProp and Adam on f(x, y) = x**2/20 + y**2."
@@ -144,4 +144,4 @@ def plot(result: dict, path) -> None:
         ax.plot(p[:, 0], p[:, 1], "o-", color="red", markersize=3, linewidth=1)
         ax.plot(0, 0, "+", color="black", markersize=10)
         ax.set(xlim=(-10, 10), ylim=(-5, 5), xlabel="x", ylabel="y", title=f"{name} (lr {r['learning_rate']:g})")
-    fig.savefig(path, dpi=100)
+    plots.save_figure(fig, path)

@@ -94,5 +94,4 @@ def plot(result: dict, path) -> None:
     for ax in axes.ravel()[len(models):]:
         ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    plots.save_figure(fig, path, dpi=90)

@@ -84,5 +84,4 @@ def plot(result: dict, path) -> None:
     ax2.plot(np.arange(1, result["epochs"] + 1), result["loss"])
     ax2.set(yscale="log", xlabel="epoch", ylabel="mean per-sample loss", title="Training loss")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plots.save_figure(fig, path)
