@@ -31,6 +31,18 @@ def integer(fn: str, name: str, value, *, minimum: int | None = None, maximum: i
     return value
 
 
+def prefixed(prefix: str, call):
+    """Run ``call()``; a ValueError or TypeError it raises is re-raised with ``prefix`` in front
+    (e.g. a composition's position "serial[3] (dense2)" or a Net's function name), the cause
+    suppressed so the user sees one message with the whole path."""
+    try:
+        return call()
+    except ValueError as e:
+        raise ValueError(f"{prefix}: {e}") from None
+    except TypeError as e:
+        raise TypeError(f"{prefix}: {e}") from None
+
+
 def is_concrete(x) -> bool:
     """True when ``x`` holds actual values (not a tracer inside jit/vmap/grad)."""
     return not isinstance(x, jax.core.Tracer)

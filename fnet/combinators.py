@@ -31,6 +31,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 
+from fnet import _checks
 from fnet.modules import Module, Static, identity
 
 
@@ -65,12 +66,7 @@ def _name_children(fn: str, children) -> tuple:
 
 def _in_child(fn: str, i: int, name: str, call):
     """Run ``call()``; a ValueError/TypeError from it gets the child's position in front."""
-    try:
-        return call()
-    except ValueError as e:
-        raise ValueError(f"{fn}[{i}] ({name}): {e}") from None
-    except TypeError as e:
-        raise TypeError(f"{fn}[{i}] ({name}): {e}") from None
+    return _checks.prefixed(f"{fn}[{i}] ({name})", call)
 
 
 def _child_keys(key, n: int):

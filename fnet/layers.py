@@ -518,16 +518,23 @@ class ConvCache:
     pad: tuple = dataclasses.field(metadata=dict(static=True))
 
 
-# Layout: the convolutions run on NCHW/OIHW arrays, the API's layout, with no transposes of fnet's
-# own. XLA:CPU rewrites every convolution to NHWC/HWIO itself (the compiled HLO shows the
-# transposes it inserts), so transposing by hand inside the layer only moves them. Measured with
-# benchmarks/conv_layout.py: forward + backward of two LeNet-sized layers under jit (N=128, 28x28,
-# 3x3 kernels, pad 1, 1->16 then 16->32 channels, float32), median (min) of 21 alternating
-# repetitions on 2 shared cores (load average 3.6), jax 0.10.2:
-#   NCHW, as here                               297 ms (255)
-#   NHWC inside, transposed at the boundary     302 ms (252)
-#   NHWC arrays throughout (an NHWC API)        266 ms (233)
-# Only an NHWC API would gain (~10%), and the API is cs231n's NCHW.
+# Layout: the API is NCHW/OIHW (cs231n's), but the three convolutions (forward, dx, dW) run
+# channel-last: x as NHWC, filters as HWIO, with a transpose on each side. Outside a loop XLA:CPU
+# is as fast either way (it rearranges convolutions itself), but INSIDE a while loop (a scanned
+# epoch) it keeps an NCHW convolution in a slow path: measured on 2 cores (jax 0.10.2; jax issue
+# #12868), (64, 32, 14, 14) images, 64 3x3 filters, per call alone / per loop iteration:
+#   NCHW:            forward 12.0 / 116.3 ms, dx 10.3 / 75.9 ms, dW 21.3 / 148.7 ms
+#   channel-last:    forward  8.0 /   4.6 ms, dx 11.9 /  9.8 ms, dW 22.4 /  20.1 ms
+# so a scanned CNN epoch runs 3-4x faster this way (benchmarks/conv_layout.py compares the layouts
+# outside loops, where the choice barely matters).
+
+
+def _to_nhwc(x):
+    return jnp.transpose(x, (0, 2, 3, 1))
+
+
+def _from_nhwc(x):
+    return jnp.transpose(x, (0, 3, 1, 2))
 
 
 def conv_forward(x, W, b, *, stride=1, pad=0):
@@ -569,9 +576,9 @@ def conv_forward(x, W, b, *, stride=1, pad=0):
     _output_size(fn, x, W.shape[2:], stride, pad, f"kernel of W (shape {tuple(W.shape)})")
     dtype = jnp.result_type(x, W)  # lax's convolution needs one dtype; promote as x @ W would
     x, W = x.astype(dtype), W.astype(dtype)
-    out = jax.lax.conv_general_dilated(x, W, stride, [(p, p) for p in pad],
-                                       dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    return out + b[:, None, None], ConvCache(x, W, stride, pad)
+    out = jax.lax.conv_general_dilated(_to_nhwc(x), jnp.transpose(W, (2, 3, 1, 0)), stride, [(p, p) for p in pad],
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return _from_nhwc(out) + b[:, None, None], ConvCache(x, W, stride, pad)
 
 
 def conv_backward(dout, cache):
@@ -607,16 +614,18 @@ def conv_backward(dout, cache):
     # an (in=F, out=C) kernel: "IOHW"). That gives s*(H'-1) + k = H + 2p - rest rows: pad `rest`
     # more at the end (rows no window reached get 0), then crop p on each side to go from xpad
     # to x. Net padding (k - 1 - p, k - 1 - p + rest); negative padding crops.
-    dx = jax.lax.conv_general_dilated(
-        dout, W[:, :, ::-1, ::-1], (1, 1), [(k - 1 - p, k - 1 - p + r) for k, p, r in zip(kernel, pad, rest)],
-        lhs_dilation=stride, dimension_numbers=("NCHW", "IOHW", "NCHW"))
+    dx = _from_nhwc(jax.lax.conv_general_dilated(
+        _to_nhwc(dout), jnp.transpose(W[:, :, ::-1, ::-1], (2, 3, 0, 1)), (1, 1),
+        [(k - 1 - p, k - 1 - p + r) for k, p, r in zip(kernel, pad, rest)],
+        lhs_dilation=stride, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     # dW[f, c, di] = sum_{n, i} xpad[n, c, s*i + di] dout[n, f, i]: a correlation of xpad with the
-    # s-dilated dout (rhs_dilation), contracting over n: x's n is the feature axis and c the batch
-    # axis ("CNHW"), dout is an (in=N, out=F) kernel ("IOHW"). Its dilated length s*(H'-1) + 1
-    # slides over H + 2p - rest rows to give k outputs: crop `rest` off the padding's end.
-    dW = jax.lax.conv_general_dilated(
-        x, dout, (1, 1), [(p, p - r) for p, r in zip(pad, rest)],
-        rhs_dilation=stride, dimension_numbers=("CNHW", "IOHW", "CNHW"))
+    # s-dilated dout (rhs_dilation), contracting over n: x as (C, H, W, N) is an image batch of
+    # C whose features are the N samples, dout as (H', W', N, F) an (in=N, out=F) kernel; the
+    # result (C, k, k, F) is dW transposed. dout's dilated length s*(H'-1) + 1 slides over
+    # H + 2p - rest rows to give k outputs: crop `rest` off the padding's end.
+    dW = jnp.transpose(jax.lax.conv_general_dilated(
+        jnp.transpose(x, (1, 2, 3, 0)), jnp.transpose(dout, (2, 3, 0, 1)), (1, 1), [(p, p - r) for p, r in zip(pad, rest)],
+        rhs_dilation=stride, dimension_numbers=("NHWC", "HWIO", "NHWC")), (3, 0, 1, 2))
     db = jnp.sum(dout, axis=(0, 2, 3))
     return dx, dW, db
 

@@ -176,15 +176,20 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         _checks.tree(fn, "state", state, "the network's state (as net.init makes it)", state_spec)
         return state, check_input(fn, x, input_shape)
 
+    def forward(fn, params, state, x, *, train, key, dropout):
+        """The one forward pass of apply, loss and loss_and_grad (so they share dropout masks)."""
+        state, x = check(fn, params, state, x)
+        m = module_for(fn, dropout)
+        y, new_state, cache = _checks.prefixed(fn, lambda: m.forward(params, state, x, train=train, key=key))
+        return m, y, new_state, cache
+
     def apply(params, x, *, state=None, train=False, key=None, dropout=None):
         fn = "net.apply"
         if isinstance(params, Variables):
             if state is not None:
                 raise TypeError(f"{fn}: state is given twice: in the Variables and as state=")
             params, state = params
-        state, x = check(fn, params, state, x)
-        m = module_for(fn, dropout)
-        y, new_state, _ = _named(fn, lambda: m.forward(params, state, x, train=train, key=key))
+        _, y, new_state, _ = forward(fn, params, state, x, train=train, key=key, dropout=dropout)
         return (y, new_state) if train else y
 
     def decay(override):
@@ -192,10 +197,7 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         return None if (override is None and weight_decay == 0) else (weight_decay if override is None else override)
 
     def loss_value(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
-        fn = "net.loss"
-        state, x = check(fn, params, state, x)
-        m = module_for(fn, dropout)
-        scores, new_state, _ = _named(fn, lambda: m.forward(params, state, x, train=True, key=key))
+        _, scores, new_state, _ = forward("net.loss", params, state, x, train=True, key=key, dropout=dropout)
         value, _ = loss_fn(scores, y)
         lam = decay(weight_decay)
         if lam is not None:
@@ -204,12 +206,10 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
 
     def loss_and_grad(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
         fn = "net.loss_and_grad"
-        state, x = check(fn, params, state, x)
-        m = module_for(fn, dropout)
-        scores, new_state, cache = _named(fn, lambda: m.forward(params, state, x, train=True, key=key))
+        m, scores, new_state, cache = forward(fn, params, state, x, train=True, key=key, dropout=dropout)
         value, dscores = loss_fn(scores, y)
         # The input's gradient is unused; jit removes its computation (the first matmul of dx).
-        _, grads = _named(fn, lambda: m.backward(params, cache, dscores))
+        _, grads = _checks.prefixed(fn, lambda: m.backward(params, cache, dscores))
         lam = decay(weight_decay)
         if lam is not None:
             penalty, dW = l2_penalty(params, lam)
@@ -244,16 +244,6 @@ def num_params(net: Net) -> int:
     """The number of parameters (array elements in ``params``) of a network."""
     params, _, _ = modules.init_shapes(net.module, (None, *net.input_shape))
     return sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(params))
-
-
-def _named(fn: str, call):
-    """Run ``call()``; an error of the composition (which names its position) gets ``fn`` in front."""
-    try:
-        return call()
-    except ValueError as e:
-        raise ValueError(f"{fn}: {e}") from None
-    except TypeError as e:
-        raise TypeError(f"{fn}: {e}") from None
 
 
 def _weight_mask(params):

@@ -99,7 +99,8 @@ SECTIONS = {
                      "batchnorm (images, train)", "groupnorm (2 groups)", "softmax_cross_entropy",
                      "mean_squared_error", "sigmoid_binary_cross_entropy", "l2_weight_decay"),
     "check_combinators": ("serial", "parallel", "fan_out + fan_in_sum", "fan_in_concat", "residual"),
-    "check_networks": ("relu batchnorm dropout", "tanh layernorm", "mse", "residual MLP", "two-branch network",
+    "check_networks": ("relu layernorm dropout", "leaky_relu batchnorm dropout", "sigmoid dropout",
+                       "tanh layernorm dropout", "identity batchnorm dropout", "mse", "residual MLP", "two-branch network",
                        "small cnn"),
 }
 

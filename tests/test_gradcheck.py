@@ -5,7 +5,6 @@ tests/test_cli_gradcheck.py's single end-to-end run of ``fnet gradcheck``.)"""
 from __future__ import annotations
 
 import chex
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import fnet
-from fnet import gradcheck, modules, nets, optim
+from fnet import gradcheck, nets, optim
 from fnet import train as fnet_train
-from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
 from fnet.modules import (BatchNormState, Module, batchnorm, dense, dropout, flatten, identity, layernorm, leaky_relu,
                           relu, sigmoid, softmax, tanh)
 
