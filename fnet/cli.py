@@ -42,10 +42,11 @@ PRESETS = {
 }
 FALLBACK_PRESET = {"epochs": 30, "batch_size": 64, "dropout": 0.0}
 #: The CNNs' defaults: their dropout is the model's own (fnet.nets.CNN_MODELS), their widths too.
+#: The MNIST one is the README's default CNN run: 99.1% test accuracy in 6.5 minutes on 2 cores.
 CNN_PRESETS = {
     "digits": {"epochs": 30, "batch_size": 32},
-    "mnist": {"epochs": 3, "batch_size": 64},
-    "fashion-mnist": {"epochs": 10, "batch_size": 64},
+    "mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
+    "fashion-mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
 }
 CNN_FALLBACK_PRESET = {"epochs": 10, "batch_size": 64}
 #: The options that define a run, stored in config.json; a resumed run takes them from there, and
@@ -442,7 +443,7 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
 def _cmd_evaluate(args) -> int:
     import jax
 
-    from fnet import checkpoint, data, train
+    from fnet import checkpoint, train
 
     run_dir = args.run_dir
     config_path = os.path.join(run_dir, "config.json")

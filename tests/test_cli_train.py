@@ -14,26 +14,10 @@ import chex
 import numpy as np
 import pytest
 
-from fnet import checkpoint, cli, data, schedules, train
+from _cli_helpers import one_line_error, snapshot, train
 
-SMALL = ["--data", "digits", "--hidden", "16", "--epochs", "2", "--batch-size", "128", "--quiet"]
-
-
-def _train(out, *options):
-    return cli.main(["train", *SMALL, "--out", str(out), *options])
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("fnet: error: ") and "Traceback" not in err
-    return lines[0]
-
-
-def _snapshot(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
+from fnet import checkpoint, cli, data, schedules
+from fnet import train as fnet_train
 
 def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
     """The README's main job: `fnet train` with no options (the issue: >= 97% test accuracy)."""
@@ -52,9 +36,9 @@ def test_train_writes_the_run_and_evaluate_reproduces_its_test_accuracy(tmp_path
     assert cli.main(["train", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "epoch 3/3" in printed  # progress lines without --quiet
-    assert {"history.json", "curves.png", "checkpoint.npz", "config.json", "results.json"} <= set(_snapshot(out))
+    assert {"history.json", "curves.png", "checkpoint.npz", "config.json", "results.json"} <= set(snapshot(out))
     history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [1, 2, 3] and set(history) == set(train.HISTORY_KEYS)
+    assert history["epoch"] == [1, 2, 3] and set(history) == set(fnet_train.HISTORY_KEYS)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
     assert config["net"]["hidden_dims"] == [16] and config["args"]["epochs"] == 3
@@ -92,7 +76,7 @@ def _expected_lr(schedule, lr, decay, steps, epochs):
 def test_every_optimizer_schedule_and_option_is_accepted(optimizer, tmp_path):
     schedule, options = COMBOS[optimizer]
     out = tmp_path / "run"
-    assert _train(out, "--optimizer", optimizer, "--schedule", schedule, *options) == 0
+    assert train(out, "--optimizer", optimizer, "--schedule", schedule, *options) == 0
     config = json.loads((out / "config.json").read_text())
     args = config["args"]
     assert (args["optimizer"], args["schedule"]) == (optimizer, schedule)
@@ -107,9 +91,9 @@ def test_every_optimizer_schedule_and_option_is_accepted(optimizer, tmp_path):
 
 def test_resume_continues_the_run_exactly(tmp_path, capsys):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert _train(whole, "--epochs", "3", "--dropout", "0.2") == 0
-    assert _train(parts, "--epochs", "1", "--dropout", "0.2") == 0
-    assert _train(parts, "--epochs", "3", "--dropout", "0.2", "--resume") == 0
+    assert train(whole, "--epochs", "3", "--dropout", "0.2") == 0
+    assert train(parts, "--epochs", "1", "--dropout", "0.2") == 0
+    assert train(parts, "--epochs", "3", "--dropout", "0.2", "--resume") == 0
     h_whole, h_parts = (json.loads((d / "history.json").read_text()) for d in (whole, parts))
     assert h_parts["epoch"] == [1, 2, 3]
     assert h_parts["train_loss"] == h_whole["train_loss"] and h_parts["val_acc"] == h_whole["val_acc"]
@@ -119,13 +103,13 @@ def test_resume_continues_the_run_exactly(tmp_path, capsys):
 
 def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
-    assert _train(out) == 0
-    before = _snapshot(out)
-    assert _train(out) == 2
-    line = _one_line_error(capsys)
+    assert train(out) == 0
+    before = snapshot(out)
+    assert train(out) == 2
+    line = one_line_error(capsys)
     assert "already exists" in line and "--resume" in line and "--overwrite" in line
-    assert _snapshot(out) == before
-    assert _train(out, "--overwrite", "--seed", "1") == 0
+    assert snapshot(out) == before
+    assert train(out, "--overwrite", "--seed", "1") == 0
     assert json.loads((out / "config.json").read_text())["args"]["seed"] == 1
 
 
@@ -140,8 +124,8 @@ def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, capsys):
 )
 def test_bad_input_gives_one_line_and_writes_nothing(options, message, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _train(out, *options) == 2
-    assert message in _one_line_error(capsys)
+    assert train(out, *options) == 2
+    assert message in one_line_error(capsys)
     assert not out.exists()
 
 
@@ -166,8 +150,8 @@ def test_data_dir_without_the_files(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.cache/fnet either
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert _train(tmp_path / "run", "--data", "mnist", "--data-dir", str(empty)) == 2
-    line = _one_line_error(capsys)
+    assert train(tmp_path / "run", "--data", "mnist", "--data-dir", str(empty)) == 2
+    line = one_line_error(capsys)
     assert "mnist: the IDX files were not found" in line and str(empty) in line and "fnet data download mnist" in line
     assert not (tmp_path / "run").exists()
 
@@ -180,7 +164,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_history_and_checkpoint(tmp_path
     code = cli.main(["train", "--data", "digits", "--epochs", "3", "--batch-size", "128", "--quiet", "--out", str(out),
                      "--optimizer", "sgd", "--schedule", "step"])
     assert code == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert "the training loss became nan at epoch 2, step" in line and "the checkpoint of epoch 1" in line
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [1] and math.isfinite(history["train_loss"][0])
@@ -193,7 +177,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_history_and_checkpoint(tmp_path
 def test_huge_learning_rate_fails_in_the_first_epoch(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--optimizer", "sgd", "--lr", "1e9", "--epochs", "2", "--quiet", "--out", str(out)]) == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert "the training loss became" in line and "at epoch 1, step" in line and "smaller learning rate" in line
     assert json.loads((out / "history.json").read_text())["epoch"] == []
     assert (out / "config.json").exists()
@@ -206,7 +190,7 @@ def test_debug_shows_the_exception(tmp_path):
 
 def test_evaluate_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path)]) == 2
-    assert "config.json not found; is" in _one_line_error(capsys)
+    assert "config.json not found; is" in one_line_error(capsys)
 
 
 def test_data_download_from_an_unreachable_mirror(tmp_path, capsys, monkeypatch):
@@ -214,7 +198,7 @@ def test_data_download_from_an_unreachable_mirror(tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(data.MIRRORS, "mnist", ("http://127.0.0.1:9/",))
     cache = tmp_path / "cache"
     assert cli.main(["data", "download", "mnist", "--cache-dir", str(cache)]) == 2
-    line = _one_line_error(capsys)
+    line = one_line_error(capsys)
     assert "could not get train-images-idx3-ubyte.gz" in line and "http://127.0.0.1:9/" in line
     assert "Nothing was written" in line and str(cache / "mnist") in line
     assert not (cache / "mnist").exists()

@@ -1,0 +1,433 @@
+"""Time one training step (forward, backward, Adam) of the same CNN in fnet (manual and autodiff),
+flax+optax, PyTorch (eager and torch.compile) and Deep-Learning-from-Scratch-style NumPy im2col,
+side by side in one process, against the step's convolution and matmul floor.
+
+    python -m benchmarks.conv_step [--quick] [--device cpu|gpu] [--configs simple,two_conv]
+                                   [--reps N] [--threads N] [--no-torch-compile] [--out DIR]
+
+Configurations (ReLU, 2x2 max pooling, softmax cross-entropy, Adam lr 1e-3, float32, MNIST-sized
+images of a synthetic 10-class problem):
+
+- ``simple``: Deep Learning from Scratch's SimpleConvNet, conv5x5(30) - relu - pool - dense(100) -
+  relu - dense(10), batch 100;
+- ``two_conv``: conv3x3(32, pad 1) - relu - pool - conv3x3(64, pad 1) - relu - pool - dense(128) -
+  relu - dense(10), batch 64 (fnet's ``cnn`` without batch norm and dropout, which the peers would
+  each do differently).
+
+Implementations (the same initial weights, the same minibatches):
+
+- ``fnet manual epoch`` / ``fnet autodiff epoch``: :func:`fnet.train.make_epoch` of a network
+  composed from fnet's modules (NCHW), all steps of an epoch in one compiled call;
+- ``flax+optax``: linen ``Conv``/``max_pool``/``Dense`` in NHWC (flax's layout) in a
+  ``TrainState``, ``jax.jit`` of the step as flax's documentation writes it;
+- ``torch eager`` / ``torch compile``: ``nn.Sequential`` of ``Conv2d``/``MaxPool2d``/``Linear``
+  (NCHW) + ``torch.optim.Adam``; ``torch.compile`` where it works (else the error is recorded);
+- ``numpy im2col``: the book's ``common/layers.py`` way (im2col/col2im convolution, argmax
+  pooling), in float32.
+
+The floor: the step's multiply-add flops divided by the float32 rate of a square 2048^3 matmul
+measured in the same interleaved rounds. A convolution of B images with F filters of C x k x k
+and H' x W' outputs costs ``2 B F C k^2 H' W'`` forward; its backward is dW (the same) and dx
+(the same, but for the first layer, whose dx is unused); dense layers as in train_step.
+Timing: compiled ahead of time (compile time recorded), interleaved repetitions, medians.
+Peak memory: XLA's ``memory_analysis()`` (JAX implementations only). Results go to
+``DIR/conv_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import _common
+from fnet import combinators, modules, nets, optim
+
+LR = 1e-3
+#: name -> (convs [(filters, kernel, pad)], dense hidden, image side, batch, steps per rep, reps)
+CONFIGS = {
+    "simple": ([(30, 5, 0)], 100, 28, 100, 10, 9),
+    "two_conv": ([(32, 3, 1), (64, 3, 1)], 128, 28, 64, 10, 9),
+}
+QUICK_CONFIGS = {
+    "simple": ([(4, 5, 0)], 8, 12, 8, 3, 2),
+    "two_conv": ([(4, 3, 1), (8, 3, 1)], 8, 12, 8, 3, 2),
+}
+REFERENCE = "fnet manual epoch"
+PEERS = ("flax+optax", "torch eager", "torch compile", "numpy im2col")
+
+
+def _shapes(convs, side):
+    """Per conv: (C_in, F, k, pad, H_in, H_out); then the flattened size after the last pool."""
+    out, c, h = [], 1, side
+    for f, k, p in convs:
+        h_conv = h + 2 * p - k + 1
+        out.append((c, f, k, p, h, h_conv))
+        c, h = f, h_conv // 2
+    return out, c * h * h
+
+
+def step_flops(convs, hidden, side, batch) -> dict:
+    """Multiply-add flops of one training step (see the module docstring)."""
+    layers, flat = _shapes(convs, side)
+    conv_fwd = [2 * batch * f * c * k * k * ho * ho for c, f, k, _, _, ho in layers]
+    dense = [flat * hidden, hidden * 10]
+    forward = sum(conv_fwd) + 2 * batch * sum(dense)
+    backward = sum(conv_fwd) + sum(conv_fwd[1:]) + 2 * batch * sum(dense) + 2 * batch * sum(dense)
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def fnet_module(convs, hidden):
+    body = []
+    for f, k, p in convs:
+        body += [modules.conv2d(f, k, pad=p), modules.relu(), modules.max_pool(2)]
+    return combinators.serial(*body, modules.flatten(), modules.dense(hidden), modules.relu(), modules.dense(10))
+
+
+def make_data(side, batch, steps, seed=0):
+    """x uniform in [0, 1) of shape (steps * batch, 1, side, side); labels from a random linear teacher."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((steps * batch, 1, side, side), dtype=np.float32)
+    teacher = rng.standard_normal((side * side, 10)).astype(np.float32)
+    y = np.argmax((x.reshape(len(x), -1) - 0.5) @ teacher, axis=1).astype(np.int32)
+    return x, y
+
+
+def _flat_weights(params0, convs):
+    """fnet's initial weights as a list: [(W (F, C, k, k), b), ..., (W_dense (in, out), b), ...]."""
+    names = [f"conv2d{i + 1}" for i in range(len(convs))] + ["dense1", "dense2"]
+    return [(np.asarray(params0[n]["W"]), np.asarray(params0[n]["b"])) for n in names]
+
+
+def _flax(weights, convs, batches, side):
+    import flax.linen as nn
+    import optax
+    from flax.training import train_state
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):  # x: NHWC
+            for f, k, p in convs:
+                x = nn.relu(nn.Conv(f, (k, k), padding=[(p, p), (p, p)])(x))
+                x = nn.max_pool(x, (2, 2), (2, 2))
+            x = x.reshape(x.shape[0], -1)
+            x = nn.relu(nn.Dense(weights[-2][0].shape[1])(x))  # Dense_0, then Dense_1: creation order names them
+            return nn.Dense(10)(x)
+
+    # The same weights in flax's layouts: kernels HWIO; the first dense layer's rows reordered from
+    # fnet's (C, H, W) flattening to flax's (H, W, C).
+    layers, _ = _shapes(convs, side)
+    c_last, h_last = layers[-1][1], layers[-1][5] // 2
+    params = {f"Conv_{i}": {"kernel": jnp.asarray(w.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+              for i, (w, b) in enumerate(weights[: len(convs)])}
+    w1, b1 = weights[-2]
+    w1 = w1.reshape(c_last, h_last, h_last, -1).transpose(1, 2, 0, 3).reshape(w1.shape)
+    params["Dense_0"] = {"kernel": jnp.asarray(w1), "bias": jnp.asarray(b1)}
+    params["Dense_1"] = {"kernel": jnp.asarray(weights[-1][0]), "bias": jnp.asarray(weights[-1][1])}
+    model = CNN()
+    state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
+    nhwc = [(jnp.transpose(x, (0, 2, 3, 1)), y) for x, y in batches]
+    compile_s, step = _common.timed(lambda: jax.jit(_common.flax_train_step).lower(state[0], *nhwc[0]).compile())
+    impl = _common.Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(step))
+
+    def rep():
+        s, out = state[0], []
+        t0 = time.perf_counter()
+        for x, y in nhwc:
+            s, loss = step(s, x, y)
+            out.append(loss)
+        jax.block_until_ready(s)
+        dt = time.perf_counter() - t0
+        state[0] = s
+        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
+        return dt
+
+    impl.rep = rep
+    return _common.first_call(impl)
+
+
+def _torch(name, weights, convs, batches_np, device, compile_model):
+    import torch
+    from torch import nn
+
+    mods = []
+    for (w, b), (f, k, p) in zip(weights, convs):
+        conv = nn.Conv2d(w.shape[1], f, k, padding=p)
+        with torch.no_grad():
+            conv.weight.copy_(torch.from_numpy(w.copy()))
+            conv.bias.copy_(torch.from_numpy(b.copy()))
+        mods += [conv, nn.ReLU(), nn.MaxPool2d(2)]
+    mods.append(nn.Flatten())
+    for i, (w, b) in enumerate(weights[len(convs):]):
+        lin = nn.Linear(*w.shape)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b.copy()))
+        mods += [lin, nn.ReLU()] if i == 0 else [lin]
+    model = nn.Sequential(*mods).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compile_model else model
+    batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    impl = _common.Impl(name, None, len(batches))
+
+    def rep():
+        t0 = time.perf_counter()
+        out = [step(x, y) for x, y in batches]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        impl.losses.extend(float(loss) for loss in out)
+        return dt
+
+    impl.rep = rep
+    return _common.first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ NumPy im2col
+
+
+def im2col(x, k, stride, pad):
+    """Deep Learning from Scratch's ``im2col``: (N, C, H, W) -> (N * H' * W', C * k * k)."""
+    n, c, h, w = x.shape
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    img = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
+    col = np.zeros((n, c, k, k, ho, wo), dtype=x.dtype)
+    for y in range(k):
+        for x_ in range(k):
+            col[:, :, y, x_, :, :] = img[:, :, y:y + stride * ho:stride, x_:x_ + stride * wo:stride]
+    return col.transpose(0, 4, 5, 1, 2, 3).reshape(n * ho * wo, -1)
+
+
+def col2im(col, shape, k, stride, pad):
+    """The adjoint of :func:`im2col` (``common/util.py``'s ``col2im``)."""
+    n, c, h, w = shape
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    col = col.reshape(n, ho, wo, c, k, k).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
+    for y in range(k):
+        for x_ in range(k):
+            img[:, :, y:y + stride * ho:stride, x_:x_ + stride * wo:stride] += col[:, :, y, x_, :, :]
+    return img[:, :, pad:h + pad, pad:w + pad]
+
+
+def _numpy(weights, convs, batches_np):
+    """The book's layers (Convolution via im2col, Pooling via im2col + argmax, Affine, ReLU,
+    SoftmaxWithLoss) and Adam, float32."""
+    params = [[w.copy(), b.copy()] for w, b in weights]
+    m = [[np.zeros_like(a) for a in p] for p in params]
+    v = [[np.zeros_like(a) for a in p] for p in params]
+    t = [0]
+
+    def step(x, y):
+        caches = []
+        h = x
+        for (w, b), (f, k, p) in zip(params, convs):
+            n, _, hh, ww = h.shape
+            col = im2col(h, k, 1, p)
+            out = (col @ w.reshape(f, -1).T + b).reshape(n, hh + 2 * p - k + 1, ww + 2 * p - k + 1, f).transpose(0, 3, 1, 2)
+            mask = out <= 0
+            out[mask] = 0
+            pcol = im2col(out, 2, 2, 0).reshape(-1, 4)
+            arg = np.argmax(pcol, axis=1)
+            pooled = pcol[np.arange(len(arg)), arg].reshape(n, out.shape[2] // 2, out.shape[3] // 2, f).transpose(0, 3, 1, 2)
+            caches.append((h.shape, col, mask, out.shape, arg))
+            h = pooled
+        pooled_shape = h.shape
+        h = h.reshape(h.shape[0], -1)
+        (w1, b1), (w2, b2) = params[-2:]
+        a1 = h @ w1 + b1
+        r1 = np.maximum(a1, 0)
+        scores = r1 @ w2 + b2
+        z = scores - scores.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        n = len(y)
+        loss = -logp[np.arange(n), y].mean()
+        d = np.exp(logp)
+        d[np.arange(n), y] -= 1
+        d /= n
+        grads = [None] * len(params)
+        grads[-1] = [r1.T @ d, d.sum(axis=0)]
+        dr1 = (d @ w2.T) * (a1 > 0)
+        grads[-2] = [h.T @ dr1, dr1.sum(axis=0)]
+        dh = (dr1 @ w1.T).reshape(pooled_shape)
+        for i in reversed(range(len(convs))):
+            (w, b), (f, k, p) = params[i], convs[i]
+            in_shape, col, mask, out_shape, arg = caches[i]
+            dflat = dh.transpose(0, 2, 3, 1).ravel()
+            dmax = np.zeros((dflat.size, 4), dtype=dflat.dtype)
+            dmax[np.arange(len(arg)), arg] = dflat
+            dout = col2im(dmax.reshape(-1, f * 4), out_shape, 2, 2, 0)
+            dout[mask] = 0
+            dflat2 = dout.transpose(0, 2, 3, 1).reshape(-1, f)
+            grads[i] = [(dflat2.T @ col).reshape(w.shape), dflat2.sum(axis=0)]
+            if i > 0:
+                dh = col2im(dflat2 @ w.reshape(f, -1), in_shape, k, 1, p)
+        t[0] += 1
+        for pi, (p_, g_) in enumerate(zip(params, grads)):
+            for j in range(2):
+                m[pi][j] = 0.9 * m[pi][j] + 0.1 * g_[j]
+                v[pi][j] = 0.999 * v[pi][j] + 0.001 * g_[j] * g_[j]
+                p_[j] -= LR * (m[pi][j] / (1 - 0.9 ** t[0])) / (np.sqrt(v[pi][j] / (1 - 0.999 ** t[0])) + 1e-8)
+        return loss
+
+    impl = _common.Impl("numpy im2col", None, len(batches_np))
+
+    def rep():
+        t0 = time.perf_counter()
+        out = [step(x, y) for x, y in batches_np]
+        dt = time.perf_counter() - t0
+        impl.losses.extend(float(loss) for loss in out)
+        return dt
+
+    impl.rep = rep
+    return _common.first_call(impl)
+
+
+# ------------------------------------------------------------------------------------ driver
+
+
+def bench_config(spec, *, reps, device, torch_compile, matmul_n) -> dict:
+    """Time every implementation on one configuration; return its JSON record."""
+    convs, hidden, side, batch, steps, default_reps = spec
+    reps = reps or default_reps
+    net = nets.network(fnet_module(convs, hidden), (1, side, side))
+    params0, _ = net.init(jax.random.PRNGKey(0))
+    weights = _flat_weights(params0, convs)
+    x, y = make_data(side, batch, steps)
+    batches_np = [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+    batches = [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches_np]
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    impls = [_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"),
+             _common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff"),
+             _flax(weights, convs, batches, side)]
+    failures = {}
+    tdev = _common.torch_device(device)
+    impls.append(_torch("torch eager", weights, convs, batches_np, tdev, compile_model=False))
+    if torch_compile:
+        try:
+            impls.append(_torch("torch compile", weights, convs, batches_np, tdev, compile_model=True))
+        except Exception as e:  # e.g. no C++ compiler for inductor: record why and go on
+            failures["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        failures["torch compile"] = "skipped (--no-torch-compile or quick mode)"
+    if device == "cpu":
+        impls.append(_numpy(weights, convs, batches_np))
+    else:
+        failures["numpy im2col"] = "CPU only"
+    matmul = _common.square_matmul(matmul_n)
+    times = _common.interleaved({"matmul": lambda: min(matmul() for _ in range(3)),
+                                 **{impl.name: impl.rep for impl in impls}}, reps)
+    rates = [2 * matmul_n**3 / t for t in times["matmul"]]
+    peak = {"n": matmul_n, "median_flops_per_s": statistics.median(rates), "best_flops_per_s": max(rates)}
+    flops = step_flops(convs, hidden, side, batch)
+    floor = flops["total"] / peak["median_flops_per_s"]
+    results = {}
+    for impl in impls:
+        s = _common.summarize(times[impl.name], impl.per_rep_steps)
+        first = impl.first_call_s - s["median_s"] * impl.per_rep_steps
+        results[impl.name] = {**s, "over_floor": s["median_s"] / floor,
+                              "compile_s": impl.compile_s if impl.compile_s is not None else max(first, 0.0),
+                              "trained": _common.trained(impl.losses, impl.per_rep_steps), "peak_memory": impl.memory,
+                              "first_rep_mean_loss": float(np.mean(impl.losses[:impl.per_rep_steps])),
+                              "last_rep_mean_loss": float(np.mean(impl.losses[-impl.per_rep_steps:]))}
+    ref = results[REFERENCE]["median_s"]
+    for r in results.values():
+        r["over_fnet_manual_epoch"] = r["median_s"] / ref
+    return {"convs": [list(c) for c in convs], "hidden": hidden, "side": side, "batch": batch, "steps_per_rep": steps,
+            "reps": reps, "params": nets.num_params(net), "flops": flops, "matmul": peak, "floor_s": floor,
+            "results": results, "not_run": failures}
+
+
+def targets(configs: dict) -> dict:
+    """The issue's goals on this run's medians: manual <= autodiff (time, peak memory); fnet
+    ahead of every peer."""
+    out = {}
+    for cname, c in configs.items():
+        r = c["results"]
+        ratio = r["fnet manual epoch"]["median_s"] / r["fnet autodiff epoch"]["median_s"]
+        out[f"{cname}: manual / autodiff time"] = {"value": ratio, "goal": "<= 1.0", "met": ratio <= 1.0}
+        mm, ma = r["fnet manual epoch"]["peak_memory"], r["fnet autodiff epoch"]["peak_memory"]
+        if mm and ma:
+            v = mm["peak_bytes"] / ma["peak_bytes"]
+            out[f"{cname}: manual / autodiff peak memory"] = {"value": v, "goal": "<= 1.0", "met": v <= 1.0}
+        peers = [r[p]["median_s"] for p in PEERS if p in r]
+        v = min(peers) / r[REFERENCE]["median_s"]
+        out[f"{cname}: fastest peer / fnet manual"] = {"value": v, "goal": ">= 1.0", "met": v >= 1.0}
+    return out
+
+
+def format_table(record: dict) -> str:
+    """The Markdown tables of a record: one per configuration, then the targets."""
+    lines = [f"# conv_step on {record['machine']['cpu_model']} ({record['machine']['cores']} cores, {record['device']})",
+             "", f"{record['date']}; load average before/after {record['load_average_before']} / "
+             f"{record['load_average_after']}; threads {record['threads']}.",
+             "Per-step medians; `x floor` = time / (conv + matmul flops / square-matmul rate); `x fnet` = time / "
+             "fnet manual epoch's."]
+    for cname, c in record["configs"].items():
+        convs = " - ".join(f"conv{k}x{k}({f}, pad {p})-relu-pool" for f, k, p in c["convs"])
+        lines += ["", f"## {cname}: {convs} - dense({c['hidden']})-relu-dense(10), {c['side']}x{c['side']}, batch "
+                  f"{c['batch']}, {c['params']:,} params, {c['flops']['total'] / 1e6:.1f} MFLOP/step, floor "
+                  f"{1e3 * c['floor_s']:.2f} ms ({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), "
+                  f"{c['steps_per_rep']} steps x {c['reps']} reps", "",
+                  "| implementation | ms/step | x floor | x fnet | compile s | peak MiB (XLA) | loss first -> last rep | trained |",
+                  "|---|---:|---:|---:|---:|---:|---|---|"]
+        for name, r in c["results"].items():
+            mem = f"{r['peak_memory']['peak_bytes'] / 2**20:.1f}" if r["peak_memory"] else "-"
+            lines.append(f"| {name} | {1e3 * r['median_s']:.2f} | {r['over_floor']:.2f} | {r['over_fnet_manual_epoch']:.2f} "
+                         f"| {r['compile_s']:.2f} | {mem} | {r['first_rep_mean_loss']:.3f} -> {r['last_rep_mean_loss']:.3f} "
+                         f"| {'yes' if r['trained'] else 'NO'} |")
+        for name, why in c["not_run"].items():
+            lines.append(f"| {name} | not run: {why} | | | | | | |")
+    lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
+    for name, t in record["targets"].items():
+        lines.append(f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> tuple[str, str]:
+    """Run the benchmark and write its JSON and Markdown; returns their paths."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny networks, a few steps (a smoke test)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--configs", default="simple,two_conv", help=f"comma-separated subset of {','.join(CONFIGS)}")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of PyTorch and NumPy's BLAS")
+    parser.add_argument("--out", default=_common.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not names or any(c not in CONFIGS for c in names):
+        parser.error(f"--configs: choose from {','.join(CONFIGS)}, got {args.configs!r}")
+    _common.select_device(args.device)
+    record = _common.record_header("conv_step", args.device)
+    record["threads"] = _common.set_threads(args.threads)
+    specs = QUICK_CONFIGS if args.quick else CONFIGS
+    configs = {}
+    for cname in names:
+        print(f"[conv_step] {cname} ...", file=sys.stderr, flush=True)
+        configs[cname] = bench_config(specs[cname], reps=args.reps, device=args.device,
+                                      torch_compile=not (args.quick or args.no_torch_compile),
+                                      matmul_n=256 if args.quick else 2048)
+    record.update(quick=args.quick, learning_rate=LR, configs=configs, targets=targets(configs),
+                  load_average_after=_common.load_average())
+    table = format_table(record)
+    print(table)
+    return _common.write_results(record, table, args.out, "conv_step", args.quick)
+
+
+if __name__ == "__main__":
+    main()

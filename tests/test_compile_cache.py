@@ -1,0 +1,69 @@
+"""The persistent compilation cache of the `fnet` command: on by default in a user cache folder,
+off with --no-compile-cache or FNET_COMPILE_CACHE=0, and a cache that cannot be used never fails a
+run (an unwritable folder or a corrupted entry: one note, then the run goes on uncached). Real
+processes, each with its own cache folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from fnet import compile_cache
+
+RUN = ["train", "--data", "digits", "--hidden", "8", "--epochs", "1", "--batch-size", "256", "--quiet"]
+
+
+def _fnet(*args, cache, out, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if k != "FNET_COMPILE_CACHE"}
+    env.update({"FNET_CACHE_DIR": str(cache), **(extra_env or {})})
+    return subprocess.run([sys.executable, "-m", "fnet", *args, "--out", str(out)], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+def test_the_cache_fills_is_reused_and_survives_a_corrupted_entry(tmp_path):
+    cache = tmp_path / "cache"
+    first = _fnet(*RUN, cache=cache, out=tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    entries = sorted(os.listdir(cache))
+    assert entries and first.stderr == ""
+    second = _fnet(*RUN, cache=cache, out=tmp_path / "b")
+    assert second.returncode == 0 and second.stderr == ""
+    assert sorted(os.listdir(cache)) == entries  # everything was found: nothing new compiled
+    for name in entries:
+        (cache / name).write_bytes(b"\x00garbage, not an executable")
+    third = _fnet(*RUN, cache=cache, out=tmp_path / "c")
+    assert third.returncode == 0, third.stderr
+    lines = third.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a compilation cache entry could not be read" in lines[0], third.stderr
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b", "c")]
+    assert results[0] == results[1] == results[2]
+
+
+def test_the_cache_can_be_turned_off(tmp_path):
+    cache = tmp_path / "cache"
+    assert _fnet("--no-compile-cache", *RUN, cache=cache, out=tmp_path / "a").returncode == 0
+    assert not cache.exists()
+
+
+def test_an_unwritable_cache_folder_is_reported_once_and_the_run_goes_on(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = _fnet(*RUN, cache=blocker / "cache", out=tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fnet: note: the compilation cache") and "running without it" in lines[0]
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_where_the_cache_lives(monkeypatch, tmp_path):
+    monkeypatch.delenv("FNET_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compile_cache.default_dir() == tmp_path / "xdg" / "fnet" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert compile_cache.default_dir() == tmp_path / "home" / ".cache" / "fnet" / "jax"
+    for value, wanted in (("0", False), ("off", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv("FNET_COMPILE_CACHE", value)
+        assert compile_cache.wanted() is wanted
