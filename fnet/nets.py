@@ -314,6 +314,7 @@ class MLPConfig:
     bn_momentum: float = 0.9
     norm_eps: float = 1e-5
     dtype: str = "float32"
+    input_dropout: float = 0.0
 
     @property
     def num_layers(self) -> int:
@@ -334,6 +335,7 @@ def _validate_config(cfg: MLPConfig) -> None:
     if cfg.norm not in NORMS:
         raise ValueError(f"{fn}: unknown norm {cfg.norm!r}; choose one of {list(NORMS)}")
     _checks.rate(fn, "dropout", cfg.dropout)
+    _checks.rate(fn, "input_dropout", cfg.input_dropout)
     if cfg.weight_decay < 0:
         raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
     if cfg.loss not in losses.LOSSES:
@@ -351,6 +353,7 @@ def mlp(
     activation: str = "relu",
     norm: str | None = None,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
     init="he",
     weight_decay: float = 0.0,
     loss: str = "softmax_cross_entropy",
@@ -362,7 +365,7 @@ def mlp(
     """cs231n's fully connected network of any depth, as one composition (:func:`mlp_module`).
 
     Each hidden layer is ``dense -> [batchnorm | layernorm] -> activation -> [dropout]``, the last
-    layer is dense (scores).
+    layer is dense (scores); ``input_dropout`` puts a dropout layer on the inputs first.
 
     Args:
       input_dim: D, features per sample (inputs of shape (N, d1, ..., dk) are flattened).
@@ -373,6 +376,8 @@ def mlp(
       norm: None, "batchnorm" (running statistics in ``state``; ``bn_momentum``, ``norm_eps``)
         or "layernorm" (``norm_eps``).
       dropout: drop probability of each hidden unit in train mode, in [0, 1).
+      input_dropout: drop probability of each input feature in train mode, in [0, 1) (*Deep
+        Learning from Scratch* suggests ~0.2 on the inputs; unaffected by a ``dropout`` override).
       init: weight initializer: "zeros", "normal" (std 0.01), "xavier", "he", a float std, or a
         callable ``(key, shape, dtype) -> array``. Biases start at 0, gamma at 1, beta at 0.
       weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` on weights only.
@@ -394,6 +399,7 @@ def mlp(
         activation=activation,
         norm=norm,
         dropout=dropout,
+        input_dropout=input_dropout,
         init=init,
         weight_decay=weight_decay,
         loss=loss,
@@ -406,7 +412,8 @@ def mlp(
 
 
 def mlp_module(cfg: MLPConfig, hparams: dict | None = None) -> Module:
-    """The composition of :func:`mlp`: ``serial(dense, [norm], activation, [dropout], ..., dense)``.
+    """The composition of :func:`mlp`: ``serial([dropout], dense, [norm], activation, [dropout], ...,
+    dense)``.
 
     ``hparams`` may hold "dropout", a rate (possibly traced) that replaces the config's and
     inserts the dropout layers even at 0, so that one compiled program serves every rate.
@@ -415,7 +422,7 @@ def mlp_module(cfg: MLPConfig, hparams: dict | None = None) -> Module:
     rate = hparams.get("dropout", cfg.dropout)
     with_dropout = "dropout" in hparams or cfg.dropout > 0
     act = modules.ACTIVATIONS[cfg.activation]
-    children = []
+    children = [modules.dropout(cfg.input_dropout)] if cfg.input_dropout > 0 else []
     for h in cfg.hidden_dims:
         children.append(modules.dense(h, init=cfg.init))
         if cfg.norm == "batchnorm":
@@ -456,6 +463,8 @@ def describe(cfg: MLPConfig) -> str:
     parts = [f"{cfg.input_dim}-[{','.join(map(str, cfg.hidden_dims))}]-{cfg.output_dim}", cfg.activation]
     if cfg.norm:
         parts.append(cfg.norm)
+    if cfg.input_dropout:
+        parts.append(f"input_dropout={cfg.input_dropout}")
     if cfg.dropout:
         parts.append(f"dropout={cfg.dropout}")
     if cfg.weight_decay:

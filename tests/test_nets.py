@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fnet
 from fnet import mlp, nets, optim
 from fnet.gradcheck import leaf_name, rel_error
 
@@ -219,6 +220,27 @@ def test_dropout_in_the_network():
     chex.assert_trees_all_close(z, plain.apply(params, x, train=True)[0], rtol=1e-15)
 
 
+def test_input_dropout_drops_input_features_in_train_mode_only():
+    net = mlp(D, [H], C, input_dropout=0.5, dtype="float64")
+    plain = mlp(D, [H], C, dtype="float64")
+    assert net.name.endswith("input_dropout=0.5") and nets.from_config(dataclasses.asdict(net.config)).name == net.name
+    params, _ = net.init(jax.random.PRNGKey(0))
+    x, y = _data(7)
+    chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))  # eval: the identity
+    # train mode: the first layer sees the inputs with ~half the features zeroed and the rest
+    # scaled by 1 / (1 - 0.5): the same scores as the plain net on that masked input
+    key = jax.random.PRNGKey(3)
+    scores, _ = net.apply(params, x, train=True, key=key)
+    dropped, _, _ = fnet.modules.dropout(0.5).forward({}, {}, x, train=True, key=jax.random.split(key, 2)[0])
+    assert 0 < np.mean(np.asarray(dropped) == 0) < 1 and set(np.unique(np.asarray(dropped / x)).round(12)) <= {0.0, 2.0}
+    chex.assert_trees_all_close(scores, plain.apply(params, dropped), rtol=1e-12)
+    # the hand-written chain through it is jax.grad's, and a hidden-dropout override leaves it alone
+    manual = net.loss_and_grad(params, x, y, key=key)[1]
+    auto = jax.grad(lambda p: net.loss(p, x, y, key=key)[0])(params)
+    assert rel_error(manual, auto) < 1e-10
+    chex.assert_trees_all_close(net.apply(params, x, train=True, key=key, dropout=0.0)[0], scores, rtol=1e-12)
+
+
 def test_traced_dropout_and_weight_decay_overrides_under_vmap():
     net = mlp(D, [H], C, dtype="float64")
     params, _ = net.init(jax.random.PRNGKey(0))
@@ -288,6 +310,7 @@ def test_config_round_trip():
         (dict(weight_decay=-0.1), ValueError, r"mlp: weight_decay must be >= 0, got -0.1"),
         (dict(dropout=1.0), ValueError, r"mlp: dropout must be in \[0, 1\), got 1.0"),
         (dict(dropout=-0.1), ValueError, r"mlp: dropout must be in \[0, 1\), got -0.1"),
+        (dict(input_dropout=1.0), ValueError, r"mlp: input_dropout must be in \[0, 1\), got 1.0"),
         (dict(dtype="int32"), TypeError, r"mlp: dtype must be a floating dtype, got 'int32'"),
     ],
 )
