@@ -12,8 +12,12 @@ next process that builds the same program (``jax_compilation_cache_dir``).
   decides for itself; call :func:`enable` to opt in).
 - Every program is cached, however short its compilation (JAX's default skips those under 1 s,
   which are nearly all of fnet's).
-- Safe when processes share it: JAX writes an entry to a temporary file and renames it into
-  place, so a reader sees a whole entry or none.
+- Safe when processes share it, in the sense that sharing never fails a run or gives a wrong
+  program: JAX writes an entry in place (no rename; jaxlib 0.10's ``LRUCache.put``), so a
+  process may read an entry another one is still writing, or one a killed process left half
+  written; deserializing it then fails, JAX warns, and the program is compiled as if it were
+  not cached (reported below). A half-written entry is never rewritten (JAX skips keys that
+  exist): delete the cache folder to get rid of one.
 - A cache that cannot be used never fails a run: an unwritable folder is reported once and the
   run goes on uncached; an unreadable (corrupted) entry is reported once and compiled again.
 """

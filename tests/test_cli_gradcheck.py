@@ -1,6 +1,6 @@
 """The ``fnet gradcheck`` command: its report and exit status (with short check lists
-monkeypatched in), the one-line error convention, ``--debug``, and one real end-to-end run of
-``python -m fnet gradcheck`` (the README's main command until the trainer lands; ~40 s)."""
+monkeypatched in), the one-line error convention, ``--debug``, and the real command end to end,
+one test per section of its checks (so that xdist runs them side by side)."""
 
 from __future__ import annotations
 

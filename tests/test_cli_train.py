@@ -10,14 +10,13 @@ import json
 import math
 
 import chex
-
 import numpy as np
 import pytest
-
 from _cli_helpers import one_line_error, snapshot, train
 
 from fnet import checkpoint, cli, data, schedules
 from fnet import train as fnet_train
+
 
 def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
     """The README's main job: `fnet train` with no options (the issue: >= 97% test accuracy)."""
