@@ -25,6 +25,7 @@ MODULES = (
     "adagrad_decay",
     "linear_regression",
     "logistic_regression",
+    "loop_vs_vectorized",
     "shallow_net",
     "sin_regression",
     "numerical_descent",
