@@ -21,7 +21,7 @@ from fnet.experiments import _common
 
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
-        "loop-vs-vectorized", "shallow-net", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp")
+        "loop-vs-vectorized", "shallow-net", "linear-collapse", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp")
 
 
 def _protocol(name, tmp_path, data_dir=None):
@@ -205,6 +205,24 @@ def test_sin_regression(tmp_path):
         mse = list(s["mse"].values())
         assert mse[-1] < 0.5 * mse[0]  # the 1-3-1 net's error falls
         assert np.asarray(s["fits"][str(r["epochs"])]).shape == (200,)
+
+
+def test_linear_collapse(tmp_path):
+    from fnet.experiments import linear_collapse
+
+    r = _protocol("linear-collapse", tmp_path)
+    m = r["models"]
+    assert r["collapse_max_diff"] < 1e-5  # float32 scores: the deep net IS x W_eff + b_eff
+    assert r["cosine"] > 0.999 and r["boundary_agreement"] > 0.99  # logistic regression's line
+    assert abs(m["deep linear"]["accuracy"] - m["logistic regression"]["accuracy"]) < 0.01
+    assert m["2-4-1 tanh"]["accuracy"] > m["deep linear"]["accuracy"] + 0.1  # one nonlinearity bends it
+    # collapse() at a random point, in float64: exact up to rounding
+    net = nets.mlp(2, [3, 5], 2, activation="identity", dtype="float64")
+    params, _ = net.init(jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(lambda a: a + 0.3, params)  # nonzero biases
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((6, 2)))
+    w, b = linear_collapse.collapse(params, 3)
+    np.testing.assert_allclose(net.apply(params, x), x @ w + b, rtol=1e-12)
 
 
 def test_loop_vs_vectorized(tmp_path):

@@ -27,6 +27,7 @@ MODULES = (
     "logistic_regression",
     "loop_vs_vectorized",
     "shallow_net",
+    "linear_collapse",
     "sin_regression",
     "numerical_descent",
     "conv_filters",
