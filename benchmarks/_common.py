@@ -183,6 +183,24 @@ def first_call(impl: Impl) -> Impl:
     return impl
 
 
+def python_loop(name: str, step: Callable, batches: list, sync: Callable[[], None] = lambda: None) -> Impl:
+    """An eager implementation (PyTorch, NumPy) as an :class:`Impl`: one repetition calls
+    ``step(x, y) -> loss`` on every batch in a Python loop, then ``sync()`` (e.g. waits for a
+    GPU); the losses are read after the clock stops."""
+    impl = Impl(name, None, len(batches))
+
+    def rep():
+        t0 = time.perf_counter()
+        out = [step(x, y) for x, y in batches]
+        sync()
+        dt = time.perf_counter() - t0
+        impl.losses.extend(float(loss) for loss in out)
+        return dt
+
+    impl.rep = rep
+    return first_call(impl)
+
+
 def fnet_epoch(name: str, net, opt, params0, x, y, batch: int, grad: str) -> Impl:
     """fnet's scanned epoch (:func:`fnet.train.make_epoch`: every step of an epoch in one compiled
     call) as an :class:`Impl`; its per-step time is the call's time / steps."""

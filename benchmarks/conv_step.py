@@ -180,21 +180,9 @@ def _torch(name, weights, convs, batches_np, device, compile_model):
         loss = loss_fn(forward(x), y)
         loss.backward()
         opt.step()
-        return loss
+        return loss.detach()
 
-    impl = _common.Impl(name, None, len(batches))
-
-    def rep():
-        t0 = time.perf_counter()
-        out = [step(x, y) for x, y in batches]
-        if device == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        impl.losses.extend(float(loss) for loss in out)
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
 # ------------------------------------------------------------------------------------ NumPy im2col
@@ -284,17 +272,7 @@ def _numpy(weights, convs, batches_np):
                 p_[j] -= LR * (m[pi][j] / (1 - 0.9 ** t[0])) / (np.sqrt(v[pi][j] / (1 - 0.999 ** t[0])) + 1e-8)
         return loss
 
-    impl = _common.Impl("numpy im2col", None, len(batches_np))
-
-    def rep():
-        t0 = time.perf_counter()
-        out = [step(x, y) for x, y in batches_np]
-        dt = time.perf_counter() - t0
-        impl.losses.extend(float(loss) for loss in out)
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    return _common.python_loop("numpy im2col", step, batches_np)
 
 
 # ------------------------------------------------------------------------------------ driver

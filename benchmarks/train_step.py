@@ -185,25 +185,14 @@ def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> 
     loss_fn = nn.CrossEntropyLoss()
     forward = torch.compile(model) if compile_model else model
     batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    impl = _common.Impl(name, None, len(batches))
+    def step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
-    def rep():
-        out = []
-        t0 = time.perf_counter()
-        for x, y in batches:
-            opt.zero_grad()
-            loss = loss_fn(forward(x), y)
-            loss.backward()
-            opt.step()
-            out.append(loss.detach())
-        sync()
-        dt = time.perf_counter() - t0
-        impl.losses.extend(torch.stack(out).cpu().numpy().tolist())
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
 # ------------------------------------------------------------------------------------ numpy
@@ -249,17 +238,7 @@ def _numpy(params0, batches_np, n_layers) -> _common.Impl:
             params[k] -= LR * m_hat / (np.sqrt(v_hat) + eps)
         return loss
 
-    impl = _common.Impl("numpy", None, len(batches_np))
-
-    def rep():
-        t0 = time.perf_counter()
-        out = [step(x, y) for x, y in batches_np]
-        dt = time.perf_counter() - t0
-        impl.losses.extend(float(loss) for loss in out)
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    return _common.python_loop("numpy", step, batches_np)
 
 
 # ------------------------------------------------------------------------------------ driver
