@@ -12,7 +12,8 @@ does, so that their noise settles; 1,000 steps each. Per step: the distance of t
 
 The normal equation ``theta = (X^T X)^-1 X^T y`` (with a column of ones for the bias) is solved in
 float64 with ``numpy.linalg.solve``; its cost, O(N D^2 + D^3), is timed for D features and N = 2D
-samples against one batch gradient step, O(N D). ``quick``: 300 steps; D up to 256.
+samples against one batch gradient step, O(N D): the median of 5 runs each (single runs on a
+shared machine are not even monotonic in D). ``quick``: 300 steps; D up to 256.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def normal_equation(x, y):
     return theta[:-1], float(theta[-1])
 
 
-def _timing(dims, repeats: int = 3, seed: int = 0):
+def _timing(dims, repeats: int = 5, seed: int = 0):
     """Median seconds of the normal equation and of one batch gradient step for D features, N = 2D."""
     rng = np.random.default_rng(seed)
     rows = []
