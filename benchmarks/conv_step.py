@@ -14,10 +14,12 @@ images of a synthetic 10-class problem):
   relu - dense(10), batch 64 (fnet's ``cnn`` without batch norm and dropout, which the peers would
   each do differently).
 
-Implementations (the same initial weights, the same minibatches):
+Implementations (the same initial weights and the same data; the peers step through the
+minibatches in order, fnet's epoch shuffles them on device, so its losses differ from theirs):
 
 - ``fnet manual epoch`` / ``fnet autodiff epoch``: :func:`fnet.train.make_epoch` of a network
-  composed from fnet's modules (NCHW), all steps of an epoch in one compiled call;
+  composed from fnet's modules (NCHW), all steps of an epoch in one compiled call (it also
+  shuffles and gathers the minibatches);
 - ``flax+optax``: linen ``Conv``/``max_pool``/``Dense`` in NHWC (flax's layout) in a
   ``TrainState``, ``jax.jit`` of the step as flax's documentation writes it;
 - ``torch eager`` / ``torch compile``: ``nn.Sequential`` of ``Conv2d``/``MaxPool2d``/``Linear``
