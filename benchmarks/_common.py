@@ -183,6 +183,30 @@ def first_call(impl: Impl) -> Impl:
     return impl
 
 
+def flax_loop(state, batches: list) -> Impl:
+    """flax+optax as an :class:`Impl`: :func:`flax_train_step` compiled ahead of time for the
+    ``TrainState`` ``state`` (timed, with its memory analysis), one repetition a Python loop of
+    compiled steps over ``batches`` (a list of ``(x, y)`` device arrays), as flax's examples train."""
+    compile_s, step = timed(lambda: jax.jit(flax_train_step).lower(state, *batches[0]).compile())
+    impl = Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=compiled_memory(step))
+    current = [state]
+
+    def rep():
+        s, out = current[0], []
+        t0 = time.perf_counter()
+        for x, y in batches:
+            s, loss = step(s, x, y)
+            out.append(loss)
+        jax.block_until_ready(s)
+        dt = time.perf_counter() - t0
+        current[0] = s
+        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
+        return dt
+
+    impl.rep = rep
+    return first_call(impl)
+
+
 def python_loop(name: str, step: Callable, batches: list, sync: Callable[[], None] = lambda: None) -> Impl:
     """An eager implementation (PyTorch, NumPy) as an :class:`Impl`: one repetition calls
     ``step(x, y) -> loss`` on every batch in a Python loop, then ``sync()`` (e.g. waits for a

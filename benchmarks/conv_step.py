@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -132,25 +131,8 @@ def _flax(weights, convs, batches, side):
     params["Dense_0"] = {"kernel": jnp.asarray(w1), "bias": jnp.asarray(b1)}
     params["Dense_1"] = {"kernel": jnp.asarray(weights[-1][0]), "bias": jnp.asarray(weights[-1][1])}
     model = CNN()
-    state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
-    nhwc = [(jnp.transpose(x, (0, 2, 3, 1)), y) for x, y in batches]
-    compile_s, step = _common.timed(lambda: jax.jit(_common.flax_train_step).lower(state[0], *nhwc[0]).compile())
-    impl = _common.Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(step))
-
-    def rep():
-        s, out = state[0], []
-        t0 = time.perf_counter()
-        for x, y in nhwc:
-            s, loss = step(s, x, y)
-            out.append(loss)
-        jax.block_until_ready(s)
-        dt = time.perf_counter() - t0
-        state[0] = s
-        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))
+    return _common.flax_loop(state, [(jnp.transpose(x, (0, 2, 3, 1)), y) for x, y in batches])
 
 
 def _torch(name, weights, convs, batches_np, device, compile_model):

@@ -143,26 +143,8 @@ def _flax(params0, batches, n_layers) -> _common.Impl:
     # The same initial weights as fnet's (Dense_i's kernel is (in, out) like fnet's W).
     params = {f"Dense_{i - 1}": {"kernel": jnp.copy(params0[f"W{i}"]), "bias": jnp.copy(params0[f"b{i}"])}
               for i in range(1, n_layers + 1)}
-    state = [train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))]
-
-    compile_s, compiled = _common.timed(lambda: jax.jit(_common.flax_train_step).lower(state[0], *batches[0]).compile())
-    impl = _common.Impl("flax+optax", None, len(batches), compile_s=compile_s, memory=_common.compiled_memory(compiled))
-
-    def rep():
-        s = state[0]
-        out = []
-        t0 = time.perf_counter()
-        for x, y in batches:
-            s, loss = compiled(s, x, y)
-            out.append(loss)
-        jax.block_until_ready(s)
-        dt = time.perf_counter() - t0
-        state[0] = s
-        impl.losses.extend(np.asarray(jnp.stack(out)).tolist())
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=optax.adam(LR))
+    return _common.flax_loop(state, batches)
 
 
 # ------------------------------------------------------------------------------------ torch
