@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -67,7 +68,9 @@ def numerical_gradient(f: Callable, x, h: float = 1e-5, *, batch_size: int = 409
 
     def partial_derivative(i):
         e = jnp.zeros_like(flat).at[i].set(h)
-        return (f(unravel(flat + e)) - f(unravel(flat - e))) / (2 * h)
+        # f(x + h e_i) and f(x - h e_i) as one vmapped pair: one copy of f in the program.
+        up, down = jax.vmap(lambda step: f(unravel(flat + step)))(jnp.stack([e, -e]))
+        return (up - down) / (2 * h)
 
     grad = jax.lax.map(partial_derivative, jnp.arange(flat.size), batch_size=min(batch_size, flat.size))
     return unravel(grad.astype(flat.dtype))
@@ -155,30 +158,38 @@ def three_way(name: str, scalar_fn: Callable, inputs, manual, *, h: float = 1e-5
         a backward that returns the wrong shapes), naming the paths.
     """
     manual_fn = manual if callable(manual) else (lambda _: manual)
-    return _compiled_check(name, lambda p: (lambda q, ctx: scalar_fn(q), p, lambda q, ctx: manual_fn(q), ()),
-                           (inputs,), h)
+    return _compiled_check(name, lambda q, ctx: scalar_fn(q), inputs, lambda q, ctx: manual_fn(q), (), h)
 
 
-def _compiled_check(name: str, build: Callable, args: tuple, h: float) -> CheckResult:
-    """Run a check as ONE compiled program: ``build(*args) -> (scalar_fn, inputs, manual_fn,
-    context)`` is traced inside it, so the set-up (initial parameters, random inputs), the manual
-    gradient ``manual_fn(inputs, context)``, ``jax.grad`` of ``scalar_fn(inputs, context)`` and
-    the central differences of ``scalar_fn`` compile together, once: compiling is what a check
-    costs. (XLA's lowest optimization level would halve that, but it miscompiled softmax's
-    gradient to inf on XLA:CPU, jaxlib 0.10.2.) The finite differences are one loop over the
-    perturbed inputs, which compiles faster than a vmapped batch of them."""
+#: XLA:CPU options of the check programs, which are compiled once and run once (a check's cost is
+#: its compilation; its run takes milliseconds): XLA's older elemental kernel emitter with LLVM's
+#: -O0 compiles the checks ~2x faster than the defaults. Measured over all 39 checks of ``fnet
+#: gradcheck``: every gradient equal to the defaults' to rounding (relative 1e-16; gradients that
+#: are exactly 0 by structure differ by their rounding noise). The two go together: -O0 with the
+#: default fusion emitters miscompiles softmax's gradient to inf (jaxlib 0.10.2).
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+#: Scale of the parameters of a check's generic point (see :func:`check_module`).
+PARAM_SCALE = 0.5
 
-    def program(*args):
-        scalar_fn, inputs, manual_fn, context = build(*args)
+
+def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable, context, h: float) -> CheckResult:
+    """Run a check as ONE compiled program: the manual gradient ``manual_fn(inputs, context)``,
+    ``jax.grad`` of ``scalar_fn(inputs, context)`` and its central differences (one loop over
+    the perturbed inputs, which compiles faster than a vmapped batch of them) compile together,
+    once, with :data:`CPU_COMPILER_OPTIONS` on a CPU. ``inputs`` and ``context`` are concrete:
+    the callers draw them with NumPy, since every random draw in the program would add to what a
+    check costs, its compilation."""
+
+    def program(inputs, context):
         scalar = functools.partial(lambda ctx, q: scalar_fn(q, ctx), context)
-        return (inputs, manual_fn(inputs, context), jax.grad(scalar)(inputs),
-                numerical_gradient(scalar, inputs, h, batch_size=1))
+        return manual_fn(inputs, context), jax.grad(scalar)(inputs), numerical_gradient(scalar, inputs, h, batch_size=1)
 
     with jax.enable_x64(True):
-        lowered = jax.jit(program).lower(*args)
-        inputs_spec, manual_spec = lowered.out_info[:2]
-        _checks.tree("three_way", f"the manual gradient of {name}", manual_spec, "the inputs", inputs_spec)
-        _, got, auto, num = lowered.compile()(*args)
+        lowered = jax.jit(program).lower(inputs, context)
+        inputs_spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), inputs)
+        _checks.tree("three_way", f"the manual gradient of {name}", lowered.out_info[0], "the inputs", inputs_spec)
+        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+        got, auto, num = lowered.compile(options)(inputs, context)
     scale = max((float(np.max(np.abs(a))) for a in jax.tree_util.tree_leaves(auto) if np.size(a)), default=0.0)
     floor = max(1e-8, AUTODIFF_SCALE_FLOOR * scale)
     num_floor = max(NUMERICAL_FLOOR, NUMERICAL_SCALE_FLOOR * scale)
@@ -190,44 +201,40 @@ def _compiled_check(name: str, build: Callable, args: tuple, h: float) -> CheckR
     return CheckResult(name, leaves)
 
 
-def _check_key(seed: int):
-    """The key of a check: XLA's RngBitGenerator ("unsafe_rbg"), one HLO op, where the default
-    threefry unrolls into code that dominates a small check's compilation (statistical quality
-    does not matter for a gradient check)."""
-    return jax.random.key(seed, impl="unsafe_rbg")
+def _normal_like(rng: np.random.Generator, spec, scale: float = 1.0):
+    """``scale`` times standard normal float64 NumPy arrays shaped like the float leaves of the
+    pytree ``spec`` (arrays or shape/dtype structs); other leaves are kept as they are."""
+
+    def draw(a):
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        return scale * rng.standard_normal(a.shape)
+
+    return jax.tree_util.tree_map(draw, spec)
 
 
-def _float64(tree):
-    return jax.tree_util.tree_map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-
-def _generic_point(params, key):
-    """``params`` plus 0.1 * N(0, 1) noise on every element: a check at a generic point. Biases
-    start at exactly 0, so a row that a ReLU or dropout zeroes entirely would give the next layer
-    a pre-activation of exactly 0, ReLU's kink, where central differences are wrong. (One draw
-    for the whole tree: each random draw adds much compilation to a small check.)"""
-    flat, unravel = ravel_pytree(params)
-    return unravel(flat + 0.1 * jax.random.normal(key, flat.shape, flat.dtype)) if flat.size else params
-
-
-def _normal_like(key, spec):
-    """Standard normal float64 arrays shaped like the pytree of shapes ``spec``, in one draw."""
-    leaves, treedef = jax.tree_util.tree_flatten(spec)
-    sizes = [math.prod(a.shape) for a in leaves]
-    flat = jax.random.normal(key, (sum(sizes),), jnp.float64)
-    parts = jnp.split(flat, list(itertools.accumulate(sizes))[:-1]) if leaves else []
-    return jax.tree_util.tree_unflatten(treedef, [p.reshape(a.shape) for p, a in zip(parts, leaves)])
+def _generic_point(rng: np.random.Generator, init: Callable, key):
+    """The variables ``(params, state)`` of a check: every parameter a NumPy draw of
+    ``PARAM_SCALE`` * N(0, 1), the state as ``init(key)`` makes it (running statistics must stay
+    valid: a variance below zero would give NaNs). Random parameters, not the initial ones: a bias
+    starting at exactly 0 puts units at ReLU's kink, where central differences are wrong, and
+    drawing the initial values would compile ``init``'s random draws (the state alone compiles to
+    constants)."""
+    params_spec, state_spec = jax.eval_shape(init, key)
+    state = jax.jit(lambda k: init(k)[1])(key) if jax.tree_util.tree_leaves(state_spec) else state_spec
+    return _normal_like(rng, params_spec, PARAM_SCALE), jax.tree_util.tree_map(np.asarray, state)
 
 
 def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = True, name: str | None = None,
-                 x=None, h: float = 1e-5) -> CheckResult:
+                 x=None, params=None, h: float = 1e-5) -> CheckResult:
     """Three-way check of a module's hand-written ``backward`` (a user's own module too).
 
     The scalar ``sum(forward(params, state, x)[0] * dy)`` for a random ``dy`` is differentiated
     with respect to ``x`` and every parameter: ``module.backward(params, cache, dy)`` against
     ``jax.grad`` of the forward and against central differences, in float64, with one fixed
-    dropout key, at a generic point: the initial parameters plus 0.1 * N(0, 1) noise (so that no
-    bias sits at exactly 0, see :func:`_generic_point`). Print the result with :func:`format_report`.
+    dropout key, at a generic point: by default every parameter a standard normal draw times
+    :data:`PARAM_SCALE` (0.5) and the state as ``module.init`` makes it. Print the result with
+    :func:`format_report`.
 
     Args:
       module: a :class:`~fnet.modules.Module`.
@@ -235,6 +242,8 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
         (a tuple of shapes for a module that takes branches).
       train: check the train-mode (True) or eval-mode pass.
       x: the input to use (default: standard normal values).
+      params: the parameters to check at (default: random ones, see above); pass them for a module
+        whose parameters must lie in a domain, e.g. a positive scale.
       h: the finite-difference step.
 
     Returns:
@@ -243,121 +252,138 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
     Raises:
       ValueError: ``backward`` returned a ``dx``/``dparams`` of the wrong structure or shapes.
     """
-    single = combinators.is_shape(input_shape)
-
-    def build(key, x):
-        k_init, k_x, k_dy, k_drop = jax.random.split(key, 4)
-        params, state, _ = module.init(k_init, input_shape)
-        params, state = _float64((params, state))
-        params = _generic_point(params, jax.random.fold_in(k_init, 1))
-        if x is None:
-            shapes = [input_shape] if single else list(input_shape)
-            x = _normal_like(k_x, [jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes])
-            x = x[0] if single else tuple(x)
-
-        dy = _normal_like(k_dy, jax.eval_shape(lambda p, x: module.forward(p, state, x, train=train, key=k_drop)[0],
-                                               params, x))
-        return _module_scalar, {"x": x, "params": params}, _module_manual, {"state": state, "dy": dy, "key": k_drop}
-
-    def _module_scalar(inputs, ctx):
-        out = module.forward(inputs["params"], ctx["state"], inputs["x"], train=train, key=ctx["key"])[0]
-        return sum(jnp.sum(a * b) for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ctx["dy"])))
-
-    def _module_manual(inputs, ctx):
-        _, _, cache = module.forward(inputs["params"], ctx["state"], inputs["x"], train=train, key=ctx["key"])
-        dx, dparams = module.backward(inputs["params"], cache, ctx["dy"])
-        return {"x": dx, "params": dparams}
-
+    rng = np.random.default_rng(seed)
+    key = _check_key(seed)
     with jax.enable_x64(True):
-        return _compiled_check(name or module.name, build, (_check_key(seed), None if x is None else _float64(x)), h)
+        random_params, state = _generic_point(rng, lambda k: module.init(k, input_shape)[:2], key)
+        params = random_params if params is None else _float64(params)
+        if x is None:
+            single = combinators.is_shape(input_shape)
+            shapes = [input_shape] if single else list(input_shape)
+            x = _normal_like(rng, [jax.ShapeDtypeStruct(s, jnp.float64) for s in shapes])
+            x = x[0] if single else tuple(x)
+        x = _float64(x)
+        out = jax.eval_shape(lambda p, x: module.forward(p, state, x, train=train, key=key)[0], params, x)
+        context = {"state": state, "dy": _normal_like(rng, out), "key": key}
+
+        def forward(inputs, ctx):
+            return module.forward(inputs["params"], ctx["state"], inputs["x"], train=train, key=ctx["key"])
+
+        def scalar(inputs, ctx):
+            leaves = zip(jax.tree_util.tree_leaves(forward(inputs, ctx)[0]), jax.tree_util.tree_leaves(ctx["dy"]))
+            return sum(jnp.sum(a * b) for a, b in leaves)
+
+        def manual(inputs, ctx):
+            dx, dparams = module.backward(inputs["params"], forward(inputs, ctx)[2], ctx["dy"])
+            return {"x": dx, "params": dparams}
+
+        return _compiled_check(name or module.name, scalar, {"x": x, "params": params}, manual, context, h)
 
 
 def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None) -> CheckResult:
     """Three-way check of ``net.loss_and_grad`` against ``jax.grad(net.loss)`` and finite
-    differences, per parameter leaf, with the same dropout key, at the initial parameters plus
-    0.1 * N(0, 1) noise (a generic point, as in :func:`check_module`).
+    differences, per parameter leaf, with one fixed dropout key, at a generic point (random
+    parameters and the initial state, as in :func:`check_module`).
 
     Args:
       net: a float64 network (``dtype="float64"``).
       x: float64 inputs of shape (N, *net.input_shape); y: targets for the net's loss.
     """
+    key = _check_key(seed)
+    with jax.enable_x64(True):
+        params, state = _generic_point(np.random.default_rng(seed), lambda k: tuple(net.init(k)), key)
+        context = {"x": x, "y": y, "state": state, "key": key}
 
-    def build(key, x, y):
-        key_init, key_drop = jax.random.split(key)
-        params, state = net.init(key_init)
-        params = _generic_point(params, jax.random.fold_in(key_init, 1))
-        return scalar, params, manual, {"x": x, "y": y, "state": state, "key": key_drop}
+        def scalar(p, ctx):
+            return net.loss(p, ctx["x"], ctx["y"], state=ctx["state"], key=ctx["key"])[0]
 
-    def scalar(p, ctx):
-        return net.loss(p, ctx["x"], ctx["y"], state=ctx["state"], key=ctx["key"])[0]
+        def manual(p, ctx):
+            return net.loss_and_grad(p, ctx["x"], ctx["y"], state=ctx["state"], key=ctx["key"])[1]
 
-    def manual(p, ctx):
-        return net.loss_and_grad(p, ctx["x"], ctx["y"], state=ctx["state"], key=ctx["key"])[1]
+        return _compiled_check(name or net.name, scalar, params, manual, context, 1e-5)
 
-    return _compiled_check(name or net.name, build, (_check_key(seed), x, y), 1e-5)
+
+def _check_key(seed: int):
+    """The dropout key of a check: XLA's RngBitGenerator ("unsafe_rbg"), one HLO op, where the
+    default threefry unrolls into code that dominates a small check's compilation (statistical
+    quality does not matter for a gradient check)."""
+    return jax.random.key(seed, impl="unsafe_rbg")
+
+
+def _float64(tree):
+    def cast(a):
+        return np.asarray(a, np.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a
+
+    return jax.tree_util.tree_map(cast, tree)
 
 
 # --------------------------------------------------------------------------------------------
 # What `fnet gradcheck` checks: every leaf module and loss, every combinator, networks.
 
 
-def _away_from_zero(key, shape):
+def _run(checks: list[Callable[[], CheckResult]]) -> list[CheckResult]:
+    """Run checks two at a time, keeping their order: while one traces its program (Python,
+    holding the GIL) the other compiles (XLA, which releases it), so that the cores are busy."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda check: check(), checks))
+
+
+def _away_from_zero(rng: np.random.Generator, shape):
     """Standard normal values kept away from ReLU's kink, so that finite differences are exact."""
-    x = jax.random.normal(key, shape, jnp.float64)
-    return jnp.where(jnp.abs(x) < 1e-2, 0.5, x)
+    x = rng.standard_normal(shape)
+    return np.where(np.abs(x) < 1e-2, 0.5, x)
 
 
 def check_layers(seed: int = 0) -> list[CheckResult]:
     """Three-way check of every leaf module (each wraps one :mod:`fnet.layers` pair; the
     convolutional ones on tiny images) and every loss, in float64 on small random inputs."""
-    with jax.enable_x64(True):
-        k = map(functools.partial(jax.random.fold_in, jax.random.PRNGKey(seed)), itertools.count())
-        n, d = 6, 5
-        rows = [
-            check_module(modules.dense(d), (n, 2, 3), seed=seed, name="dense (affine)"),
-            check_module(modules.relu(), (n, d), x=_away_from_zero(next(k), (n, d)), seed=seed),
-            check_module(modules.leaky_relu(0.1), (n, d), x=_away_from_zero(next(k), (n, d)), seed=seed),
-            check_module(modules.sigmoid(), (n, d), seed=seed),
-            check_module(modules.tanh(), (n, d), seed=seed),
-            check_module(modules.identity(), (n, d), seed=seed),
-            check_module(modules.softmax(), (n, d), seed=seed),
-            check_module(modules.batchnorm(), (n, d), x=3 * jax.random.normal(next(k), (n, d)) + 2, seed=seed,
-                         name="batchnorm (train)"),
-            check_module(modules.batchnorm(), (n, d), train=False, seed=seed, name="batchnorm (eval)"),
-            check_module(modules.layernorm(), (n, d), x=3 * jax.random.normal(next(k), (n, d)) - 1, seed=seed),
-            check_module(modules.dropout(0.4), (n, d), seed=seed),
-            check_module(modules.flatten(), (n, 2, 3), seed=seed),
-        ]
-        img = (2, 2, 5, 5)  # tiny images (N, C, H, W): finite differences perturb every pixel
-        rows += [
-            check_module(modules.conv2d(3, 3, pad=1), img, seed=seed, name="conv2d (3x3, pad 1)"),
-            check_module(modules.conv2d(2, (2, 3), stride=2), img, seed=seed, name="conv2d (2x3, stride 2: floor rule)"),
-            check_module(modules.max_pool(2), img, seed=seed, name="max_pool (2x2, stride 2)"),
-            check_module(modules.max_pool(3, stride=1), img, seed=seed, name="max_pool (3x3, stride 1: overlapping)"),
-            check_module(modules.avg_pool(2, stride=1), img, seed=seed, name="avg_pool (2x2, stride 1)"),
-            check_module(modules.global_avg_pool(), img, seed=seed),
-            check_module(modules.batchnorm(), img, x=3 * jax.random.normal(next(k), img) + 1, seed=seed,
-                         name="batchnorm (images, train)"),
-            check_module(modules.groupnorm(2), (2, 4, 3, 3), seed=seed, name="groupnorm (2 groups)"),
-        ]
-        f64 = jnp.float64
-        rows += [
-            _loss_check("softmax_cross_entropy", losses.softmax_cross_entropy, jax.random.normal(next(k), (n, d), f64),
-                        jax.random.randint(next(k), (n,), 0, d)),
-            _loss_check("mean_squared_error", losses.mean_squared_error, jax.random.normal(next(k), (n, 3), f64),
-                        jax.random.normal(next(k), (n, 3), f64)),
-            _loss_check("sigmoid_binary_cross_entropy", losses.sigmoid_binary_cross_entropy,
-                        jax.random.normal(next(k), (n, 2), f64), (jax.random.uniform(next(k), (n, 2)) > 0.5).astype(f64)),
-        ]
-        ws = {"W1": jax.random.normal(next(k), (4, 3), f64), "W2": jax.random.normal(next(k), (3, 2), f64)}
-        rows.append(three_way("l2_weight_decay", lambda p: losses.l2_weight_decay(p, 0.3)[0], ws,
-                              losses.l2_weight_decay(ws, 0.3)[1]))
-        return rows
+    rng = np.random.default_rng(seed)
+    normal = rng.standard_normal
+    n, d = 6, 5
+    checks = [
+        partial(check_module, modules.dense(d), (n, 2, 3), seed=seed, name="dense (affine)"),
+        partial(check_module, modules.relu(), (n, d), x=_away_from_zero(rng, (n, d)), seed=seed),
+        partial(check_module, modules.leaky_relu(0.1), (n, d), x=_away_from_zero(rng, (n, d)), seed=seed),
+        partial(check_module, modules.sigmoid(), (n, d), seed=seed),
+        partial(check_module, modules.tanh(), (n, d), seed=seed),
+        partial(check_module, modules.identity(), (n, d), seed=seed),
+        partial(check_module, modules.softmax(), (n, d), seed=seed),
+        partial(check_module, modules.batchnorm(), (n, d), x=3 * normal((n, d)) + 2, seed=seed,
+                name="batchnorm (train)"),
+        partial(check_module, modules.batchnorm(), (n, d), train=False, seed=seed, name="batchnorm (eval)"),
+        partial(check_module, modules.layernorm(), (n, d), x=3 * normal((n, d)) - 1, seed=seed),
+        partial(check_module, modules.dropout(0.4), (n, d), seed=seed),
+        partial(check_module, modules.flatten(), (n, 2, 3), seed=seed),
+    ]
+    img = (2, 2, 5, 5)  # tiny images (N, C, H, W): finite differences perturb every pixel
+    checks += [
+        partial(check_module, modules.conv2d(3, 3, pad=1), img, seed=seed, name="conv2d (3x3, pad 1)"),
+        partial(check_module, modules.conv2d(2, (2, 3), stride=2), img, seed=seed,
+                name="conv2d (2x3, stride 2: floor rule)"),
+        partial(check_module, modules.max_pool(2), img, seed=seed, name="max_pool (2x2, stride 2)"),
+        partial(check_module, modules.max_pool(3, stride=1), img, seed=seed,
+                name="max_pool (3x3, stride 1: overlapping)"),
+        partial(check_module, modules.avg_pool(2, stride=1), img, seed=seed, name="avg_pool (2x2, stride 1)"),
+        partial(check_module, modules.global_avg_pool(), img, seed=seed),
+        partial(check_module, modules.batchnorm(), img, x=3 * normal(img) + 1, seed=seed,
+                name="batchnorm (images, train)"),
+        partial(check_module, modules.groupnorm(2), (2, 4, 3, 3), seed=seed, name="groupnorm (2 groups)"),
+    ]
+    checks += [
+        partial(_loss_check, "softmax_cross_entropy", losses.softmax_cross_entropy, normal((n, d)),
+                rng.integers(0, d, n)),
+        partial(_loss_check, "mean_squared_error", losses.mean_squared_error, normal((n, 3)), normal((n, 3))),
+        partial(_loss_check, "sigmoid_binary_cross_entropy", losses.sigmoid_binary_cross_entropy, normal((n, 2)),
+                (rng.uniform(size=(n, 2)) > 0.5).astype(np.float64)),
+        partial(three_way, "l2_weight_decay", lambda p: losses.l2_weight_decay(p, 0.3)[0],
+                {"W1": normal((4, 3)), "W2": normal((3, 2))}, lambda p: losses.l2_weight_decay(p, 0.3)[1]),
+    ]
+    return _run(checks)
 
 
 def _loss_check(name, loss_fn, scores, y):
-    _, dscores = loss_fn(scores, y)
-    return three_way(name, lambda p: loss_fn(p["scores"], y)[0], {"scores": scores}, {"scores": dscores})
+    return three_way(name, lambda p: loss_fn(p["scores"], y)[0], {"scores": scores},
+                     lambda p: {"scores": loss_fn(p["scores"], y)[1]})
 
 
 def check_combinators(seed: int = 0) -> list[CheckResult]:
@@ -365,54 +391,52 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
     from fnet.modules import dense, tanh
 
-    with jax.enable_x64(True):
-        n, d = 5, 4
-        branches = parallel(serial(dense(3), tanh()), dense(3))
-        return [
-            check_module(serial(dense(6), tanh(), dense(3)), (n, d), seed=seed, name="serial"),
-            check_module(parallel(dense(3), serial(tanh(), dense(2))), ((n, d), (n, 2)), seed=seed, name="parallel"),
-            check_module(serial(fan_out(3), parallel(dense(3), tanh(), dense(3)), fan_in_sum()), (n, 3), seed=seed,
-                         name="fan_out + fan_in_sum"),
-            check_module(serial(fan_out(2), branches, fan_in_concat()), (n, d), seed=seed, name="fan_in_concat"),
-            check_module(residual(serial(dense(d), tanh(), dense(d))), (n, d), seed=seed, name="residual"),
-        ]
+    n, d = 5, 4
+    branches = parallel(serial(dense(3), tanh()), dense(3))
+    return _run([
+        partial(check_module, serial(dense(6), tanh(), dense(3)), (n, d), seed=seed, name="serial"),
+        partial(check_module, parallel(dense(3), serial(tanh(), dense(2))), ((n, d), (n, 2)), seed=seed,
+                name="parallel"),
+        partial(check_module, serial(fan_out(3), parallel(dense(3), tanh(), dense(3)), fan_in_sum()), (n, 3),
+                seed=seed, name="fan_out + fan_in_sum"),
+        partial(check_module, serial(fan_out(2), branches, fan_in_concat()), (n, d), seed=seed, name="fan_in_concat"),
+        partial(check_module, residual(serial(dense(d), tanh(), dense(d))), (n, d), seed=seed, name="residual"),
+    ])
 
 
 def check_networks(seed: int = 0) -> list[CheckResult]:
     """Three-way check of small float64 MLPs that use every activation and every normalization
     (each activation once, the norms in turn), each with dropout and weight decay (every branch
-    of the derived chain), an MSE and a BCE head, a residual MLP and a two-branch network written as compositions, and a small CNN (fnet's
-    ``cnn``: convolutions, batch norm on images, pooling, dropout)."""
+    of the derived chain), an MSE and a BCE head, a residual MLP and a two-branch network written
+    as compositions, and a small CNN (fnet's ``cnn``: convolutions, batch norm on images,
+    pooling, dropout)."""
     from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
     from fnet.modules import batchnorm, dense, dropout, relu, tanh
 
-    with jax.enable_x64(True):
-        kx, ky = jax.random.split(jax.random.PRNGKey(seed + 1))
-        n, d, c = 8, 5, 3
-        x = jax.random.normal(kx, (n, d), jnp.float64)
-        y = jax.random.randint(ky, (n,), 0, c)
-        rows = []
-        # Every activation and every norm once: the chain between them is serial's, the same for
-        # any pair, so the full product would check nothing more, at 3x the time.
-        for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(nets.NORMS[::-1])):
-            net = nets.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1,
-                           dtype="float64")
-            rows.append(check_network(net, x, y, seed=seed))
-        targets = jax.random.normal(ky, (n, c), jnp.float64)
-        for loss, t in (("mse", targets), ("sigmoid_binary_cross_entropy", (targets > 0).astype(jnp.float64))):
-            net = nets.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
-            rows.append(check_network(net, x, t, seed=seed, name=f"{net.name} {loss}"))
-        block = serial(dense(6), batchnorm(), relu(), dense(6))
-        res = nets.network(serial(dense(6), residual(block), relu(), dropout(0.2), dense(c)), (d,), weight_decay=0.1,
-                           dtype="float64", name="residual MLP")
-        rows.append(check_network(res, x, y, seed=seed))
-        two = nets.network(serial(fan_out(2), parallel(serial(dense(4), tanh()), serial(dense(3), relu())),
-                                  fan_in_concat(), dense(c)), (d,), dtype="float64", name="two-branch network")
-        rows.append(check_network(two, x, y, seed=seed))
-        images = jax.random.normal(kx, (4, 1, 6, 6), jnp.float64)
-        small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
-        rows.append(check_network(small_cnn, images, y[:4], seed=seed, name=f"small {small_cnn.name}"))
-        return rows
+    rng = np.random.default_rng(seed + 1)
+    n, d, c = 8, 5, 3
+    x, y = rng.standard_normal((n, d)), rng.integers(0, c, n)
+    checks = []
+    # Every activation and every norm once: the chain between them is serial's, the same for
+    # any pair, so the full product would check nothing more, at 3x the time.
+    for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(nets.NORMS[::-1])):
+        net = nets.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1, dtype="float64")
+        checks.append(partial(check_network, net, x, y, seed=seed))
+    targets = rng.standard_normal((n, c))
+    for loss, t in (("mse", targets), ("sigmoid_binary_cross_entropy", (targets > 0).astype(np.float64))):
+        net = nets.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
+        checks.append(partial(check_network, net, x, t, seed=seed, name=f"{net.name} {loss}"))
+    block = serial(dense(6), batchnorm(), relu(), dense(6))
+    res = nets.network(serial(dense(6), residual(block), relu(), dropout(0.2), dense(c)), (d,), weight_decay=0.1,
+                       dtype="float64", name="residual MLP")
+    checks.append(partial(check_network, res, x, y, seed=seed))
+    two = nets.network(serial(fan_out(2), parallel(serial(dense(4), tanh()), serial(dense(3), relu())),
+                              fan_in_concat(), dense(c)), (d,), dtype="float64", name="two-branch network")
+    checks.append(partial(check_network, two, x, y, seed=seed))
+    small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
+    checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
+                          name=f"small {small_cnn.name}"))
+    return _run(checks)
 
 
 def format_report(rows: list[CheckResult], *, verbose: bool = False) -> str:

@@ -152,6 +152,25 @@ def test_a_users_own_module_gets_the_three_way_table():
     assert row.passed and "square" in report and "params.a" in report and "PASS" in report
 
 
+def test_check_module_takes_the_parameters_of_a_module_with_a_domain():
+    """The default point draws every parameter from N(0, 0.25): a module defined only for positive
+    parameters (y = sqrt(s) * x) is checked at parameters the caller gives."""
+
+    def init(key, input_shape):
+        return {"s": jnp.ones(input_shape[1:])}, {}, input_shape
+
+    def forward(params, state, x, *, train, key=None):
+        return jnp.sqrt(params["s"]) * x, state, x
+
+    def backward(params, x, dy):
+        return jnp.sqrt(params["s"]) * dy, {"s": jnp.sum(dy * x, axis=0) / (2 * jnp.sqrt(params["s"]))}
+
+    module = Module(init, forward, backward, "sqrt_scale")
+    assert not gradcheck.check_module(module, (N, 3)).passed  # some s < 0: NaN, which never passes
+    row = gradcheck.check_module(module, (N, 3), params={"s": jnp.array([0.5, 1.0, 2.0])})
+    assert row.passed and set(row.leaves) == {"params.s", "x"}
+
+
 def test_summary_lists_modules_shapes_and_parameter_counts():
     net = fnet.network(serial(dense(100), batchnorm(), relu(), residual(serial(dense(100), tanh())), dense(10)), (784,))
     text = fnet.summary(net)
