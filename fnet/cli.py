@@ -352,7 +352,7 @@ def _write_outputs(run_dir, history: dict, quiet: bool) -> list[str]:
 
 
 def _cmd_train(args) -> int:
-    from fnet import data, distributed, rundir, train
+    from fnet import data, distributed, plots, rundir, train
 
     mesh = None
     if args.distributed:  # before anything touches a device
@@ -390,9 +390,12 @@ def _cmd_train(args) -> int:
         "jax": {"version": jax.__version__, "device": str(jax.devices()[0])},
     }
     lock = _open_run_dir(args, out, kind, stored, config) if lead else None
+    importing = plots.import_pyplot_in_background() if lead else None  # for curves.png at the end
     try:
         return _train_in(args, out, ds, net, opt, mesh, lead)
     finally:
+        if importing is not None:
+            importing.join()
         if lock is not None:
             lock.release()
 
@@ -412,6 +415,7 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
             net, opt, ds.x_train, ds.y_train, val=val, epochs=args.epochs, batch_size=args.batch_size,
             seed=args.seed, grad=args.grad, early_stopping=args.early_stopping, checkpoint_dir=out,
             resume=args.resume, progress=not args.quiet, mesh=mesh,
+            print_fn=lambda line: print(line, flush=True),  # each epoch's line as it ends, also into a pipe
         )
     except train.TrainingDiverged as e:
         if lead:

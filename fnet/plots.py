@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from fnet import files
 
@@ -17,6 +18,17 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def import_pyplot_in_background() -> threading.Thread:
+    """Run :func:`pyplot` (the matplotlib import, ~1 s) in a started thread and return it.
+
+    ``fnet train`` starts it before training: compiling releases the GIL, so the import overlaps
+    with it and the figure at the end does not wait for it. Join the thread before exiting.
+    """
+    thread = threading.Thread(target=pyplot, name="fnet-import-pyplot", daemon=True)
+    thread.start()
+    return thread
 
 
 def save_figure(fig, path, *, dpi: int = 100) -> None:

@@ -254,23 +254,48 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
     return jax.jit(epoch, donate_argnums=(0, 1, 2) if donate else (), **shardings)
 
 
+def _eval_sums(net: Net, params, state, xb, yb, valid):
+    """Eval-mode sums over one padded batch: (sum of the per-sample data losses, number of correct
+    predictions), counting only the rows where ``valid`` (bool, shape (B,)) is True."""
+    loss_fn = losses.LOSSES[net.loss_name]
+    scores = net.apply(params, xb, state=state)
+
+    def per_sample(f):
+        return jax.vmap(lambda s, t: f(s[None], t[None]))(scores, yb)
+
+    sample_loss = per_sample(lambda s, t: loss_fn(s, t)[0])
+    sample_acc = per_sample(lambda s, t: accuracy(net, s, t))
+    return jnp.sum(jnp.where(valid, sample_loss, 0.0)), jnp.sum(jnp.where(valid, sample_acc, 0.0))
+
+
+def _padded_batches(x, batch_size: int, xp=jnp):
+    """x padded with zero rows to a multiple of ``batch_size`` and reshaped to (batches,
+    batch_size, ...), with the array module ``xp`` (jax.numpy in a trace, NumPy on the host)."""
+    pad = -x.shape[0] % batch_size
+    padded = xp.concatenate([x, xp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    return padded.reshape(-1, batch_size, *x.shape[1:])
+
+
 @functools.lru_cache(maxsize=64)
 def _eval_fn(net: Net, batch_size: int):
-    loss_fn = losses.LOSSES[net.loss_name]
+    """``(params, state, x, y) -> (mean loss, accuracy)`` over a whole data set, traceable (for
+    the trials program): a loop over padded batches of :func:`_eval_sums`."""
 
-    @jax.jit
     def run(params, state, x, y):
         n = x.shape[0]
-        nb = -(-n // batch_size)
-        pad = nb * batch_size - n
-        xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-        chunks = xp.reshape(nb, batch_size, *x.shape[1:])
-        scores = jax.lax.map(lambda xb: net.apply(params, xb, state=state), chunks)
-        scores = scores.reshape(nb * batch_size, *scores.shape[2:])[:n]
-        loss, _ = loss_fn(scores, y)
-        return loss, accuracy(net, scores, y)
+        valid = _padded_batches(jnp.ones(n, bool), batch_size)
+        batches = (_padded_batches(x, batch_size), _padded_batches(y, batch_size), valid)
+        loss, correct = jax.lax.map(lambda b: _eval_sums(net, params, state, *b), batches)
+        return jnp.sum(loss) / n, jnp.sum(correct) / n
 
     return run
+
+
+@functools.lru_cache(maxsize=64)
+def _eval_batch_program(net: Net, batch_size: int):
+    """:func:`_eval_sums` jit-compiled for batches of ``batch_size``: one program per network and
+    batch size, shared by every data set it evaluates (training, validation, test)."""
+    return jax.jit(functools.partial(_eval_sums, net))
 
 
 def accuracy(net: Net, scores, y):
@@ -296,7 +321,9 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
 
     The loss is the data loss only (no weight decay), averaged over all N samples; accuracy is
     the fraction of correct argmax predictions (softmax cross-entropy), of correct signs
-    (binary cross-entropy), or NaN (regression).
+    (binary cross-entropy), or NaN (regression). The data is cut into batches of
+    ``batch_size`` rows, the last one padded (the padding is not counted), so that one compiled
+    program per network and batch size evaluates data sets of every size.
 
     Args:
       x: array of shape (N, D); y: labels (N,) or targets (N, C).
@@ -316,8 +343,17 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
 
 def _evaluate(net: Net, params, state, x, y, batch_size: int = 1000) -> dict:
     """:func:`evaluate` without the checks, for data that was checked already (``fit``)."""
-    loss, acc = _eval_fn(net, min(batch_size, x.shape[0]))(params, state, x, y)
-    return {"loss": float(loss), "accuracy": float(acc)}
+    program = _eval_batch_program(net, batch_size)
+    # Batches cut on the host (a view on the CPU): slicing device arrays of each size would
+    # compile a program per size, as would a program taking the whole data set.
+    x, y = np.asarray(x), np.asarray(y)
+    n = x.shape[0]
+    batches = (_padded_batches(a, batch_size, np) for a in (x, y, np.ones(n, bool)))
+    loss, correct = 0.0, 0.0
+    for xb, yb, vb in zip(*batches):
+        batch_loss, batch_correct = program(params, state, xb, yb, vb)
+        loss, correct = loss + batch_loss, correct + batch_correct
+    return {"loss": float(loss) / n, "accuracy": float(correct) / n}
 
 
 # ----------------------------------------------------------------------------- many trials at once
@@ -737,11 +773,13 @@ def fit(
 
     if mesh is None:
         xd, yd = jnp.asarray(x), jnp.asarray(y)
-        val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))
     else:
-        params, state, opt_state, xd, yd, val_d = replicate((params, state, opt_state, x, y, val), mesh)
+        params, state, opt_state, xd, yd = replicate((params, state, opt_state, x, y), mesh)
         best["params"], best["state"] = replicate((best["params"], best["state"]), mesh)
     n_eval = min(train_eval_samples, len(x))
+    # The evaluations' data on the host, copied once (they cut it into batches there).
+    eval_train = (np.asarray(x[:n_eval]), np.asarray(y[:n_eval]))
+    eval_val = None if val is None else (np.asarray(val[0]), np.asarray(val[1]))
     steps = len(x) // batch_size
     # Epochs since the best one; a resumed run continues the count, so early stopping stops
     # where the uninterrupted run would.
@@ -760,8 +798,8 @@ def fit(
             run = run._replace(initial_loss=float(step_losses[0]))
         if message := _diverged_message(fn, step_losses, epoch, steps, run, divergence_factor, checkpoint_dir):
             raise TrainingDiverged(message, run.history)
-        train_m = _evaluate(net, params, state, xd[:n_eval], yd[:n_eval])
-        val_m = _evaluate(net, params, state, *val_d) if val_d is not None else {"loss": math.nan, "accuracy": math.nan}
+        train_m = _evaluate(net, params, state, *eval_train)
+        val_m = _evaluate(net, params, state, *eval_val) if val is not None else {"loss": math.nan, "accuracy": math.nan}
         record = {
             "epoch": epoch,
             "train_loss": float(step_losses.mean()),
@@ -777,8 +815,8 @@ def fit(
         # Best by validation accuracy (by validation loss for regression); the last epoch
         # without validation data.
         score = -val_m["loss"] if math.isnan(val_m["accuracy"]) else val_m["accuracy"]
-        if val_d is None or score > run.best_score:
-            run = run._replace(best_score=score if val_d is not None else -math.inf, best_epoch=epoch)
+        if val is None or score > run.best_score:
+            run = run._replace(best_score=score if val is not None else -math.inf, best_epoch=epoch)
             best = {"params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
             stale = 0
         else:
