@@ -14,7 +14,6 @@ non-zero when any error exceeds its threshold.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -181,7 +180,7 @@ def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable,
     check costs, its compilation."""
 
     def program(inputs, context):
-        scalar = functools.partial(lambda ctx, q: scalar_fn(q, ctx), context)
+        scalar = partial(lambda ctx, q: scalar_fn(q, ctx), context)
         return manual_fn(inputs, context), jax.grad(scalar)(inputs), numerical_gradient(scalar, inputs, h, batch_size=1)
 
     with jax.enable_x64(True):

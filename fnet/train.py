@@ -276,7 +276,6 @@ def _padded_batches(x, batch_size: int, xp=jnp):
     return padded.reshape(-1, batch_size, *x.shape[1:])
 
 
-@functools.lru_cache(maxsize=64)
 def _eval_fn(net: Net, batch_size: int):
     """``(params, state, x, y) -> (mean loss, accuracy)`` over a whole data set, traceable (for
     the trials program): a loop over padded batches of :func:`_eval_sums`."""
