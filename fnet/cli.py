@@ -1,9 +1,9 @@
-"""The ``fnet`` command (also ``python -m fnet``).
+"""The ``fnet`` command (run through :mod:`fnet.__main__`, also as ``python -m fnet``).
 
 Errors are printed as one line, ``fnet: error: ...``, with exit status 2; ``--debug`` shows the
-traceback instead. Ctrl-C prints ``fnet: interrupted`` and exits with status 130, at any moment.
-Nothing here imports jax at module level, so that the interrupt handler is in place before the
-(slow) jax import starts.
+traceback instead. Ctrl-C prints ``fnet: interrupted`` and exits with status 130, at any moment
+(:mod:`fnet.interrupt`). Nothing here imports jax at module level, so that :func:`main` sets the
+interrupt handler (for a caller of ``main`` in its own program too) before the slow jax import.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 
-from fnet import compile_cache
+from fnet import compile_cache, interrupt
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -599,29 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _exit_on_interrupt(signum, frame) -> None:
-    """SIGINT (Ctrl-C) at any moment: one line, status 130, and out at once.
-
-    ``os._exit`` skips the interpreter's shutdown, which is what crashed (SIGSEGV) when an
-    interrupt hit XLA's compiler threads and printed "Exception ignored in ZipFile.__del__" during
-    a checkpoint write. Nothing is lost: every file is written to a temporary and renamed into
-    place (:mod:`fnet.files`), so the last complete checkpoint stays, and the stale temporary is
-    removed at the next start; the run folder's lock dies with the process.
-    """
-    del signum, frame
-    try:
-        sys.stdout.flush()
-    except Exception:  # noqa: BLE001 - the interrupt may have hit a write to stdout itself
-        pass
-    os.write(2, b"fnet: interrupted\n")
-    os._exit(130)
-
-
 def main(argv=None) -> int:
     # First of all (before jax is imported): Ctrl-C must never give a traceback or a crash.
     # (Only the main thread may set handlers; a caller on another thread keeps its own.)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, _exit_on_interrupt) if main_thread else None
+    previous = interrupt.install() if main_thread else None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -639,7 +621,3 @@ def main(argv=None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, previous)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

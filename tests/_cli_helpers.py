@@ -38,8 +38,9 @@ def snapshot(folder) -> dict:
     return out
 
 
-def fnet_process(*args, cwd=None, **popen) -> subprocess.Popen:
-    """Start ``python -m fnet ARGS`` as a real process (stdout and stderr piped, text mode)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def fnet_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
+    """Start ``python -m fnet ARGS`` as a real process (stdout and stderr piped, text mode), with
+    ``env`` (a dict) added to this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "fnet", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
