@@ -64,7 +64,8 @@ def test_two_processes_train_together_and_fail_cleanly_when_one_dies(tmp_path):
     base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), FNET_NUM_PROCESSES="2",
                 FNET_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", FNET_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S),
                 FNET_INIT_TIMEOUT="120")
-    base.pop("XLA_FLAGS", None)  # one CPU device per process
+    # One CPU device per process (the suite's compiler options stay).
+    base["XLA_FLAGS"] = " ".join(f for f in base.get("XLA_FLAGS", "").split() if "device_count" not in f)
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=dict(base, FNET_PROCESS_ID=str(i)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:

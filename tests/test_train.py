@@ -140,7 +140,10 @@ def test_epoch_equals_a_python_loop_of_steps_over_the_same_batches_and_keys(manu
     for i, idx in enumerate(order):
         p, s, o, m = manual_step(p, s, o, (x[idx], y[idx]), jax.random.fold_in(key_dropout, i))
         losses.append(m["loss"])
-    chex.assert_trees_all_close((e_params, e_state, e_opt, e_losses), (p, s, o, jnp.stack(losses)), rtol=1e-10, atol=1e-13)
+    # atol: a bias before batch norm has a gradient of exactly 0 but for rounding noise, which Adam's
+    # m / (sqrt(v) + eps) turns into moves of ~1e-12 that depend on the order of the sums (which the
+    # compiler options change).
+    chex.assert_trees_all_close((e_params, e_state, e_opt, e_losses), (p, s, o, jnp.stack(losses)), rtol=1e-10, atol=1e-11)
 
 
 def test_epoch_rejects_a_batch_larger_than_the_data():
