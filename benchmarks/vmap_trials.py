@@ -19,6 +19,11 @@ every epoch. Four ways to run the same trials, each timed with its compilation:
 - ``flax_loop``: flax.linen + optax, one compiled single-trial program (``optax.inject_hyperparams``
   for a traced learning rate) in a Python loop.
 
+Then one trial without compilation (``per_trial_ms``, medians of 11 interleaved warm calls): the
+whole ``fit_trials`` call, its compiled program alone (the Python around it), the same scanned
+epochs without the per-epoch evaluation and the init (what the evaluation costs), and the flax
+trial (which evaluates every epoch too).
+
 The first trials of ``vmapped`` and ``fnet_loop`` are compared (final params and curves). The
 JSON and a Markdown table go to ``DIR/vmap_trials-<machine>.{json,md}`` (``-quick`` added in quick
 mode: 4 tiny trials, a smoke test for the test suite).
@@ -66,13 +71,11 @@ def _one(hp: dict, i: int) -> dict:
     return {k: v[i : i + 1] for k, v in hp.items()}
 
 
-def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
-    """Train every trial with flax.linen + optax, one compiled program called once per trial.
-
-    The same network (He-normal weights, zero biases), loss (softmax cross-entropy + 0.5 * wd *
-    sum of squared weights), SGD, batch and epoch structure as fnet's; the random streams differ.
-    Returns the per-trial training accuracy after the last epoch and the wall time.
-    """
+def flax_trial(cfg: dict, n: int):
+    """One flax.linen + optax trial as a jitted ``run(seed, lr, wd, x, y) -> per-epoch training
+    accuracy`` for ``n`` samples: the same network (He-normal weights, zero biases), loss (softmax
+    cross-entropy + 0.5 * wd * sum of squared weights), SGD, batch, epoch structure and per-epoch
+    accuracy on the training samples as fnet's trials; the random streams differ."""
     import flax.linen as fnn
     import optax
 
@@ -87,7 +90,7 @@ def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
             return fnn.Dense(10, kernel_init=he)(x)
 
     model = MLP(tuple(cfg["hidden"]))
-    steps = len(x) // cfg["batch_size"]
+    steps = n // cfg["batch_size"]
 
     @jax.jit
     def run(seed, lr, wd, x, y):
@@ -103,7 +106,7 @@ def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
 
         def epoch(carry, e):
             params, opt_state = carry
-            order = jax.random.permutation(jax.random.fold_in(train_key, e), len(x))[: steps * cfg["batch_size"]]
+            order = jax.random.permutation(jax.random.fold_in(train_key, e), n)[: steps * cfg["batch_size"]]
 
             def step(carry, idx):
                 params, opt_state = carry
@@ -118,10 +121,59 @@ def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
         _, accs = jax.lax.scan(epoch, (params, opt_state), jnp.arange(cfg["epochs"]))
         return accs
 
+    return run
+
+
+def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
+    """Train every trial with :func:`flax_trial`, one compiled program called once per trial.
+    Returns the per-trial training accuracy after the last epoch and the wall time (with the
+    compilation)."""
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     t0 = time.perf_counter()
+    run = flax_trial(cfg, len(x))
     final = [float(run(int(s), hp["learning_rate"][i], hp["weight_decay"][i], xd, yd)[-1]) for i, s in enumerate(seeds)]
     return final, time.perf_counter() - t0
+
+
+def per_trial(cfg: dict, net, factory, x, y, hp: dict, seeds, rounds: int) -> dict:
+    """Where one trial's time goes, without compilation: medians (ms) over ``rounds`` interleaved
+    warm calls of trial 0 as the whole ``fit_trials`` call, as its compiled program alone, as the
+    same scanned epochs without the per-epoch evaluation and the init, and as the flax trial."""
+    common = {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"]}
+    hp1 = {k: jnp.asarray(v[:1]) for k, v in hp.items()}
+    h0 = {k: v[0] for k, v in hp1.items()}
+    xd, yd, s1 = jnp.asarray(x), jnp.asarray(y), jnp.asarray(seeds[:1])
+    program = train._trials_program(net, factory, cfg["batch_size"], "manual", cfg["epochs"],
+                                    min(1000, len(x)), True, 0)  # what fit_trials calls
+    epoch = train.make_epoch(net, factory, batch_size=cfg["batch_size"], jit=False)
+    start = train.init_trials(net, factory, s1, hp1)
+    start = jax.tree_util.tree_map(lambda a: a[0], start)
+
+    @jax.jit
+    def epochs_alone(start, x, y, h):
+        key = jax.random.split(jax.random.PRNGKey(int(seeds[0])))[1]
+
+        def one(carry, e):
+            *carry, losses = epoch(*carry, x, y, jax.random.fold_in(key, e), h)
+            return tuple(carry), jnp.mean(losses)
+
+        return jax.lax.scan(one, start, jnp.arange(1, cfg["epochs"] + 1))
+
+    flax_run = flax_trial(cfg, len(x))
+    calls = {
+        "fit_trials call": lambda: train.fit_trials(net, factory, x, y, hparams=_one(hp, 0), seeds=seeds[:1], **common).params,
+        "its compiled program": lambda: program(s1, hp1, xd, yd, None),
+        "the same epochs, no evaluation or init": lambda: epochs_alone(start, xd, yd, h0),
+        "flax+optax trial (with its evaluation)": lambda: flax_run(int(seeds[0]), hp1["learning_rate"][0],
+                                                                   hp1["weight_decay"][0], xd, yd),
+    }
+    for f in calls.values():
+        jax.block_until_ready(f())  # compile
+    times = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, f in calls.items():
+            times[name].append(_timed(f)[1])
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def bench(quick: bool, fit_trials: int) -> dict:
@@ -156,6 +208,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
     times["fit_loop"] = t_fit * cfg["trials"] / k
 
     flax_acc, times["flax_loop"] = flax_loop(cfg, x, y, hp, seeds)
+    breakdown = per_trial(cfg, net, factory, x, y, hp, seeds, rounds=1 if quick else 11)
 
     compared = []
     for i in range(min(COMPARED, cfg["trials"])):
@@ -177,6 +230,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
         "speedup": {f"vmapped_vs_{name}": times[name] / times["vmapped"] for name in ("fnet_loop", "fit_loop", "flax_loop")},
         "speedup_warm": {f"vmapped_warm_vs_{name}": times[name] / times["vmapped_warm"]
                          for name in ("fnet_loop", "fit_loop", "flax_loop")},
+        "per_trial_ms": breakdown,
         "compared_trials": compared,
         "final_train_acc": {"fnet_vmapped_median": float(np.median(final_acc)), "fnet_vmapped_max": float(np.max(final_acc)),
                             "flax_median": float(np.median(flax_acc)), "flax_max": float(np.max(flax_acc))},
@@ -200,7 +254,10 @@ def format_table(record: dict) -> str:
     for key, label in names.items():
         lines.append(f"| {label} | {sec[key]:.2f} | {record['speedup'][f'vmapped_vs_{key}']:.1f}x |")
     worst = max(c["max_abs_param_diff"] for c in record["compared_trials"])
-    lines += ["", f"vmapped vs looped, first {len(record['compared_trials'])} trials: max |param diff| {worst:.2e}"]
+    lines += ["", f"vmapped vs looped, first {len(record['compared_trials'])} trials: max |param diff| {worst:.2e}",
+              "", "One trial without compilation (medians of interleaved warm calls):", "",
+              "| trial 0 as | ms |", "|---|---:|"]
+    lines += [f"| {name} | {ms:.1f} |" for name, ms in record["per_trial_ms"].items()]
     return "\n".join(lines)
 
 

@@ -22,4 +22,8 @@ def test_quick_mode_writes_json_and_markdown(tmp_path, monkeypatch, capsys):
     assert len(record["compared_trials"]) == 3
     for row in record["compared_trials"]:
         assert row["max_abs_param_diff"] < 1e-4 and row["max_abs_train_loss_diff"] < 1e-4
+    assert set(record["per_trial_ms"]) == {"fit_trials call", "its compiled program",
+                                           "the same epochs, no evaluation or init",
+                                           "flax+optax trial (with its evaluation)"}
+    assert all(ms > 0 for ms in record["per_trial_ms"].values())
     assert "vmapped" in capsys.readouterr().out
