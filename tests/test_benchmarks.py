@@ -1,6 +1,7 @@
-"""benchmarks/train_step.py and benchmarks/mnist_e2e.py run end to end in quick mode (tiny networks,
-a few steps, output to tmp_path); no timing assertions, only that every implementation ran, trained
-and was written out. Both need the `bench` extra (flax, torch); skipped without it."""
+"""benchmarks/train_step.py, benchmarks/mnist_e2e.py and benchmarks/xla_cpu_options.py run end to end
+in quick mode (tiny networks, a few steps, output to tmp_path); no timing assertions, only that every
+implementation ran, trained and was written out. They need the `bench` extra (flax, torch); skipped
+without it."""
 
 import json
 import pathlib
@@ -19,6 +20,7 @@ def benchmarks(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is a top-level folder, not part of the fnet package
     import benchmarks.mnist_e2e
     import benchmarks.train_step
+    import benchmarks.xla_cpu_options
 
     return benchmarks
 
@@ -77,3 +79,38 @@ def test_mnist_e2e_quick(benchmarks, tmp_path):
         # 10 short epochs (90 steps) on the 10-class digits: well above chance (0.1) for every library.
         assert r["test_accuracy_median"] > 0.3, name
     assert "| fnet |" in md_path.read_text()
+
+
+def test_xla_cpu_options_quick(benchmarks, tmp_path):
+    # One setting, in its own process (the others run the same code with other XLA_FLAGS).
+    json_path, md_path = map(pathlib.Path, benchmarks.xla_cpu_options.main(
+        ["--quick", "--settings", "default", "--out", str(tmp_path)]))
+    record = json.loads(json_path.read_text())
+    assert record["quick"] and record["rounds"] == 1 and list(record["settings"]) == ["default"]
+    setting = record["settings"]["default"]
+    assert set(setting["impls"]) == set(benchmarks.xla_cpu_options.IMPLS)
+    for name, r in setting["impls"].items():
+        assert r["median_s"] > 0 and r["vs_default"] == 1.0 and r["same_training"], name
+    assert set(setting["library_fusions"]) <= {"ynn", "xnn", "onednn"}  # XLA's counts, whatever its defaults
+    assert "| default | (none) |" in md_path.read_text()
+
+
+def test_xla_cpu_options_reports_a_rejected_flag(benchmarks):
+    got = benchmarks.xla_cpu_options.library_fusions("--xla_cpu_experimental_xnn_fusion_type=bogus")
+    assert "Illegal value for --xla_cpu_experimental_xnn_fusion_type" in got["error"]
+
+
+def test_xla_cpu_options_compares_each_setting_with_the_default(benchmarks):
+    def record(seconds, loss):
+        return {"floor_s": 1e-4, "results": {"numpy": {"median_s": seconds, "first_rep_mean_loss": loss}}}
+
+    out = benchmarks.xla_cpu_options.summarize({
+        "default": [record(2.0, 1.0), record(4.0, 1.0), record(3.0, 1.0)],
+        "other": [record(1.0, 1.5), {"error": "no"}, record(2.0, 1.0)],
+        "rejected": [{"error": "Illegal value"}],
+    })
+    assert out["default"]["impls"]["numpy"]["median_s"] == 3.0
+    other = out["other"]["impls"]["numpy"]
+    assert other["median_s"] == 1.5 and other["vs_default"] == 0.5
+    assert not other["same_training"]  # its first round's first-repetition loss is 1.5, the default's 1.0
+    assert out["rejected"] == {"error": "Illegal value"}
