@@ -89,19 +89,25 @@ def enable(folder=None) -> Path | None:
     return folder
 
 
+def report_bad_entry(text: str) -> bool:
+    """If ``text`` holds JAX's warning about an unreadable or unwritable cache entry, print fnet's
+    one note for it (once per process) and return True; else return False."""
+    if "persistent compilation cache entry" not in text:
+        return False
+    what = "read" if "reading" in text else "written"
+    _note(f"entry-{what}", f"a compilation cache entry could not be {what} ({text.split(': ', 1)[-1][:120]}); "
+                           "compiling without it")
+    return True
+
+
 def _report_bad_entries_once() -> None:
     """Replace JAX's warning about an unreadable or unwritable cache entry (one multi-line warning
     per entry) by one fnet note per process; the entry is compiled as if it were not cached."""
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message)
-        if "persistent compilation cache entry" in text:
-            what = "read" if "reading" in text else "written"
-            _note(f"entry-{what}", f"a compilation cache entry could not be {what} ({text.split(': ', 1)[-1][:120]}); "
-                                   "compiling without it")
-            return
-        previous(message, category, filename, lineno, file, line)
+        if not report_bad_entry(str(message)):
+            previous(message, category, filename, lineno, file, line)
 
     if getattr(warnings.showwarning, "__fnet_cache__", False):
         return

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 
-from fnet import files
+from fnet import compile_cache, files
 
 
 def pyplot():
@@ -20,12 +21,25 @@ def pyplot():
     return plt
 
 
+class _CacheWarningsToNote(logging.Filter):
+    """matplotlib reads its style files inside ``warnings.catch_warnings(record=True)``, which is
+    process-wide: a JAX cache-entry warning raised meanwhile by a compilation in the main thread
+    lands in matplotlib's list, and it logs it as "In <style file>: ...". This filter turns such a
+    record back into fnet's one note (:func:`fnet.compile_cache.report_bad_entry`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not compile_cache.report_bad_entry(record.getMessage())
+
+
 def import_pyplot_in_background() -> threading.Thread:
     """Run :func:`pyplot` (the matplotlib import, ~1 s) in a started thread and return it.
 
     ``fnet train`` starts it before training: compiling releases the GIL, so the import overlaps
     with it and the figure at the end does not wait for it. Join the thread before exiting.
     """
+    style_log = logging.getLogger("matplotlib.style")
+    if not any(isinstance(f, _CacheWarningsToNote) for f in style_log.filters):
+        style_log.addFilter(_CacheWarningsToNote())
     thread = threading.Thread(target=pyplot, name="fnet-import-pyplot", daemon=True)
     thread.start()
     return thread
