@@ -821,9 +821,10 @@ def fit(
     stale = run.epochs_done - run.best_epoch
     start_epoch = run.epochs_done + 1
     last_epoch = start_epoch - 1 if run.stopped_early else epochs  # a run that stopped early stays stopped
+    fold_in = _compiled_once(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))
     for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
-        key = _compiled_once(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))(train_key, np.uint32(epoch))
+        key = fold_in(train_key, np.uint32(epoch))
         params, state, opt_state, step_losses = epoch_fn(
             params, state, opt_state, xd, yd, key if mesh is None else replicate(key, mesh)
         )
