@@ -38,9 +38,14 @@ def snapshot(folder) -> dict:
     return out
 
 
-def fnet_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
-    """Start ``python -m fnet ARGS`` as a real process (stdout and stderr piped, text mode), with
-    ``env`` (a dict) added to this process's environment."""
+def python_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
+    """Start ``python ARGS`` as a real process (unbuffered, stdout and stderr piped, text mode),
+    with ``env`` (a dict) added to this process's environment."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "fnet", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
+
+
+def fnet_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
+    """Start ``python -m fnet ARGS`` as a real process (see :func:`python_process`)."""
+    return python_process("-m", "fnet", *args, cwd=cwd, env=env, **popen)

@@ -7,15 +7,13 @@ completed epoch stays loadable and `--resume` continues bit for bit. Real proces
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
 
 import chex
 import pytest
-from _cli_helpers import SMALL, fnet_process
+from _cli_helpers import SMALL, fnet_process, python_process
 
 from fnet import checkpoint
 
@@ -64,9 +62,7 @@ def _console_script_process(env):
     """What the installed ``fnet`` script does: import pyproject's entry point and call it."""
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     module, function = scripts["fnet"].split(":")
-    code = f"import sys; from {module} import {function}; sys.exit({function}())"
-    return subprocess.Popen([sys.executable, "-c", code, "--help"], env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return python_process("-c", f"import sys; from {module} import {function}; sys.exit({function}())", "--help", env=env)
 
 
 @pytest.mark.parametrize("start", [lambda env: fnet_process("--help", env=env), _console_script_process],
