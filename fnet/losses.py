@@ -90,25 +90,43 @@ def sigmoid_binary_cross_entropy(scores, y):
     return loss, (jax.nn.sigmoid(scores) - y) / size
 
 
-def l2_weight_decay(weights, lam):
+def l2_weight_decay(weights, lam, mask=None):
     """L2 penalty on weights and its gradient::
 
         penalty = 0.5 * lam * sum_W sum(W**2),   dW = lam * W
 
-    Pass only the weight matrices (fnet's convention, the source material's: biases and
-    normalization parameters are not decayed).
+    fnet's convention, the source material's: only weights are decayed, not biases or
+    normalization parameters. Pass the weights alone, or a whole parameter tree with
+    ``mask=fnet.modules.weight_mask(params)`` (what a network's loss does).
 
     Args:
       weights: a pytree of arrays (e.g. ``{"W1": ..., "W2": ...}``).
       lam: decay strength, a float or a scalar array (may be traced).
+      mask: None (every leaf is decayed) or a pytree of Python bools like ``weights``; leaves
+        marked False add nothing to the penalty and get a zero gradient.
 
     Returns:
-      penalty: scalar; grads: a pytree like ``weights`` holding ``lam * W``.
+      penalty: scalar; grads: a pytree like ``weights`` (see :func:`l2_weight_decay_grad`).
     """
+    grads = l2_weight_decay_grad(weights, lam, mask)
     leaves = jax.tree_util.tree_leaves(weights)
-    penalty = 0.5 * lam * sum(jnp.sum(w * w) for w in leaves)
-    grads = jax.tree_util.tree_map(lambda w: (lam * w).astype(w.dtype), weights)
+    flags = [True] * len(leaves) if mask is None else jax.tree_util.tree_leaves(mask)
+    penalty = 0.5 * lam * sum(jnp.sum(w * w) for w, m in zip(leaves, flags) if m)
     return penalty, grads
+
+
+def l2_weight_decay_grad(weights, lam, mask=None):
+    """The gradient of :func:`l2_weight_decay`'s penalty alone: ``lam * W`` in ``W``'s dtype where
+    ``mask`` is True (everywhere for ``mask=None``), zeros elsewhere. ``weights`` may be a single
+    array; :func:`fnet.optim.add_weight_decay` adds this to each gradient leaf."""
+
+    def grad(w):
+        return (lam * w).astype(w.dtype)
+
+    if mask is None:
+        return jax.tree_util.tree_map(grad, weights)
+    _checks.tree("l2_weight_decay", "mask", mask, "weights", weights, shapes=False)
+    return jax.tree_util.tree_map(lambda w, m: grad(w) if m else jnp.zeros_like(w), weights, mask)
 
 
 #: The losses by name, as accepted by ``fnet.mlp(loss=...)``.

@@ -33,7 +33,8 @@ images), ``layernorm``, ``dropout``, ``flatten``, and for images (N, C, H, W) ``
 ``max_pool``, ``avg_pool``, ``global_avg_pool``, ``groupnorm``. Hyperparameters (kernel sizes,
 strides, rates) are checked and normalized when a module is built; shapes in ``init``, so that
 ``forward`` never re-checks them under jit. Parameters are named inside each module's dict (``{"W": ..., "b": ...}``), so
-:func:`fnet.optim.weights_only` (innermost key "W") finds the weights of any composition.
+:func:`weight_mask` (innermost key "W", :func:`is_weight`) finds the weights of any composition, for
+weight decay (:func:`fnet.optim.weights_only`, the networks' L2 penalty).
 Combinators (``serial``, ``parallel``, fan-out/fan-in, ``residual``) are in
 :mod:`fnet.combinators`; :func:`fnet.nets.network` turns a module and a loss into a ``Net``.
 """
@@ -90,6 +91,26 @@ class Static:
     static, so it is never turned into a traced array (e.g. inside ``jax.custom_vjp``)."""
 
     value: object = dataclasses.field(metadata=dict(static=True))
+
+
+def is_weight(path) -> bool:
+    """Whether the parameter at ``path`` (a ``jax.tree_util`` key path) is a weight: its innermost
+    name (dict key or attribute name) starts with "W".
+
+    The modules here name a layer's weight matrix or kernel "W" (``dense``, ``conv2d``), its bias
+    "b" and normalization parameters "gamma"/"beta"; flat cs231n-style trees name them "W1",
+    "W2", .... Weights are what L2 weight decay acts on (the source material's convention: not
+    biases, not normalization parameters); a leaf without a name is not a weight.
+    """
+    names = [k.key if hasattr(k, "key") else getattr(k, "name", None) for k in path]
+    names = [n for n in names if isinstance(n, str)]
+    return bool(names) and names[-1].startswith("W")
+
+
+def weight_mask(params):
+    """A tree like ``params`` of Python bools, True at the weights (:func:`is_weight`):
+    ``{"dense1": {"W": True, "b": False}, "batchnorm1": {"gamma": False, "beta": False}}``."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
 
 
 def shape_error(name: str, input_shape, expected: str) -> ValueError:

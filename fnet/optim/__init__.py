@@ -50,12 +50,18 @@ Conventions (shared by all optimizers here):
   not checked.
 - Mismatched trees raise ``ValueError`` naming the offending paths (``jax.tree_util.keystr``).
 
-Parameters in fnet's MLP are a flat cs231n-style dict ``{"W1", "b1", "gamma1", "beta1", ...,
-"WL", "bL"}``: weights are the keys starting with "W". :func:`weights_only` is the mask that
-selects them, for weight decay on weights only (as the source material does)::
+Parameters in fnet's networks are nested per layer, ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma",
+"beta"}, ..., "dense3": {"W", "b"}}``; a weight is a leaf whose innermost key starts with "W"
+(:func:`fnet.modules.is_weight`). :func:`weights_only` is the mask that selects them, for weight
+decay on weights only (as the source material does)::
 
     opt = fnet.optim.chain(fnet.optim.add_weight_decay(1e-4, mask=fnet.optim.weights_only),
                            fnet.optim.momentum(1e-2))
+
+Modules, split by role as optax's are: :mod:`~fnet.optim.base` (the interface, the builder that
+lifts a per-leaf rule to pytrees, the checks, :func:`chain`, :func:`apply_updates`),
+:mod:`~fnet.optim.transform` (the per-leaf rules, :func:`add_weight_decay`,
+:func:`clip_by_global_norm`), :mod:`~fnet.optim.alias` (the named optimizers and their states).
 """
 
 from fnet.optim.alias import (

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.tree_util import tree_map
 
-from fnet import _checks
+from fnet import _checks, losses, modules
 from fnet.optim.base import GradientTransformation, check_hparams, check_state, transformation
 from fnet.schedules import value_at
 
@@ -119,8 +119,9 @@ def adamw_rule(h, g, p, m, v):
 
 
 def weight_decay_rule(h, g, p):
-    """Coupled L2: ``u = g + wd * p`` (``p`` None: masked out, ``u = g``)."""
-    return (g if p is None else g + h["weight_decay"] * p,)
+    """Coupled L2: ``u = g + wd * p``, the gradient of :func:`fnet.losses.l2_weight_decay`'s penalty
+    added (``p`` None: masked out, ``u = g``)."""
+    return (g if p is None else g + losses.l2_weight_decay_grad(p, h["weight_decay"]),)
 
 
 # ----------------------------------------------------------------------------- transformations
@@ -133,15 +134,16 @@ def add_weight_decay(weight_decay, mask=None) -> GradientTransformation:
         u = g + wd * p                                 (leaves where mask is True)
         u = g                                          (elsewhere)
 
-    Put it BEFORE an optimizer in :func:`chain`. Same as optax's ``add_decayed_weights``.
+    Put it BEFORE an optimizer in :func:`fnet.optim.chain`. Same as optax's ``add_decayed_weights``;
+    the gradient is :func:`fnet.losses.l2_weight_decay_grad`, the one a network's L2 penalty has.
     ``update`` needs ``params``.
 
     Args:
       weight_decay: ``wd``, a float, array or schedule.
       mask: None (every leaf), a pytree of Python bools like params, or a callable
-        ``params -> such a pytree``. fnet's MLP names its weights "W1", "W2", ... (a flat
-        ``{"W1", "b1", "gamma1", "beta1", ...}`` dict); ``mask=weights_only`` decays only
-        those, as the source material does.
+        ``params -> such a pytree``. fnet's parameters are nested per layer
+        (``{"dense1": {"W", "b"}, "batchnorm1": {"gamma", "beta"}, ...}``); ``mask=weights_only``
+        decays only the "W" leaves, as the source material does.
 
     State: :class:`CountState`.
     """
@@ -150,17 +152,11 @@ def add_weight_decay(weight_decay, mask=None) -> GradientTransformation:
     )
 
 
-def weights_only(params):
-    """Mask for :func:`add_weight_decay` / :func:`adamw`: True for leaves whose (innermost) dict
-    key or attribute name starts with "W" (fnet's "W1", "W2", ...), False for biases,
-    batch-norm gamma/beta and leaves without a name."""
-
-    def is_weight(path, _):
-        names = [k.key if hasattr(k, "key") else getattr(k, "name", None) for k in path]
-        names = [n for n in names if isinstance(n, str)]
-        return bool(names) and names[-1].startswith("W")
-
-    return jax.tree_util.tree_map_with_path(is_weight, params)
+weights_only = modules.weight_mask
+"""Mask for :func:`add_weight_decay` / :func:`fnet.optim.adamw` that selects the weights: True at
+leaves whose innermost key starts with "W" (``{"dense1": {"W": True, "b": False}, ...}``), False for
+biases, normalization parameters and leaves without a name. It is
+:func:`fnet.modules.weight_mask`, fnet's one definition of a weight."""
 
 
 def global_norm(tree) -> jax.Array:
