@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnet import layers
+from fnet.layers import conv
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
 AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp
@@ -403,6 +404,23 @@ def test_stride_and_pad_take_an_int_or_a_pair():
     assert (cache.stride, cache.pad) == ((2, 3), (1, 0))
     _, cache = jax.eval_shape(lambda x: layers.conv_forward(x, w, b, stride=np.int64(2), pad=[1, 1]), x)
     assert (cache.stride, cache.pad) == ((2, 2), (1, 1)) and type(cache.stride[0]) is int
+
+
+@settings(deadline=None, max_examples=60)
+@given(hw=st.tuples(st.integers(1, 9), st.integers(1, 9)), window=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       stride=st.tuples(st.integers(1, 4), st.integers(1, 4)), pad=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+def test_output_size_is_lax_s_floor_rule_or_a_named_error(hw, window, stride, pad):
+    shape = (None, 3, *hw)
+    if any(k > n + 2 * p for k, n, p in zip(window, hw, pad)):
+        with pytest.raises(ValueError, match=r"f: the \d+x\d+ kernel is larger than the (padded )?input"):
+            conv.output_size("f", shape, window, stride, pad, "kernel")
+        return
+    want = jax.lax.conv_general_shape_tuple((1, 3, *hw), (1, 3, *window), stride, [(p, p) for p in pad],
+                                            ("NCHW", "OIHW", "NCHW"))[2:]
+    assert conv.output_size("f", shape, window, stride, pad) == tuple(int(n) for n in want)
+    if not any(pad):
+        assert conv.output_size("f", shape, window, stride) == jax.lax.reduce_window_shape_tuple(
+            (1, 3, *hw), (1, 1, *window), (1, 1, *stride), [(0, 0)] * 4)[2:]
 
 
 def test_mixed_float_dtypes_are_promoted():

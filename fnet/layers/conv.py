@@ -16,14 +16,51 @@ import jax.numpy as jnp
 from fnet import _checks
 
 
-def _pair(fn, name, value, *, minimum):
-    """``value``, an int or an (h, w) pair of ints, each >= ``minimum``, as an (h, w) tuple."""
+# --------------------------------------------------------------------------------------------
+# Geometry: the one place that checks kernel/stride/pad arguments and computes output sizes, for
+# the layers here and the modules of fnet.modules alike.
+# --------------------------------------------------------------------------------------------
+
+
+def pair(fn: str, name: str, value, *, minimum: int = 1) -> tuple[int, int]:
+    """A kernel size, stride or padding: an int or an (h, w) pair of ints (Python or NumPy), each
+    >= ``minimum``, as an (h, w) tuple of Python ints.
+
+    Raises:
+      TypeError: an element is not an integer (e.g. a float or a bool).
+      ValueError: a pair of the wrong length, or an element below ``minimum``; the message names
+        ``fn`` and ``name`` (``name[i]`` for the i-th element of a pair).
+    """
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {value!r}")
         return tuple(_checks.integer(fn, f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
     value = _checks.integer(fn, name, value, minimum=minimum)
     return value, value
+
+
+def output_size(fn: str, shape, window, stride, pad=(0, 0), what: str = "window") -> tuple[int, int]:
+    """The output size (H', W') of a ``window`` (HH, WW) sliding with ``stride`` over images of
+    ``shape`` (N, C, H, W) (N may be None) zero-padded by ``pad`` on each side, by the floor rule::
+
+        H' = 1 + (H + 2 * pad_h - HH) // stride_h,   W' = 1 + (W + 2 * pad_w - WW) // stride_w
+
+    Args:
+      fn: the calling function's name, for the error message.
+      shape: the images' shape (N, C, H, W).
+      window, stride, pad: (h, w) pairs of ints (see :func:`pair`).
+      what: the window in words for the message, e.g. "kernel" or "pooling window".
+
+    Raises:
+      ValueError: the window is larger than the padded input (no output position exists).
+    """
+    padded = tuple(n + 2 * p for n, p in zip(shape[2:], pad))
+    if window[0] > padded[0] or window[1] > padded[1]:
+        size = f"{padded[0]}x{padded[1]}"
+        where = f"padded input ({size} with pad {tuple(pad)})" if any(pad) else f"input ({size})"
+        raise ValueError(f"{fn}: the {window[0]}x{window[1]} {what} is larger than the {where}; "
+                         f"x has shape {tuple(shape)}")
+    return tuple(1 + (n - k) // s for n, k, s in zip(padded, window, stride))
 
 
 def as_images(fn, x):
@@ -35,16 +72,9 @@ def as_images(fn, x):
     return x
 
 
-def _output_size(fn, x, window, stride, pad, what):
-    """(H', W') with ``H' = 1 + (H + 2 * pad_h - window_h) // stride_h``; raise when the window
-    is larger than the padded input."""
-    padded = tuple(n + 2 * p for n, p in zip(x.shape[2:], pad))
-    if window[0] > padded[0] or window[1] > padded[1]:
-        size = f"{padded[0]}x{padded[1]}"
-        where = f"padded input ({size} with pad {pad})" if any(pad) else f"input ({size})"
-        raise ValueError(f"{fn}: the {window[0]}x{window[1]} {what} is larger than the {where}; "
-                         f"x has shape {_checks.shape_of(x)}")
-    return tuple(1 + (n - k) // s for n, k, s in zip(padded, window, stride))
+# --------------------------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------------------------
 
 
 @jax.tree_util.register_dataclass
@@ -119,9 +149,9 @@ def conv_forward(x, W, b, *, stride=1, pad=0):
     if _checks.shape_of(b) != (W.shape[0],):
         raise ValueError(f"{fn}: b has shape {_checks.shape_of(b)} but W has shape {tuple(W.shape)}; "
                          f"b must have shape ({W.shape[0]},)")
-    stride = _pair(fn, "stride", stride, minimum=1)
-    pad = _pair(fn, "pad", pad, minimum=0)
-    _output_size(fn, x, W.shape[2:], stride, pad, f"kernel of W (shape {tuple(W.shape)})")
+    stride = pair(fn, "stride", stride)
+    pad = pair(fn, "pad", pad, minimum=0)
+    output_size(fn, x.shape, W.shape[2:], stride, pad, f"kernel of W (shape {tuple(W.shape)})")
     dtype = jnp.result_type(x, W)  # lax's convolution needs one dtype; promote as x @ W would
     x, W = x.astype(dtype), W.astype(dtype)
     out = jax.lax.conv_general_dilated(_to_nhwc(x), jnp.transpose(W, (2, 3, 1, 0)), stride, [(p, p) for p in pad],
@@ -150,12 +180,12 @@ def conv_backward(dout, cache):
     """
     x, W, stride, pad = cache.x, cache.W, cache.stride, cache.pad
     kernel = W.shape[2:]
-    out_hw = tuple(1 + (n + 2 * p - k) // s for n, p, k, s in zip(x.shape[2:], pad, kernel, stride))
+    out_hw = output_size("conv_backward", x.shape, kernel, stride, pad)
     _checks.upstream("conv_backward", dout, (x.shape[0], W.shape[0], *out_hw))
     dtype = jnp.result_type(dout, x)
     dout, x, W = dout.astype(dtype), x.astype(dtype), W.astype(dtype)
     # rest: padded rows/columns past the last window (floor rule), per axis.
-    rest = [(n + 2 * p - k) % s for n, p, k, s in zip(x.shape[2:], pad, kernel, stride)]
+    rest = [n + 2 * p - k - s * (o - 1) for n, p, k, s, o in zip(x.shape[2:], pad, kernel, stride, out_hw)]
     # dx (per axis, stride s, pad p, kernel k): with D = dout dilated by s (s - 1 zeros between
     # entries, s*(H'-1) + 1 long), dxpad[y] = sum_di D[y - di] W[di], a full convolution: a
     # correlation of D padded by k - 1 on each side with the flipped W, contracting over f (W as
@@ -189,6 +219,11 @@ def conv_backward(dout, cache):
     return dx, dW, db
 
 
+# --------------------------------------------------------------------------------------------
+# Pooling
+# --------------------------------------------------------------------------------------------
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class PoolCache:
@@ -210,7 +245,7 @@ class PoolCache:
     @property
     def out_shape(self):
         """The pooled output's shape (N, C, H', W')."""
-        return self.shape[:2] + tuple(1 + (n - k) // s for n, k, s in zip(self.shape[2:], self.window, self.stride))
+        return self.shape[:2] + output_size("PoolCache", self.shape, self.window, self.stride)
 
 
 def _pool_setup(fn, x, pool_height, pool_width, stride):
@@ -218,8 +253,8 @@ def _pool_setup(fn, x, pool_height, pool_width, stride):
     x = as_images(fn, x)
     window = (_checks.integer(fn, "pool_height", pool_height, minimum=1),
               _checks.integer(fn, "pool_width", pool_width, minimum=1))
-    stride = _pair(fn, "stride", stride, minimum=1)
-    _output_size(fn, x, window, stride, (0, 0), "pooling window (pool_height x pool_width)")
+    stride = pair(fn, "stride", stride)
+    output_size(fn, x.shape, window, stride, what="pooling window (pool_height x pool_width)")
     return x, PoolCache(None, tuple(x.shape), window, stride)
 
 
