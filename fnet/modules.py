@@ -47,6 +47,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fnet import _checks
 from fnet import init as initializers
 from fnet import layers
 from fnet.layers.conv import output_size, pair
@@ -178,8 +179,7 @@ def dense(units: int, *, init="he") -> Module:
     Params ``{"W": (D, units), "b": (units,)}``: W from ``init`` ("he" (default), "xavier",
     "normal" (std 0.01), "zeros", a float std, or ``(key, shape, dtype) -> array``), b zeros.
     """
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ValueError(f"dense: units must be a positive int, got {units!r}")
+    units = _checks.integer("dense", "units", units, minimum=1)
     w_init = initializers.get(init)
 
     def init_fn(key, input_shape):
@@ -262,8 +262,6 @@ def dropout(rate: float) -> Module:
     DROPPING a unit; kept units are scaled by ``1 / (1 - rate)`` in train mode, which needs a
     ``key``; eval mode is the identity. ``rate`` may be a traced scalar (built inside a traced
     function, e.g. a vmapped sweep)."""
-    from fnet import _checks
-
     _checks.rate("dropout", "rate", rate)
 
     def init(key, input_shape):
@@ -396,8 +394,6 @@ def conv2d(filters: int, kernel_size, *, stride=1, pad=0, init="he") -> Module:
     ``init`` with the fan-in of a filter, ``C * HH * WW`` (:func:`fnet.init.fan_in`), b zeros.
     """
     fn = "conv2d"
-    from fnet import _checks
-
     filters = _checks.integer(fn, "filters", filters, minimum=1)
     kernel = pair(fn, "kernel_size", kernel_size)
     stride = pair(fn, "stride", stride)
@@ -491,8 +487,6 @@ def groupnorm(groups: int, *, eps: float = 1e-5) -> Module:
     statistics per sample and per group of C/groups channels over (C/groups, H, W), the same in
     train and eval. Params ``{"gamma": ones, "beta": zeros}`` of shape (C,)."""
     fn = "groupnorm"
-    from fnet import _checks
-
     groups = _checks.integer(fn, "groups", groups, minimum=1)
 
     def init(key, input_shape):

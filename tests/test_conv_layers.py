@@ -423,6 +423,19 @@ def test_output_size_is_lax_s_floor_rule_or_a_named_error(hw, window, stride, pa
             (1, 3, *hw), (1, 1, *window), (1, 1, *stride), [(0, 0)] * 4)[2:]
 
 
+def test_integer_arguments_take_numpy_integers_as_python_ints():
+    pool = dict(pool_height=np.int64(2), pool_width=np.int32(3), stride=(np.uint8(1), np.int64(2)))
+    out, cache = jax.eval_shape(lambda x: layers.max_pool_forward(x, **pool), X)
+    assert out.shape == jax.eval_shape(lambda x: layers.max_pool_forward(x, pool_height=2, pool_width=3,
+                                                                         stride=(1, 2)), X)[0].shape
+    assert all(type(d) is int for d in (*cache.window, *cache.stride))
+    _, cache = jax.eval_shape(lambda x: layers.conv_forward(x, W, B, stride=np.int32(2), pad=(np.int64(1), 0)), X)
+    assert (cache.stride, cache.pad) == ((2, 2), (1, 0)) and all(type(d) is int for d in (*cache.stride, *cache.pad))
+    gamma, beta = jnp.ones(3), jnp.zeros(3)
+    chex.assert_trees_all_equal(layers.spatial_groupnorm_forward(X, gamma, beta, np.int64(3))[0],
+                                layers.spatial_groupnorm_forward(X, gamma, beta, 3)[0])
+
+
 def test_mixed_float_dtypes_are_promoted():
     x, w, b = jnp.ones((1, 1, 4, 4), jnp.float32), jnp.ones((2, 1, 3, 3)), jnp.zeros(2)
     out, cache = jax.eval_shape(lambda x: layers.conv_forward(x, w, b), x)
@@ -498,6 +511,10 @@ BAD_INPUTS = {
                           r"conv_forward: stride must be an int, got 1\.5"),
     "conv stride triple": (lambda: layers.conv_forward(X, W, B, stride=(1, 1, 1)), ValueError,
                            r"conv_forward: stride must be an int or a pair \(h, w\), got \(1, 1, 1\)"),
+    "conv stride bool": (lambda: layers.conv_forward(X, W, B, stride=True), TypeError,
+                         r"conv_forward: stride must be an int, got True \(bool\)"),
+    "conv pad numpy float": (lambda: layers.conv_forward(X, W, B, pad=(np.float64(1), 1)), TypeError,
+                             r"conv_forward: pad\[0\] must be an int, got np.float64\(1.0\)"),
     "conv negative pad": (lambda: layers.conv_forward(X, W, B, pad=-1), ValueError,
                           r"conv_forward: pad must be an int >= 0, got -1"),
     "conv integer x": (lambda: layers.conv_forward(jnp.ones((2, 3, 5, 5), jnp.int32), W, B), TypeError,
@@ -508,6 +525,8 @@ BAD_INPUTS = {
         r"\(5x5\); x has shape \(2, 3, 5, 5\)"),
     "max pool width 0": (lambda: layers.max_pool_forward(X, pool_height=2, pool_width=0, stride=1), ValueError,
                          r"max_pool_forward: pool_width must be a positive int, got 0"),
+    "max pool height float": (lambda: layers.max_pool_forward(X, pool_height=2.0, pool_width=2, stride=1), TypeError,
+                              r"max_pool_forward: pool_height must be an int, got 2.0"),
     "max pool flat x": (lambda: layers.max_pool_forward(jnp.ones((4, 25)), **POOL), ValueError,
                         r"max_pool_forward: x has shape \(4, 25\) but images need shape \(N, C, H, W\)"),
     "avg pool stride 0": (lambda: layers.avg_pool_forward(X, pool_height=2, pool_width=2, stride=(0, 1)), ValueError,
@@ -519,6 +538,8 @@ BAD_INPUTS = {
         r"spatial_groupnorm_forward: G = 4 does not divide the 6 channels of x \(shape \(2, 6, 3, 3\)\)"),
     "groupnorm G 0": (lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(3), 0), ValueError,
                       r"spatial_groupnorm_forward: G must be a positive int, got 0"),
+    "groupnorm G bool": (lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(3), True), TypeError,
+                         r"spatial_groupnorm_forward: G must be an int, got True"),
     "groupnorm beta shape": (
         lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(5), 1), ValueError,
         r"spatial_groupnorm_forward: beta has shape \(5,\) but x has shape \(2, 3, 5, 5\); "
