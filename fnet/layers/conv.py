@@ -95,16 +95,9 @@ class ConvCache:
     pad: tuple = dataclasses.field(metadata=dict(static=True))
 
 
-# Layout: the API is NCHW/OIHW (cs231n's), but the computations run channel-last: x as NHWC,
-# filters as HWIO, with a transpose on each side (the forward and dx are convolutions; dW is a
-# matmul with the patches, see conv_backward). Outside a loop XLA:CPU
-# is as fast either way (it rearranges convolutions itself), but INSIDE a while loop (a scanned
-# epoch) it keeps an NCHW convolution in a slow path: measured on 2 cores (jax 0.10.2; jax issue
-# #12868), (64, 32, 14, 14) images, 64 3x3 filters, per call alone / per loop iteration:
-#   NCHW:            forward 12.0 / 116.3 ms, dx 10.3 / 75.9 ms, dW 21.3 / 148.7 ms
-#   channel-last:    forward  8.0 /   4.6 ms, dx 11.9 /  9.8 ms, dW 22.4 /  20.1 ms
-# so a scanned CNN epoch runs 3-4x faster this way, and dW as matmuls 2.7x faster again
-# (benchmarks/conv_layout.py compares the layouts outside loops, where the choice barely matters).
+# Layout: the API is NCHW/OIHW (cs231n's), but the computations run channel-last (x as NHWC,
+# filters as HWIO, a transpose on each side), because inside a while loop (a scanned epoch) XLA:CPU
+# keeps NCHW convolutions on a slow path (jax#12868); the measurements are in benchmarks/README.md.
 
 
 def _to_nhwc(x):
@@ -200,11 +193,10 @@ def conv_backward(dout, cache):
     # filter offset (di, dj), one matmul of dout as (F, N H' W') with the strided slice
     # xpad[:, s*i + di, s*j + dj] as (N H' W', C) (Deep Learning from Scratch's im2col, one
     # column block at a time; rows past the last window are in no slice: the floor rule). The
-    # offsets run in a loop, so that one slice exists at a time: all of them at once (im2col's
-    # HH*WW copies of x) raised a CNN epoch's peak memory 1.9x for a 25% gain. XLA:CPU's own
-    # convolution for this contraction (x's batch axis as its feature axis) runs 2.7x slower
-    # inside a scanned epoch: (64, 32, 14, 14) images, 64 3x3 filters, 20.3 vs 7.5 ms per
-    # iteration (jax 0.10.2, 2 cores).
+    # offsets run in a loop, so that one slice exists at a time (all of them at once, im2col's
+    # HH*WW copies of x, cost far more memory than they save time), and as matmuls rather than
+    # XLA:CPU's convolution for this contraction, which is slow inside a scanned epoch
+    # (benchmarks/README.md).
     n, (ho, wo), (kh, kw), (sh, sw) = x.shape[0], out_hw, kernel, stride
     xpad = jnp.pad(_to_nhwc(x), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
     d2t = _to_nhwc(dout).reshape(n * ho * wo, -1).T
