@@ -26,6 +26,8 @@ Conventions (documented once here, tested in the test suite):
   Leaky ReLU's derivative at 0 is ``alpha``.
 - NaN propagates through every layer, as in ``jax.nn`` (``relu(NaN) = NaN``): a NaN input or
   weight is never hidden behind finite scores.
+- Integer arguments (strides, pads, window sizes, group counts) accept Python and NumPy
+  integers, never bools or floats (``fnet._checks.integer``).
 - Every ``*_backward`` checks that ``dout`` has the forward output's shape (a ValueError naming
   the function and both shapes), since broadcasting a wrong shape would give wrong gradients.
 - Batch norm: ``running = momentum * running + (1 - momentum) * batch_stat`` with momentum 0.9
@@ -37,7 +39,9 @@ Conventions (documented once here, tested in the test suite):
   time so that eval mode is the identity.
 - Convolution and pooling: images are (N, C, H, W) and filters (F, C, HH, WW), as in cs231n.
   Output sizes follow the floor rule ``H' = 1 + (H + 2 * pad - HH) // stride`` (PyTorch's and
-  lax's): rows/columns past the last whole window are ignored and get zero gradient. On ties, max
+  lax's; :func:`fnet.layers.conv.output_size`, which :mod:`fnet.modules` uses too): rows/columns
+  past the last whole window are ignored and get zero gradient. Kernel sizes, strides and pads
+  are an int or an (h, w) pair (:func:`fnet.layers.conv.pair`). On ties, max
   pooling's gradient goes to the FIRST maximum of the window in row-major order (an argmax's).
 - Spatial batch norm takes per-channel statistics over (N, H, W) (not per pixel, as DLFS's
   flattening gives); spatial group norm per sample and group over (C/G, H, W). Both have
