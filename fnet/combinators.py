@@ -27,6 +27,7 @@ the whole path.
 from __future__ import annotations
 
 import itertools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,9 @@ def _child_keys(key, n: int):
 
 
 def is_shape(shape) -> bool:
-    """True for one shape (a tuple of ints or None), False for a tuple of shapes (branches)."""
-    return isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)
+    """True for one shape (a tuple of ints, Python or NumPy, or None), False for a tuple of shapes
+    (branches)."""
+    return isinstance(shape, tuple) and all(d is None or isinstance(d, numbers.Integral) for d in shape)
 
 
 def serial(*children) -> Module:
@@ -186,8 +188,7 @@ def parallel(*children) -> Module:
 
 def fan_out(n: int = 2) -> Module:
     """``x -> (x, ..., x)`` (``n`` copies); backward: ``dx = dy_1 + ... + dy_n``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan_out: n must be a positive int, got {n!r}")
+    n = _checks.integer("fan_out", "n", n, minimum=1)
 
     def init(key, input_shape):
         del key
@@ -236,8 +237,7 @@ def fan_in_concat(axis: int = -1) -> Module:
     """Concatenate the branches along ``axis`` (the feature axis by default; 1 for the channels of
     images); backward: ``dy`` split at the branches' sizes along ``axis``."""
     fn = "fan_in_concat"
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{fn}: axis must be an int, got {axis!r}")
+    axis = _checks.integer(fn, "axis", axis)
 
     def init(key, input_shape):
         del key

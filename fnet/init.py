@@ -15,9 +15,12 @@ inputs one output sees (as equinox and PyTorch count it). The scales are the sou
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
+
+from fnet import _checks
 
 
 def zeros(key, shape, dtype=jnp.float32):
@@ -51,9 +54,13 @@ def fan_in(shape, fn: str = "fan_in") -> int:
         >= 3: (out, in, *kernel)) for a convolution.
 
     Returns:
-      ``shape[0]`` for rank 1 and 2, ``prod(shape[1:])`` for rank >= 3.
+      ``shape[0]`` for rank 1 and 2, ``prod(shape[1:])`` for rank >= 3, a Python int.
+
+    Raises:
+      TypeError: a dimension is not an int (Python or NumPy).
+      ValueError: a negative dimension, or a fan-in of 0.
     """
-    shape = tuple(shape)
+    shape = tuple(_checks.integer(fn, f"shape[{i}]", d, minimum=0) for i, d in enumerate(shape))
     n = shape[0] if 1 <= len(shape) <= 2 else math.prod(shape[1:]) if shape else 0
     if n < 1:
         raise ValueError(f"{fn}: shape must have a positive fan-in, got shape {shape}")
@@ -76,7 +83,8 @@ INITIALIZERS = {"zeros": zeros, "normal": normal(0.01), "xavier": xavier, "he": 
 
 
 def get(spec):
-    """Resolve an initializer spec: a name in :data:`INITIALIZERS`, a float std, or a callable.
+    """Resolve an initializer spec: a name in :data:`INITIALIZERS`, a std (a Python or NumPy
+    number), or a callable.
 
     Raises:
       ValueError: for an unknown name or a negative std.
@@ -88,7 +96,7 @@ def get(spec):
             return INITIALIZERS[spec]
         except KeyError:
             raise ValueError(f"init.get: unknown initializer {spec!r}; choose one of {sorted(INITIALIZERS)} or a float std") from None
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         if spec < 0:
             raise ValueError(f"init.get: std must be >= 0, got {spec}")
         return normal(float(spec))

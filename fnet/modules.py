@@ -48,8 +48,10 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fnet import _checks
 from fnet import init as initializers
 from fnet import layers
+from fnet.layers.conv import output_size, pair
 
 
 class Module(NamedTuple):
@@ -198,8 +200,7 @@ def dense(units: int, *, init="he") -> Module:
     Params ``{"W": (D, units), "b": (units,)}``: W from ``init`` ("he" (default), "xavier",
     "normal" (std 0.01), "zeros", a float std, or ``(key, shape, dtype) -> array``), b zeros.
     """
-    if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ValueError(f"dense: units must be a positive int, got {units!r}")
+    units = _checks.integer("dense", "units", units, minimum=1)
     w_init = initializers.get(init)
 
     def init_fn(key, input_shape):
@@ -282,8 +283,6 @@ def dropout(rate: float) -> Module:
     DROPPING a unit; kept units are scaled by ``1 / (1 - rate)`` in train mode, which needs a
     ``key``; eval mode is the identity. ``rate`` may be a traced scalar (built inside a traced
     function, e.g. a vmapped sweep)."""
-    from fnet import _checks
-
     _checks.rate("dropout", "rate", rate)
 
     def init(key, input_shape):
@@ -397,33 +396,12 @@ def summary(module: Module, input_shape) -> str:
 # Convolutional layers: images (N, C, H, W), filters (F, C, HH, WW), as in cs231n
 
 
-def _pair_arg(fn: str, name: str, value, minimum: int) -> tuple:
-    """An int or a pair, as an (h, w) pair of ints >= minimum, checked when the module is built."""
-    from fnet import _checks
-
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2:
-        raise ValueError(f"{fn}: {name} must be an int or a pair (h, w), got {value!r}")
-    return tuple(_checks.integer(fn, f"{name}", v, minimum=minimum) for v in values)
-
-
 def _image_shape(fn: str, input_shape) -> tuple:
     input_shape = tuple(input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"{fn}: expects images of shape (N, C, H, W), got {input_shape}; for an image data set, "
                          "load the data with fnet.data.load(name, flatten=False)")
     return input_shape
-
-
-def _out_hw(fn: str, input_shape, window, stride, pad, what: str) -> tuple:
-    """``H' = 1 + (H + 2 * pad - window) // stride`` per axis, or an error when the window is
-    larger than the padded input (the floor rule of :mod:`fnet.layers`)."""
-    hw = tuple(input_shape[2:])
-    padded = tuple(n + 2 * p for n, p in zip(hw, pad))
-    if any(k > n for k, n in zip(window, padded)):
-        raise ValueError(f"{fn}: the {window[0]}x{window[1]} {what} is larger than the "
-                         f"{'padded ' if any(pad) else ''}input ({padded[0]}x{padded[1]}) of shape {input_shape}")
-    return tuple(1 + (n - k) // s for n, k, s in zip(padded, window, stride))
 
 
 def conv2d(filters: int, kernel_size, *, stride=1, pad=0, init="he") -> Module:
@@ -437,17 +415,15 @@ def conv2d(filters: int, kernel_size, *, stride=1, pad=0, init="he") -> Module:
     ``init`` with the fan-in of a filter, ``C * HH * WW`` (:func:`fnet.init.fan_in`), b zeros.
     """
     fn = "conv2d"
-    from fnet import _checks
-
     filters = _checks.integer(fn, "filters", filters, minimum=1)
-    kernel = _pair_arg(fn, "kernel_size", kernel_size, 1)
-    stride = _pair_arg(fn, "stride", stride, 1)
-    pad = _pair_arg(fn, "pad", pad, 0)
+    kernel = pair(fn, "kernel_size", kernel_size)
+    stride = pair(fn, "stride", stride)
+    pad = pair(fn, "pad", pad, minimum=0)
     w_init = initializers.get(init)
 
     def init_fn(key, input_shape):
         input_shape = _image_shape(fn, input_shape)
-        out_hw = _out_hw(fn, input_shape, kernel, stride, pad, "kernel")
+        out_hw = output_size(fn, input_shape, kernel, stride, pad, "kernel")
         shape = (filters, input_shape[1], *kernel)
         params = {"W": w_init(key, shape, jnp.float32), "b": jnp.zeros((filters,), jnp.float32)}
         return params, {}, (input_shape[0], filters, *out_hw)
@@ -466,19 +442,19 @@ def conv2d(filters: int, kernel_size, *, stride=1, pad=0, init="he") -> Module:
     return Module(init_fn, forward, backward, "conv2d", info)
 
 
-def _show_pair(pair) -> str:
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+def _show_pair(hw) -> str:
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
 
 
 def _pool(kind: str, forward_fn, backward_fn, pool_size, stride) -> Module:
     fn = f"{kind}_pool"
-    window = _pair_arg(fn, "pool_size", pool_size, 1)
-    stride = window if stride is None else _pair_arg(fn, "stride", stride, 1)
+    window = pair(fn, "pool_size", pool_size)
+    stride = window if stride is None else pair(fn, "stride", stride)
 
     def init(key, input_shape):
         del key
         input_shape = _image_shape(fn, input_shape)
-        out_hw = _out_hw(fn, input_shape, window, stride, (0, 0), "pooling window")
+        out_hw = output_size(fn, input_shape, window, stride, what="pooling window")
         return {}, {}, (*input_shape[:2], *out_hw)
 
     def forward(params, state, x, *, train, key=None):
@@ -532,8 +508,6 @@ def groupnorm(groups: int, *, eps: float = 1e-5) -> Module:
     statistics per sample and per group of C/groups channels over (C/groups, H, W), the same in
     train and eval. Params ``{"gamma": ones, "beta": zeros}`` of shape (C,)."""
     fn = "groupnorm"
-    from fnet import _checks
-
     groups = _checks.integer(fn, "groups", groups, minimum=1)
 
     def init(key, input_shape):
