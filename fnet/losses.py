@@ -32,14 +32,20 @@ def softmax_cross_entropy(scores, y):
     scores = _checks.float_array(fn, "scores", scores, ndim=2)
     n, c = scores.shape
     _checks.labels(fn, "y", y, n, c)
-    shifted = scores - jnp.max(scores, axis=1, keepdims=True)
-    exp = jnp.exp(shifted)
-    sum_exp = jnp.sum(exp, axis=1, keepdims=True)
-    log_probs = shifted - jnp.log(sum_exp)
+    log_probs, probs = _log_softmax(scores)
     onehot = jax.nn.one_hot(y, c, dtype=scores.dtype)
     loss = -jnp.sum(log_probs * onehot) / n
-    dscores = (exp / sum_exp - onehot) / n
+    dscores = (probs - onehot) / n
     return loss, dscores
+
+
+def _log_softmax(scores):
+    """``(log_probs, probs)`` over the last axis, after subtracting each row's maximum (finite
+    for scores of any magnitude)."""
+    shifted = scores - jnp.max(scores, axis=-1, keepdims=True)
+    exp = jnp.exp(shifted)
+    sum_exp = jnp.sum(exp, axis=-1, keepdims=True)
+    return shifted - jnp.log(sum_exp), exp / sum_exp
 
 
 def mean_squared_error(scores, y):
@@ -127,6 +133,49 @@ def l2_weight_decay_grad(weights, lam, mask=None):
         return jax.tree_util.tree_map(grad, weights)
     _checks.tree("l2_weight_decay", "mask", mask, "weights", weights, shapes=False)
     return jax.tree_util.tree_map(lambda w, m: grad(w) if m else jnp.zeros_like(w), weights, mask)
+
+
+#: How :func:`temporal_softmax_loss` divides its sum over the unmasked tokens.
+TEMPORAL_NORMALIZATIONS = ("batch", "tokens")
+
+
+def temporal_softmax_loss(scores, y, mask, *, normalize="batch"):
+    """Softmax cross-entropy at every time step of a sequence, masked (cs231n assignment 3)::
+
+        loss = 1/Z * sum_{n,t} mask[n, t] * (logsumexp(scores[n, t]) - scores[n, t, y[n, t]])
+        dscores[n, t] = mask[n, t] * (softmax(scores[n, t]) - onehot(y[n, t])) / Z
+
+    with ``Z = N`` for ``normalize="batch"`` (cs231n's convention, the default: summed over time,
+    averaged over the batch, so the loss grows with T) or ``Z = sum(mask)`` for
+    ``normalize="tokens"`` (Deep Learning from Scratch 2's ``TimeSoftmaxWithLoss``: the mean over
+    the unmasked tokens, in nats per token; Z = 1 when every token is masked, giving a loss of 0).
+    Masked tokens contribute nothing, whatever their label.
+
+    Args:
+      scores: (N, T, V).
+      y: integer labels (N, T) in [0, V) (checked when concrete).
+      mask: (N, T), boolean (True: the token counts) or 0/1 numbers.
+      normalize: "batch" or "tokens".
+
+    Returns:
+      loss: scalar; dscores: (N, T, V).
+    """
+    fn = "temporal_softmax_loss"
+    if normalize not in TEMPORAL_NORMALIZATIONS:
+        raise ValueError(f"{fn}: normalize must be one of {TEMPORAL_NORMALIZATIONS}, got {normalize!r}")
+    scores = _checks.float_array(fn, "scores", scores, ndim=3)
+    n, t, v = scores.shape
+    for name, a in (("y", y), ("mask", mask)):
+        if _checks.shape_of(a) != (n, t):
+            raise ValueError(f"{fn}: {name} must have shape (N, T) = {(n, t)} for scores of shape {scores.shape}, "
+                             f"got shape {_checks.shape_of(a)}")
+    _checks.token_ids(fn, "y", y, v)
+    mask = jnp.asarray(mask, scores.dtype)
+    z = n if normalize == "batch" else jnp.maximum(jnp.sum(mask), 1)
+    log_probs, probs = _log_softmax(scores)
+    onehot = jax.nn.one_hot(y, v, dtype=scores.dtype)
+    loss = -jnp.sum(mask * jnp.sum(log_probs * onehot, axis=-1)) / z
+    return loss, (probs - onehot) * (mask / z)[..., None]
 
 
 #: The losses by name, as accepted by ``fnet.mlp(loss=...)``.
