@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, losses, modules, nets, recurrent, recurrent_modules
+from fnet import _checks, combinators, layers, losses, modules, nets, recurrent_modules
 from fnet.modules import Module
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
@@ -397,7 +397,7 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
 
 
 def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], CheckResult]]:
-    """The steps of :mod:`fnet.recurrent` as layer pairs, the sequences through their modules (with
+    """The steps of :mod:`fnet.layers.recurrent` as layer pairs, the sequences through their modules (with
     the initial state from the input and the last state out), and temporal_softmax_loss in both
     normalizations; tiny sizes (N = 2, T = 3, D = 2, H = 3), since finite differences perturb
     every weight."""
@@ -414,13 +414,13 @@ def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], 
     ids = np.array([[0, 3, 3], [1, 3, 0]])  # repeated ids: their rows' gradients add up
     y, mask = rng.integers(0, v, (n, t)), np.array([[True, True, False], [True, False, False]])
     return [
-        partial(_pair_check, "rnn_step", recurrent.rnn_step_forward, recurrent.rnn_step_backward,
+        partial(_pair_check, "rnn_step", layers.rnn_step_forward, layers.rnn_step_backward,
                 {**step, **weights(1)}, (normal((n, h)),)),
-        partial(_pair_check, "lstm_step", recurrent.lstm_step_forward, recurrent.lstm_step_backward,
+        partial(_pair_check, "lstm_step", layers.lstm_step_forward, layers.lstm_step_backward,
                 {**step, "prev_c": normal((n, h)), **weights(4)}, (normal((n, h)), normal((n, h)))),
-        partial(_pair_check, "gru_step", recurrent.gru_step_forward, recurrent.gru_step_backward,
+        partial(_pair_check, "gru_step", layers.gru_step_forward, layers.gru_step_backward,
                 {**step, **weights(3), "bh": PARAM_SCALE * normal(h)}, (normal((n, h)),)),
-        partial(_pair_check, "lstm_forward (c0 = 0)", recurrent.lstm_forward, recurrent.lstm_backward,
+        partial(_pair_check, "lstm_forward (c0 = 0)", layers.lstm_forward, layers.lstm_backward,
                 {"x": normal(seq), "h0": normal((n, h)), **weights(4)}, (normal((n, t, h)),)),
         partial(check_module, rm.rnn(h, initial_state=True, return_sequences=False), (seq, (n, h)), seed=seed,
                 name="rnn (h0 from the input, last state)"),

@@ -29,13 +29,14 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnet import _checks, recurrent
+from fnet import _checks
+from fnet import layers
 from fnet import init as initializers
 from fnet.modules import Module, shape_error
 
 
 def embedding(vocab_size: int, dim: int, *, init=1.0) -> Module:
-    """Token embedding (:func:`fnet.recurrent.word_embedding_forward`): integer ids of any shape
+    """Token embedding (:func:`fnet.layers.word_embedding_forward`): integer ids of any shape
     (N, T) -> (N, T, dim), one row of ``W`` per token. Params ``{"W": (vocab_size, dim)}``, from
     ``init`` (default N(0, 1), PyTorch's ``nn.Embedding``; any :func:`fnet.init.get` spec).
     ``backward`` returns ``dx = None`` (the ids have no gradient) and the scatter-added ``dW``."""
@@ -52,19 +53,19 @@ def embedding(vocab_size: int, dim: int, *, init=1.0) -> Module:
 
     def forward(params, state, x, *, train, key=None):
         del train, key
-        y, cache = recurrent.word_embedding_forward(x, params["W"])
+        y, cache = layers.word_embedding_forward(x, params["W"])
         return y, state, cache
 
     def backward(params, cache, dy):
         del params
-        return None, {"W": recurrent.word_embedding_backward(dy, cache)}
+        return None, {"W": layers.word_embedding_backward(dy, cache)}
 
     return Module(init_fn, forward, backward, fn, f"{vocab_size} tokens, dim {dim}")
 
 
 def temporal_dense(units: int, *, init="xavier") -> Module:
     """The same affine map at every time step, ``y[n, t] = x[n, t] @ W + b``
-    (:func:`fnet.recurrent.temporal_affine_forward`): (N, T, D) -> (N, T, units), e.g. the scores
+    (:func:`fnet.layers.temporal_affine_forward`): (N, T, D) -> (N, T, units), e.g. the scores
     of a language model. Params ``{"W": (D, units), "b": (units,)}``: W from ``init`` ("xavier"
     by default, cs231n's ``W_vocab`` scale), b zeros."""
     fn = "temporal_dense"
@@ -80,12 +81,12 @@ def temporal_dense(units: int, *, init="xavier") -> Module:
 
     def forward(params, state, x, *, train, key=None):
         del train, key
-        y, cache = recurrent.temporal_affine_forward(x, params["W"], params["b"])
+        y, cache = layers.temporal_affine_forward(x, params["W"], params["b"])
         return y, state, cache
 
     def backward(params, cache, dy):
         del params
-        dx, dW, db = recurrent.temporal_affine_backward(dy, cache)
+        dx, dW, db = layers.temporal_affine_backward(dy, cache)
         return dx, {"W": dW, "b": db}
 
     return Module(init_fn, forward, backward, fn, f"{units} units")
@@ -106,33 +107,33 @@ class _Cell(NamedTuple):
 
 
 def _rnn_run(params, x, states):
-    h, cache = recurrent.rnn_forward(x, states[0], params["Wx"], params["Wh"], params["b"])
+    h, cache = layers.rnn_forward(x, states[0], params["Wx"], params["Wh"], params["b"])
     return h, (h[:, -1],), cache
 
 
 def _rnn_grad(cache, dh, _):
-    dx, dh0, dWx, dWh, db = recurrent.rnn_backward(dh, cache)
+    dx, dh0, dWx, dWh, db = layers.rnn_backward(dh, cache)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
 def _lstm_run(params, x, states):
-    h, c_last, cache = recurrent.lstm_state_forward(x, *states, params["Wx"], params["Wh"], params["b"])
+    h, c_last, cache = layers.lstm_state_forward(x, *states, params["Wx"], params["Wh"], params["b"])
     return h, (h[:, -1], c_last), cache
 
 
 def _lstm_grad(cache, dh, rest):
     (dc_last,) = rest
-    dx, dh0, dc0, dWx, dWh, db = recurrent.lstm_state_backward(dh, dc_last, cache)
+    dx, dh0, dc0, dWx, dWh, db = layers.lstm_state_backward(dh, dc_last, cache)
     return dx, (dh0, dc0), {"Wx": dWx, "Wh": dWh, "b": db}
 
 
 def _gru_run(params, x, states):
-    h, cache = recurrent.gru_forward(x, states[0], params["Wx"], params["Wh"], params["b"], params["bh"])
+    h, cache = layers.gru_forward(x, states[0], params["Wx"], params["Wh"], params["b"], params["bh"])
     return h, (h[:, -1],), cache
 
 
 def _gru_grad(cache, dh, _):
-    dx, dh0, dWx, dWh, db, dbh = recurrent.gru_backward(dh, cache)
+    dx, dh0, dWx, dWh, db, dbh = layers.gru_backward(dh, cache)
     return dx, (dh0,), {"Wx": dWx, "Wh": dWh, "b": db, "bh": dbh}
 
 
@@ -193,7 +194,7 @@ def _recurrent(fn: str, cell: _Cell, hidden, *, return_sequences, initial_state,
 
 def rnn(hidden: int, *, return_sequences: bool = True, initial_state: bool = False, return_state: bool = False,
         init="xavier") -> Module:
-    """A vanilla tanh RNN over (N, T, D) (:func:`fnet.recurrent.rnn_forward`):
+    """A vanilla tanh RNN over (N, T, D) (:func:`fnet.layers.rnn_forward`):
     ``h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b)``; params ``{"Wx": (D, H), "Wh": (H, H), "b": (H,)}``.
 
     Args:
@@ -209,7 +210,7 @@ def rnn(hidden: int, *, return_sequences: bool = True, initial_state: bool = Fal
 
 def lstm(hidden: int, *, return_sequences: bool = True, initial_state: bool = False, return_state: bool = False,
          init="xavier") -> Module:
-    """An LSTM over (N, T, D) (:func:`fnet.recurrent.lstm_state_forward`; gate order i, f, o, g),
+    """An LSTM over (N, T, D) (:func:`fnet.layers.lstm_state_forward`; gate order i, f, o, g),
     from ``h0 = c0 = 0`` unless ``initial_state``; params ``{"Wx": (D, 4H), "Wh": (H, 4H), "b": (4H,)}``.
 
     Args:
@@ -225,7 +226,7 @@ def lstm(hidden: int, *, return_sequences: bool = True, initial_state: bool = Fa
 
 def gru(hidden: int, *, return_sequences: bool = True, initial_state: bool = False, return_state: bool = False,
         init="xavier") -> Module:
-    """A GRU over (N, T, D) (:func:`fnet.recurrent.gru_forward`; PyTorch's convention, gates r, z,
+    """A GRU over (N, T, D) (:func:`fnet.layers.gru_forward`; PyTorch's convention, gates r, z,
     n, the reset gate after the recurrent matmul); params ``{"Wx": (D, 3H), "Wh": (H, 3H),
     "b": (3H,), "bh": (H,)}``.
 

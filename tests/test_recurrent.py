@@ -1,4 +1,4 @@
-"""fnet.recurrent (RNN, LSTM, GRU steps and sequences, word embedding, temporal affine) and
+"""fnet.layers.recurrent and fnet.layers.embedding (RNN, LSTM, GRU steps and sequences, word embedding, temporal affine) and
 fnet.losses.temporal_softmax_loss: forwards against slow NumPy loop references on random shapes,
 every backward against jax.vjp (float64, < 1e-7) and central differences, steps against
 sequences, state carried across batches, the gate orders against PyTorch, and the argument
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnet import losses
-from fnet import recurrent as R
+from fnet import layers as R
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
 AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp

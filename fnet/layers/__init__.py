@@ -18,7 +18,9 @@ The families, each in its own file and all re-exported here (``fnet.layers.affin
 - :mod:`fnet.layers.dropout`: inverted dropout;
 - :mod:`fnet.layers.conv`: convolution, max/average/global-average pooling, and their geometry.
 
-Recurrent and attention layers will join as files of their own, following the same contract.
+Sequence layers follow the same contract: ``recurrent`` (RNN, LSTM, GRU steps and sequences, with
+backpropagation through time) and ``embedding`` (word embeddings, the temporal affine layer);
+attention will join as a file of its own.
 
 Conventions (documented once here, tested in the test suite):
 
@@ -55,6 +57,8 @@ from fnet.layers.dense import (ACTIVATIONS, LEAKY_RELU_ALPHA, IdentityCache, aff
                                relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,
                                softmax_forward, tanh_backward, tanh_forward)
 from fnet.layers.dropout import dropout_backward, dropout_forward
+from fnet.layers.embedding import (word_embedding_forward, word_embedding_backward, temporal_affine_forward, temporal_affine_backward)
+from fnet.layers.recurrent import (RNNStepCache, RNNCache, rnn_step_forward, rnn_step_backward, rnn_forward, rnn_backward, LSTMStepCache, LSTMCache, lstm_step_forward, lstm_step_backward, lstm_state_forward, lstm_state_backward, lstm_forward, lstm_backward, GRUGates, GRUStepCache, GRUCache, gru_step_forward, gru_step_backward, gru_forward, gru_backward)
 from fnet.layers.norm import (NormCache, SpatialNormCache, batchnorm_backward, batchnorm_forward, layernorm_backward,
                               layernorm_forward, spatial_batchnorm_backward, spatial_batchnorm_forward,
                               spatial_groupnorm_backward, spatial_groupnorm_forward)

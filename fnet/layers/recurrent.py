@@ -1,5 +1,6 @@
 """Recurrent layers as forward/backward pairs: vanilla RNN, LSTM, GRU (one step and a whole
-sequence), word embeddings and the temporal affine layer, in cs231n assignment 3's API.
+sequence), in cs231n assignment 3's API (word embeddings and the temporal affine layer are in
+:mod:`fnet.layers.embedding`).
 
 Layouts (cs231n's, ``x @ W``): a sequence is batch-major, x (N, T, D) and hidden states h (N, T,
 H); one step takes x (N, D) and prev_h (N, H). ``Wx`` is (D, G*H) and ``Wh`` (H, G*H) with the G
@@ -30,10 +31,6 @@ Conventions (documented once here):
   ``reset_after=False``, Deep Learning from Scratch 2) resets BEFORE the matmul,
   ``n = tanh(x Wx_n + (r * h) Wh_n + b_n)``, a different function for the same weights, and
   DLFS2 also swaps the roles of z (``next_h = (1 - z) * h + z * n``, i.e. its z is our 1 - z).
-- Embedding: ``out[n, t] = W[x[n, t]]``; its backward scatter-adds, so a token that occurs
-  several times gets the SUM of its rows' gradients. Token ids must be integers in [0, V) (a
-  float array is a TypeError; the range is checked when the ids are concrete).
-
 Backpropagation through time: a sequence's forward is one ``lax.scan`` over time whose per-step
 caches come out stacked, time-major (a fixed pytree of arrays); ``x @ Wx + b`` for every step is
 one matmul before it. The backward is ONE reverse ``lax.scan`` carrying ``dh`` (and ``dc``): per
@@ -43,7 +40,6 @@ per-step outer products; they are taken once after the scan over the stacked pre
 gradients (``dWh = sum_t h_{t-1}^T da_t`` as one (N*T)-row matmul: the same sum as accumulating
 T small matmuls in the carry, faster), and so are ``dx`` and ``db``. No JAX autodiff anywhere.
 """
-
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -53,7 +49,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from fnet import _checks
-from fnet import layers
 
 
 def _time_major(a):
@@ -508,76 +503,3 @@ def gru_backward(dh, cache):
     dh0, (dax, dah) = lax.scan(step, jnp.zeros_like(h0), (_time_major(dh), h_prev, gates), reverse=True)
     dx, dWx, db, dWh = _seq_grads(x, h0, h, dax, dah, Wx)
     return dx, dh0, dWx, dWh, db, jnp.sum(dah[..., 2 * h0.shape[1]:], axis=(0, 1))
-
-
-# --------------------------------------------------------------------------------------------
-# Word embedding and temporal affine
-# --------------------------------------------------------------------------------------------
-
-
-def word_embedding_forward(x, W):
-    """Look up the rows of ``W``: ``out[n, t] = W[x[n, t]]``.
-
-    Args:
-      x: integer token ids of shape (N, T) (any shape works), values in [0, V).
-      W: (V, D), one row per token.
-
-    Returns:
-      out: (N, T, D) (``x.shape + (D,)``); cache: ``(x, W)`` (references, no copies).
-    """
-    fn = "word_embedding_forward"
-    W = _checks.float_array(fn, "W", W, ndim=2)
-    _checks.token_ids(fn, "x", x, W.shape[0])
-    return W[x], (x, W)
-
-
-def word_embedding_backward(dout, cache):
-    """Backward of :func:`word_embedding_forward`, a scatter-add: ``dW[v] = sum over (n, t) with
-    x[n, t] = v of dout[n, t]`` (a repeated id gets the sum of its gradients; an unused row 0).
-    The ids are not differentiable, so there is no dx.
-
-    Args:
-      dout: (N, T, D).
-
-    Returns:
-      dW: (V, D).
-    """
-    x, W = cache
-    _checks.upstream("word_embedding_backward", dout, (*jnp.shape(x), W.shape[1]))
-    return jnp.zeros_like(W).at[x].add(dout)
-
-
-def temporal_affine_forward(x, W, b):
-    """An affine layer applied at every time step: ``out[n, t] = x[n, t] @ W + b``
-    (:func:`fnet.layers.affine_forward` on the (N*T, D) rows).
-
-    Args:
-      x: (N, T, D); W: (D, M); b: (M,).
-
-    Returns:
-      out: (N, T, M); cache: ``(x, W)``.
-    """
-    fn = "temporal_affine_forward"
-    x = _checks.float_array(fn, "x", x, ndim=3)
-    W = _checks.float_array(fn, "W", W, ndim=2)
-    b = _checks.float_array(fn, "b", b, ndim=1)
-    if x.shape[2] != W.shape[0] or b.shape != W.shape[1:]:
-        raise ValueError(f"{fn}: W must have shape (D, M) = ({x.shape[2]}, M) and b (M,) for x of shape {x.shape}, "
-                         f"got shapes W {W.shape}, b {b.shape}")
-    n, t, d = x.shape
-    out, _ = layers.affine_forward(x.reshape(n * t, d), W, b)
-    return out.reshape(n, t, -1), (x, W)
-
-
-def temporal_affine_backward(dout, cache):
-    """Backward of :func:`temporal_affine_forward`: ``dx = dout W^T``, ``dW = sum_{n,t}
-    x[n, t]^T dout[n, t]``, ``db = sum_{n,t} dout[n, t]``.
-
-    Returns:
-      dx (N, T, D), dW (D, M), db (M,).
-    """
-    x, W = cache
-    n, t, d = x.shape
-    _checks.upstream("temporal_affine_backward", dout, (n, t, W.shape[1]))
-    dx, dW, db = layers.affine_backward(dout.reshape(n * t, -1), (x.reshape(n * t, d), W))
-    return dx.reshape(x.shape), dW, db
