@@ -49,7 +49,8 @@ def test_evaluate_reproduces_the_run(run, capsys):
     (lambda c: c["args"].pop("hidden"), r"config.json: field 'args' lacks hidden"),
     (lambda c: c["args"].update(lr=-1), r"config.json does not describe a run fnet can rebuild: --lr must be a finite"),
     (lambda c: c.update(args=[1, 2]), r"config.json: field 'args' lacks data"),
-], ids=["hidden-args-only", "hidden-size", "norm", "missing-field", "bad-value", "wrong-type"])
+    (lambda c: c.pop("version"), r"config.json is not an fnet run config of version 1 \(format 'fnet.config', version None\)"),
+], ids=["hidden-args-only", "hidden-size", "norm", "missing-field", "bad-value", "wrong-type", "no-version"])
 def test_an_edited_config_is_named(edited, change, message, capsys):
     _edit(edited, change)
     assert cli.main(["evaluate", str(edited)]) == 2
