@@ -50,6 +50,8 @@ CONFIG_NAME = "config.json"
 CONFIG_FORMAT = "fnet.config"
 CONFIG_VERSION = 1
 HISTORY_NAME, RESULTS_NAME, CURVES_NAME = "history.json", "results.json", "curves.png"
+#: The checkpoint name of fnet's earlier ``.npz`` format, recognized to say so in one line.
+LEGACY_CHECKPOINT_NAME = "checkpoint.npz"
 
 MISSING, EMPTY, RUN, OTHER = "missing", "empty", "run", "other"
 
@@ -285,8 +287,10 @@ def stored_options(run_dir) -> RunOptions:
     """The options of the run in ``run_dir`` (to resume it), from its config.json.
 
     Raises:
-      ValueError: config.json is missing, malformed or lacks an option; each names the file.
+      ValueError: the run's checkpoint is in an older format, or config.json is missing, malformed
+        or lacks an option; each names the file.
     """
+    _check_checkpoint_format(run_dir, "--resume", "continue")
     return _options(read_config(run_dir), os.path.join(run_dir, CONFIG_NAME))
 
 
@@ -322,6 +326,17 @@ def check_checkpoint(run_dir) -> None:
     path = Path(run_dir) / train.CHECKPOINT_NAME
     if path.exists():
         checkpoint.load_metadata(path)
+
+
+def _check_checkpoint_format(run_dir, what: str, verb: str) -> None:
+    """Refuse, in one line, a run folder whose checkpoint is in fnet's earlier ``.npz`` format."""
+    run_dir = Path(run_dir)
+    if (run_dir / LEGACY_CHECKPOINT_NAME).exists() and not (run_dir / train.CHECKPOINT_NAME).exists():
+        marker = read_marker(run_dir) or {}
+        raise ValueError(f"{what}: {run_dir} holds {LEGACY_CHECKPOINT_NAME}, a checkpoint in the .npz format of fnet "
+                         f"{marker.get('fnet', 'before safetensors')}; this fnet reads and writes "
+                         f"{train.CHECKPOINT_NAME}: train the run again (--overwrite), or {verb} it with the fnet "
+                         f"version that wrote it")
 
 
 def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions | None, config: dict) -> files.FolderLock:
@@ -411,9 +426,11 @@ def load(run_dir) -> Run:
 
     Raises:
       FileNotFoundError: no config.json, or no checkpoint.
-      ValueError: a config.json that is malformed or lacks an option (naming the file).
+      ValueError: a checkpoint in an older format, or a config.json that is malformed or lacks
+        an option (each message names the file).
     """
     folder = Path(run_dir)
+    _check_checkpoint_format(folder, "evaluate", "evaluate")
     config = read_config(folder)
     if not (folder / train.CHECKPOINT_NAME).exists():
         raise FileNotFoundError(f"evaluate: {folder / train.CHECKPOINT_NAME} not found; is {run_dir} a directory "

@@ -78,13 +78,13 @@ def test_an_empty_folder_or_one_left_by_a_killed_start_is_a_fresh_run(tmp_path):
     assert runs.inspect(empty) == runs.inspect(killed) == runs.EMPTY
     assert train(killed) == 0
     assert sorted(os.listdir(killed)) == sorted([files.LOCK_NAME, runs.MARKER, "config.json", "history.json",
-                                                 "checkpoint.npz", "results.json", "curves.png"])
+                                                 "checkpoint.safetensors", "results.json", "curves.png"])
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_at_the_next_start(tmp_path):
     out = tmp_path / "run"
     assert train(out, "--epochs", "1") == 0
-    stale = [".checkpoint.npz.89abcdef.tmp", ".history.json.00112233.tmp"]
+    stale = [".checkpoint.safetensors.89abcdef.tmp", ".history.json.00112233.tmp"]
     for name in stale:
         (out / name).write_bytes(b"left by a killed run")
     (out / "keep.tmp").write_text("not a name fnet makes")
