@@ -3,7 +3,7 @@
 Modules, one concept each: ``layers`` (forward/backward pairs), ``modules`` (the module contract
 and the layers as modules), ``combinators`` (serial, parallel, fan-out/fan-in, residual),
 ``losses``, ``init``, ``nets`` (a module and a loss as a ``Net``; the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
-``files`` (safe writes), ``rundir`` (run folders), ``plots``, ``search``, ``distributed``,
+``files`` (safe writes), ``runs`` (run folders), ``plots``, ``search``, ``distributed``,
 ``custom_vjp`` (the hand-written rules as ``jax.custom_vjp``), ``experiments``. The most used names
 are re-exported here.
 
@@ -16,7 +16,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("checkpoint", "combinators", "custom_vjp", "data", "files", "gradcheck", "init", "layers", "losses",
-               "modules", "nets", "optim", "rundir", "schedules", "search", "train")
+               "modules", "nets", "optim", "runs", "schedules", "search", "train")
 _NAMES = {
     "MLPConfig": "nets", "Net": "nets", "Variables": "nets", "mlp": "nets", "network": "nets", "summary": "nets",
     "FitResult": "train", "TrainingDiverged": "train", "TrialsResult": "train", "evaluate": "train", "fit": "train",

@@ -90,10 +90,10 @@ def test_two_processes_train_together_and_fail_cleanly_when_one_dies(tmp_path):
     assert "another task died" in err0 or "unhealthy" in err0 or "Gloo" in err0, err0[-3000:]
     assert waited < HEARTBEAT_S + 60
     # The checkpoint of the last completed epoch is intact (process 0 writes it atomically).
-    assert checkpoint.load_metadata(tmp_path / "ckpt" / "checkpoint.npz")["epoch"] == 2
-    saved = checkpoint.load(tmp_path / "ckpt" / "checkpoint.npz")["params"]
+    assert checkpoint.load_metadata(tmp_path / "ckpt" / "checkpoint.safetensors")["epoch"] == 2
+    saved = checkpoint.load(tmp_path / "ckpt" / "checkpoint.safetensors")["params"]
     assert {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(saved)[0]} == set(ref)
-    assert [f.name for f in (tmp_path / "ckpt").iterdir()] == ["checkpoint.npz"]  # no stray temporary files
+    assert [f.name for f in (tmp_path / "ckpt").iterdir()] == ["checkpoint.safetensors"]  # no stray temporary files
 
 
 @pytest.mark.parametrize("env, match", [
