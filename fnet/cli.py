@@ -363,18 +363,18 @@ def _cmd_experiment(args) -> int:
             print(f"{name:<24} {mod.DESCRIPTION}")
         return 0
     mod = experiments.get(args.name)
-    os.makedirs(args.out, exist_ok=True)
+    json_path, png_path = experiments.check_outputs(args.out, args.name)
     t0 = time.perf_counter()
     result = mod.run(quick=args.quick, data_dir=args.data_dir)
     elapsed = time.perf_counter() - t0
-    json_path = os.path.join(args.out, f"{args.name}.json")
     files.write_json(json_path, result)
+    experiments.record_outputs(args.out, json_path)
     print(mod.summary(result))
-    png_path = os.path.join(args.out, f"{args.name}.png")
     if plots.pyplot() is None:
         print(f"note: matplotlib is not installed, so {png_path} was not written (pip install 'fnet[plot]')")
     else:
         mod.plot(result, png_path)
+        experiments.record_outputs(args.out, png_path)
         print(f"wrote {json_path} and {png_path} ({elapsed:.1f} s)")
     return 0
 
