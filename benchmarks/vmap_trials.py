@@ -217,7 +217,11 @@ def bench(quick: bool, fit_trials: int) -> dict:
         acc_diff = float(np.max(np.abs(vmapped.history["train_acc"][i] - looped[i].history["train_acc"][0])))
         loss_diff = float(np.max(np.abs(vmapped.history["train_loss"][i] - looped[i].history["train_loss"][0])))
         compared.append({"trial": i, "max_abs_param_diff": param_diff, "max_abs_train_acc_diff": acc_diff,
-                         "max_abs_train_loss_diff": loss_diff})
+                         "max_abs_train_loss_diff": loss_diff,
+                         # The scales the differences are rounding of.
+                         "max_abs_param": max(float(jnp.max(jnp.abs(one))) for one in
+                                              jax.tree_util.tree_leaves(looped[i].params)),
+                         "max_train_loss": float(np.max(looped[i].history["train_loss"]))})
     final_acc = vmapped.history["train_acc"][:, -1]
     return {
         "benchmark": "vmap_trials",

@@ -6,7 +6,9 @@ without it."""
 import json
 import pathlib
 
+import numpy as np
 import pytest
+from _tolerances import rounding_rtol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytest.importorskip("flax")
@@ -46,9 +48,11 @@ def test_train_step_quick(benchmarks, tmp_path):
         assert r["median_s"] > 0 and r["trained"], name
         assert r["over_fnet_manual_epoch"] == pytest.approx(r["median_s"] / results["fnet manual epoch"]["median_s"])
         assert (r["peak_memory"] is not None) == (name in JAX_IMPLS), name
-    # Same initial weights and data: every per-step implementation sees the same first loss.
+    # Same initial weights and data: every per-step implementation sees the same losses over the
+    # first repetition (4 steps of batch 8, 16-8-8-8-8-4, float32), to rounding.
     first = {name: r["first_rep_mean_loss"] for name, r in results.items() if "epoch" not in name}
-    assert max(first.values()) - min(first.values()) < 1e-4
+    rtol = rounding_rtol(np.float32, terms=(16 + 4 * 8) + (4 + 3 * 8) + 8, steps=4)
+    assert max(first.values()) - min(first.values()) <= 2 * rtol * max(first.values())
     assert cfg["floor_s"] == pytest.approx(cfg["flops"]["total"] / cfg["matmul"]["median_flops_per_s"])
     assert any(t.startswith("small: manual / autodiff") for t in record["targets"])
     assert "| fnet manual epoch |" in md_path.read_text()
