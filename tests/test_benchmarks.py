@@ -1,7 +1,7 @@
 """benchmarks/train_step.py, benchmarks/mnist_e2e.py and benchmarks/xla_cpu_options.py run end to end
 in quick mode (tiny networks, a few steps, output to tmp_path); no timing assertions, only that every
-implementation ran, trained and was written out. They need the `bench` extra (flax, torch); skipped
-without it."""
+implementation ran, trained and was written out. The quick runs need the `bench` extra (flax, optax,
+torch); they are skipped without it."""
 
 import json
 import pathlib
@@ -11,8 +11,6 @@ import pytest
 from _tolerances import rounding_rtol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytest.importorskip("flax")
-pytest.importorskip("torch")
 
 JAX_IMPLS = {"fnet manual step", "fnet manual epoch", "fnet autodiff step", "fnet autodiff epoch", "flax+optax"}
 
@@ -35,7 +33,7 @@ def test_step_flops_formula(benchmarks):
     assert f["total"] == f["forward"] + f["backward"]
 
 
-def test_train_step_quick(benchmarks, tmp_path):
+def test_train_step_quick(benchmarks, bench_peers, tmp_path):
     json_path, md_path = map(pathlib.Path, benchmarks.train_step.main(
         ["--quick", "--configs", "small", "--threads", "1", "--out", str(tmp_path)]))
     assert json_path.parent == tmp_path and json_path.name.startswith("train_step-") and json_path.stem.endswith("-quick")
@@ -72,7 +70,7 @@ def test_gpu_without_gpu_fails_clearly(benchmarks, tmp_path):
         benchmarks.train_step.main(["--quick", "--device", "gpu", "--out", str(tmp_path)])
 
 
-def test_mnist_e2e_quick(benchmarks, tmp_path):
+def test_mnist_e2e_quick(benchmarks, bench_peers, tmp_path):
     json_path, md_path = map(pathlib.Path, benchmarks.mnist_e2e.main(
         ["--quick", "--threads", "1", "--out", str(tmp_path)]))
     record = json.loads(json_path.read_text())
@@ -85,7 +83,7 @@ def test_mnist_e2e_quick(benchmarks, tmp_path):
     assert "| fnet |" in md_path.read_text()
 
 
-def test_xla_cpu_options_quick(benchmarks, tmp_path):
+def test_xla_cpu_options_quick(benchmarks, bench_peers, tmp_path):
     # One setting, in its own process (the others run the same code with other XLA_FLAGS).
     json_path, md_path = map(pathlib.Path, benchmarks.xla_cpu_options.main(
         ["--quick", "--settings", "default", "--out", str(tmp_path)]))
