@@ -5,11 +5,13 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 from _tolerances import rounding_rtol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.xla_defaults
 def test_quick_mode_writes_json_and_markdown(tmp_path, monkeypatch, capsys, shared_data_dir):  # noqa: F811
     monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is a top-level folder, not part of the fnet package
     from benchmarks import train_datasets

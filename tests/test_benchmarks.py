@@ -33,6 +33,7 @@ def test_step_flops_formula(benchmarks):
     assert f["total"] == f["forward"] + f["backward"]
 
 
+@pytest.mark.xla_defaults
 def test_train_step_quick(benchmarks, bench_peers, tmp_path):
     json_path, md_path = map(pathlib.Path, benchmarks.train_step.main(
         ["--quick", "--configs", "small", "--threads", "1", "--out", str(tmp_path)]))

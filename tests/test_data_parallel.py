@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from _tolerances import rounding_rtol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -58,6 +59,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.xla_defaults
 def test_eight_devices_match_one_device():
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # the suite's own, and 8 devices
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",

@@ -92,6 +92,7 @@ def manual_trajectory(manual_step):
 # ----------------------------------------------------------------------------- make_train_step
 
 
+@pytest.mark.xla_defaults
 def test_manual_and_autodiff_steps_give_the_same_trajectory(manual_trajectory):
     x, y = _toy()
     auto = _run_steps(train.make_train_step(NET64, OPT64, grad="autodiff"), NET64, OPT64, x, y)
@@ -102,6 +103,7 @@ def test_manual_and_autodiff_steps_give_the_same_trajectory(manual_trajectory):
     assert not np.allclose(manual_trajectory[1]["batchnorm1"].mean, state0["batchnorm1"].mean)
 
 
+@pytest.mark.xla_defaults
 def test_jit_and_no_jit_steps_agree():
     # A plain net: without jit every primitive is dispatched (and compiled) on its own, which is
     # slow for dropout's random bits; the jit/no-jit question does not depend on the layers.
@@ -112,6 +114,7 @@ def test_jit_and_no_jit_steps_agree():
     assert_trees_close(eager, jitted, dtype=np.float64, terms=D + 6 + C + B, steps=2)
 
 
+@pytest.mark.xla_defaults
 def test_donation_consumes_the_inputs_only_when_asked(manual_step, manual_trajectory):
     """make_train_step donates params/state/opt_state by default (the caller must not reuse
     them); donate=False leaves them intact; fit() copies the params/state it is given, so its
@@ -139,6 +142,7 @@ def test_make_train_step_rejects_unknown_grad_mode():
 # ----------------------------------------------------------------------------- make_epoch
 
 
+@pytest.mark.xla_defaults
 def test_epoch_equals_a_python_loop_of_steps_over_the_same_batches_and_keys(manual_step):
     x, y = _toy()
     params, state = NET64.init(jax.random.PRNGKey(0))
@@ -251,6 +255,7 @@ def test_fit_history_best_params_and_quiet_mode(digits, capsys):
     assert len(lines) == 2 and "epoch 2/2" in lines[1] and "samples/s" in lines[1]
 
 
+@pytest.mark.xla_defaults
 def test_fit_takes_an_optax_optimizer_and_matches_fnets(digits):
     optax = pytest.importorskip("optax")
     ours = train.fit(PLAIN, optim.adam(1e-2), digits.x_train, digits.y_train, epochs=2, batch_size=64, progress=False)
@@ -325,6 +330,7 @@ def test_fit_records_the_schedule_in_history(digits):
     assert result.history["lr"] == pytest.approx([lr, lr * decay, lr * decay**2], rel=1e-6)
 
 
+@pytest.mark.xla_defaults
 def test_manual_and_autodiff_fit_end_with_the_same_params_to_float32_tolerance(digits):
     # No batch norm here: the bias in front of batch norm has an exact zero gradient, so both
     # runs would feed Adam pure float32 rounding noise there, which Adam scales up to steps of
@@ -337,6 +343,7 @@ def test_manual_and_autodiff_fit_end_with_the_same_params_to_float32_tolerance(d
                        steps=steps)
 
 
+@pytest.mark.xla_defaults
 def test_resume_after_epoch_k_is_bitwise_identical_to_an_uninterrupted_run(digits, tmp_path):
     args = (NET, OPT, digits.x_train, digits.y_train)
     kw = dict(val=(digits.x_val, digits.y_val), batch_size=64, seed=3, progress=False)

@@ -50,6 +50,7 @@ def trials():
     return train.fit_trials(NET, FACTORY, X, Y, hparams=HP, seeds=np.array([3, 4, 5]), **KW)
 
 
+@pytest.mark.xla_defaults
 def test_each_trial_equals_its_own_fit_run(trials):
     """Trial i of the vmapped program == fit() with trial i's optimizer, net and seed (float64)."""
     assert trials.history["val_acc"].shape == (3, 2) and not trials.diverged.any()
@@ -87,6 +88,7 @@ def test_new_hyperparameter_values_and_per_trial_data_do_not_recompile(trials):
     np.testing.assert_allclose(again.history["train_loss"], trials.history["train_loss"][::-1], rtol=1e-12)
 
 
+@pytest.mark.xla_defaults
 def test_per_trial_data():
     """shared_data=False: each trial trains on its own data set (here: the shared one, repeated)."""
     hp = {"learning_rate": np.array([0.1, 0.05])}
