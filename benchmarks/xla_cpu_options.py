@@ -185,9 +185,7 @@ def main(argv=None) -> tuple[str, str]:
     record.update(quick=args.quick, rounds=rounds, config="784-[100]*4-10 batch 128" if not args.quick else "quick",
                   flags={n: SETTINGS[n] for n in names}, settings=settings,
                   load_average_after=_common.load_average())
-    table = format_table(record)
-    print(table)
-    return _common.write_results(record, table, args.out, "xla_cpu_options", args.quick)
+    return _common.publish(record, format_table(record), args.out, "xla_cpu_options", args.quick)
 
 
 if __name__ == "__main__":
