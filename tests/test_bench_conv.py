@@ -39,7 +39,6 @@ def test_im2col_and_col2im_are_adjoint(benchmarks):
     np.testing.assert_allclose(np.sum(col * g), np.sum(x * cs.col2im(g, x.shape, 3, 1, 1)), rtol=1e-12)
 
 
-@pytest.mark.xla_defaults
 def test_conv_step_quick(benchmarks, bench_peers, tmp_path):
     json_path, md_path = map(pathlib.Path, benchmarks.conv_step.main(["--quick", "--threads", "1", "--out", str(tmp_path)]))
     record = json.loads(json_path.read_text())

@@ -4,13 +4,11 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 from _tolerances import rounding_rtol
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.xla_defaults
 def test_quick_mode_writes_json_and_markdown(tmp_path, monkeypatch, capsys, bench_peers):
     monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is a top-level folder, not part of the fnet package
     from benchmarks import vmap_trials
