@@ -13,6 +13,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from _tolerances import assert_trees_close
 
 from fnet import checkpoint, cli, distributed
 
@@ -82,7 +83,9 @@ def test_two_processes_train_together_and_fail_cleanly_when_one_dies(tmp_path):
     assert set(p0) == set(ref) == set(p1)
     for k in ref:
         np.testing.assert_array_equal(p0[k], p1[k])
-        np.testing.assert_allclose(p0[k], ref[k], rtol=1e-5, atol=1e-6)
+    # float32, 2 epochs of 4 steps of batch 16 through 5-16-16-3 with batch norm; the two processes
+    # sum the batch in another order than one.
+    assert_trees_close(dict(p0), dict(ref), dtype=np.float32, terms=(5 + 16 + 16) + (3 + 16) + 3 * 16, steps=2 * 4)
     # Process 0 does not hang: the coordination service notices the silent peer and ends it with
     # a clear message, within the heartbeat timeout plus scheduling slack.
     assert "resuming" in out0 and "unreachable" not in out0
