@@ -18,7 +18,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from _data_fixtures import skip_or_fail
+from _data_fixtures import skip_or_fail, unblocked_fifo
 
 from fnet import data
 
@@ -328,29 +328,15 @@ def test_read_idx_header_claiming_more_than_the_file_can_hold(tmp_path, monkeypa
         data.read_idx(path)
 
 
-def _end_blocked_reads(fifo: Path) -> None:
-    """Open ``fifo`` for writing and close it: a reader blocked on it then sees end-of-file. With
-    no reader the open fails at once (ENXIO) and nothing happens."""
-    try:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:
-        pass
-
-
 def test_read_idx_reads_only_regular_files(tmp_path):
     fifo = tmp_path / "fifo-images-idx3-ubyte.gz"
     os.mkfifo(fifo)  # reading it would block forever: refused before any read
     link = tmp_path / "link"
     link.symlink_to(fifo)
-    # Should a read block anyway, the timer ends it, so the test fails instead of hanging.
-    timer = threading.Timer(10, _end_blocked_reads, [fifo])
-    timer.start()
-    try:
+    with unblocked_fifo(fifo):
         for path in (fifo, link, tmp_path, Path("/dev/zero")):
             with pytest.raises(ValueError, match=f"^read_idx: {re.escape(str(path))} is not a regular file"):
                 data.read_idx(path)
-    finally:
-        timer.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
