@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import stat
 import urllib.request
 import zlib
 from http.client import HTTPException
@@ -26,6 +28,87 @@ from fnet import files
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+# deflate (gzip's compression) emits at least one bit per 258 bytes of a run: no gzip file
+# decompresses to more than ~1032 times its size (zlib's documented limit), so a header claiming
+# more is a truncated file, refused before anything is allocated.
+_GZIP_MAX_RATIO = 1032
+_CHUNK = 1 << 20  # bytes decompressed per read: what a gzip bomb can cost before it is refused
+
+
+def open_regular(fn: str, path: Path):
+    """Open ``path`` for reading in binary mode if it is a regular file (a symlink to one counts).
+
+    A FIFO, socket or device is refused BEFORE it is read: reading a FIFO blocks forever and a
+    device such as /dev/zero never ends. ``O_NONBLOCK`` keeps the open itself from blocking on a
+    FIFO without a writer. Raises ``ValueError`` naming ``fn`` and the path, ``OSError`` (e.g.
+    FileNotFoundError) when it cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{fn}: {path} is not a regular file (a FIFO, device or socket); refusing to read it")
+    return os.fdopen(fd, "rb")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still give a process (Linux's MemAvailable, else the free
+    physical pages), or None where neither is known."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _read_up_to(stream, n: int) -> bytes:
+    """At most ``n`` bytes of ``stream`` (fewer only at its end)."""
+    parts, left = [], n
+    while left > 0 and (part := stream.read(min(left, _CHUNK))):
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _size_error(path: Path, truncated: bool, expected: int, dtype: np.dtype, shape: tuple, found) -> ValueError:
+    what = "is truncated" if truncated else "has trailing bytes"
+    return ValueError(f"read_idx: {path} {what}: expected {expected} bytes of {dtype.name} data for shape {shape}, "
+                      f"found {found}")
+
+
+def _check_size(path: Path, expected: int, dtype: np.dtype, shape: tuple, payload_size: int, gz: bool) -> None:
+    """Refuse a header whose data cannot be in the file (``payload_size`` bytes after the header,
+    or a whole gzip file of that size) or would not fit in memory, before anything is allocated."""
+    if not gz and expected != payload_size:
+        raise _size_error(path, payload_size < expected, expected, dtype, shape, payload_size)
+    if gz and expected > _GZIP_MAX_RATIO * payload_size:
+        raise _size_error(path, True, expected, dtype, shape, f"at most {_GZIP_MAX_RATIO * payload_size} (a "
+                          f"{payload_size}-byte gzip file decompresses to at most {_GZIP_MAX_RATIO} times its size)")
+    available = available_memory()
+    if available is not None and expected > available:
+        raise ValueError(f"read_idx: {path} claims shape {shape}: {expected:,} bytes ({expected / 2**30:.1f} GiB) "
+                         f"of data, more than the {available:,} bytes of memory available")
+
+
+def _read_payload(path: Path, stream, expected: int, dtype: np.dtype, shape: tuple) -> np.ndarray:
+    """Exactly ``expected`` bytes of ``stream`` into a new array, read in bounded chunks; one more
+    byte is read to detect trailing data, never the rest of the stream."""
+    out = np.empty(expected, np.uint8)
+    view, found = memoryview(out), 0
+    while found < expected and (n := stream.readinto(view[found:found + _CHUNK])):
+        found += n
+    if found < expected:
+        raise _size_error(path, True, expected, dtype, shape, found)
+    if stream.read(1):
+        raise _size_error(path, False, expected, dtype, shape, f"more than {expected}")
+    return out.view(dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
 def read_idx(path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not (detected from the content).
 
@@ -33,39 +116,47 @@ def read_idx(path) -> np.ndarray:
     0x0D float32, 0x0E float64), the number of dimensions ``k``, ``k`` big-endian uint32 sizes,
     then the values in row-major order, big-endian.
 
+    The header is read first; the data size it implies, ``prod(sizes) * itemsize``, is checked
+    against the file (a gzip file holds at most ~1032 times its size) and the memory available
+    before it is allocated, and then exactly that many bytes plus one are read (decompressed in
+    1 MiB chunks). So a gzip bomb (a valid header followed by gigabytes of zeros) costs about one
+    chunk of memory before it is refused, not its decompressed size. Only regular files are read
+    (a FIFO or device is refused before reading).
+
     Returns:
         array of shape (d1, ..., dk) in native byte order (uint8 for MNIST's files).
 
     Raises:
-        ValueError: the file is truncated, has trailing bytes, a bad magic number or type code,
-            or is a broken gzip stream; the message names the path and what was expected.
+        ValueError: the file is not a regular file, is truncated, has trailing bytes, a bad magic
+            number or type code, claims more data than the file or memory can hold, or is a
+            broken gzip stream; the message names the path and what was expected.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
+    with open_regular("read_idx", path) as f:
+        file_size = os.fstat(f.fileno()).st_size
+        gz = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+        stream = gzip.GzipFile(fileobj=f, mode="rb") if gz else f
         try:
-            raw = gzip.decompress(raw)
+            head = _read_up_to(stream, 4)
+            if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _IDX_DTYPES:
+                raise ValueError(
+                    f"read_idx: {path} is not an IDX file: expected a magic number 00 00 <type code in "
+                    f"{sorted(_IDX_DTYPES)}> <ndim>, found bytes {head.hex(' ') or '(empty file)'}"
+                )
+            dtype, ndim = np.dtype(_IDX_DTYPES[head[2]]), head[3]
+            sizes = _read_up_to(stream, 4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise ValueError(f"read_idx: {path} is truncated: expected a {4 + 4 * ndim}-byte header, "
+                                 f"found {4 + len(sizes)} bytes")
+            shape = tuple(int(d) for d in np.frombuffer(sizes, ">u4"))
+            expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+            _check_size(path, expected, dtype, shape, file_size - (0 if gz else 4 + 4 * ndim), gz)
+            return _read_payload(path, stream, expected, dtype, shape)
         except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise
             raise ValueError(f"read_idx: {path} is a corrupt or truncated gzip file ({e})") from None
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
-        raise ValueError(
-            f"read_idx: {path} is not an IDX file: expected a magic number 00 00 <type code in "
-            f"{sorted(_IDX_DTYPES)}> <ndim>, found bytes {raw[:4].hex(' ') or '(empty file)'}"
-        )
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"read_idx: {path} is truncated: expected a {header}-byte header, found {len(raw)} bytes")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
-        what = "is truncated" if found < expected else "has trailing bytes"
-        raise ValueError(
-            f"read_idx: {path} {what}: expected {expected} bytes of {dtype.name} data for shape "
-            f"{shape}, found {found}"
-        )
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 IDX_FILES = (

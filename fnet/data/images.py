@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fnet.data import idx, synthetic
+from fnet.data import idx, synthetic, text
 from fnet.data.splits import Dataset, check_dataset, split_dataset, standardize_dataset, train_val_test_split
 
 
@@ -130,6 +130,9 @@ def canonical_name(name: str) -> str:
     listing :data:`KNOWN_DATASETS` for an unknown one."""
     key = name.lower().replace("_", "-")
     if key not in _LOADERS:
+        if text.text_dataset_name(name) is not None:
+            raise ValueError(f"{name!r} is a text data set (a sequence of characters, not samples and labels): "
+                             f"load it with fnet.data.load_text({name!r})")
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(KNOWN_DATASETS)}")
     return key
 

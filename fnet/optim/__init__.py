@@ -42,12 +42,13 @@ Conventions (shared by all optimizers here):
   will use); :func:`current_learning_rate` reads it from any fnet state, a :func:`chain` of states,
   or an ``optax.inject_hyperparams`` state.
 - Hyperparameters given as Python numbers or concrete arrays are checked when the optimizer is
-  built: ``learning_rate >= 0`` (0 is allowed: it freezes the parameters), ``b1``, ``b2``,
-  ``decay`` and the EMA form's ``momentum`` in [0, 1), the other momenta in [0, 1] (1 is
-  undamped but well defined), ``eps > 0``, ``weight_decay >= 0``, ``max_norm > 0``; a value
-  outside raises ``ValueError("adagrad: eps must be > 0, got -1e-07")``, a value that is not a
+  built: all finite (no NaN, no inf), ``learning_rate >= 0`` (0 is allowed: it freezes the
+  parameters), ``b1``, ``b2``, ``decay`` and the EMA form's ``momentum`` in [0, 1), the other
+  momenta in [0, 1] (1 is undamped but well defined), ``eps > 0``, ``weight_decay >= 0``,
+  ``max_norm > 0``; a value outside raises
+  ``ValueError("adagrad: eps must be a finite number > 0, got -1e-07")``, a value that is not a
   real number ``TypeError``. Schedules and traced values are not known at construction and are
-  not checked.
+  not checked here (a schedule checks its own arguments when it is built).
 - Mismatched trees raise ``ValueError`` naming the offending paths (``jax.tree_util.keystr``).
 
 Parameters in fnet's networks are nested per layer, ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma",

@@ -54,21 +54,22 @@ def mask_params(fn: str, mask, params):
 
 # The valid range of each hyperparameter, by name; a constructor may override one (the EMA
 # momentum excludes 1). Rates in [0, 1) exclude 1 where it breaks the method: b1 = 1 or b2 = 1
-# divides by 1 - b**t = 0, decay = 1 keeps h at 0, an EMA with rho = 1 never moves.
+# divides by 1 - b**t = 0, decay = 1 keeps h at 0, an EMA with rho = 1 never moves. Every range is
+# finite: an infinite rate, eps or decay would only show up as NaN parameters after the update.
 _BOUNDS = {
-    "learning_rate": ">= 0",
+    "learning_rate": "a finite number >= 0",
     "momentum": "in [0, 1]",
     "decay": "in [0, 1)",
     "b1": "in [0, 1)",
     "b2": "in [0, 1)",
-    "eps": "> 0",
-    "weight_decay": ">= 0",
-    "max_norm": "> 0",
+    "eps": "a finite number > 0",
+    "weight_decay": "a finite number >= 0",
+    "max_norm": "a finite number > 0",
 }
 # Written so that NaN fails every test.
 _IN_BOUNDS = {
-    ">= 0": lambda x: x >= 0,
-    "> 0": lambda x: x > 0,
+    "a finite number >= 0": lambda x: np.isfinite(x) & (x >= 0),
+    "a finite number > 0": lambda x: np.isfinite(x) & (x > 0),
     "in [0, 1)": lambda x: (x >= 0) & (x < 1),
     "in [0, 1]": lambda x: (x >= 0) & (x <= 1),
 }
