@@ -26,11 +26,13 @@ hyperparameters or targets.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Callable
 
 import jax
 
-from fnet import losses
+from fnet import _checks, losses
+from fnet.modules import Module
 
 
 def manual_vjp(forward, backward, *, nondiff_argnums=()):
@@ -51,25 +53,24 @@ def manual_vjp(forward, backward, *, nondiff_argnums=()):
     Args:
       forward: ``forward(*args, **options) -> (out, cache)``, pure and jit-able.
       backward: ``backward(dout, cache) -> grads`` for the differentiable arguments.
-      nondiff_argnums: indices (non-negative ints) of positional arguments that are not
-        differentiated.
+      nondiff_argnums: an index, or a sequence of indices, of positional arguments that are not
+        differentiated: ints >= 0, Python or NumPy.
 
     Returns:
       ``f(*args, **options) -> out``; jit-able and vmappable like ``forward``.
 
     Raises:
       TypeError: if ``forward``/``backward`` are not callable or ``nondiff_argnums`` holds
-        something other than non-negative ints.
+        something other than ints (a bool, a float).
+      ValueError: if ``nondiff_argnums`` holds a negative index.
     """
     fn = "manual_vjp"
     for name, value in (("forward", forward), ("backward", backward)):
         if not callable(value):
             raise TypeError(f"{fn}: {name} must be callable, got {type(value).__name__}")
-    if isinstance(nondiff_argnums, int):
+    if not isinstance(nondiff_argnums, Iterable):
         nondiff_argnums = (nondiff_argnums,)
-    nondiff = frozenset(nondiff_argnums)
-    if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in nondiff):
-        raise TypeError(f"{fn}: nondiff_argnums must be non-negative ints, got {tuple(nondiff_argnums)!r}")
+    nondiff = frozenset(_checks.integer(fn, "nondiff_argnums", i, minimum=0) for i in nondiff_argnums)
     name = getattr(forward, "__name__", repr(forward))
 
     @functools.wraps(forward)
@@ -144,8 +145,6 @@ def module_vjp(module) -> Callable:
       ``f(params, x, *, state=None, train=True, key=None) -> (y, new_state)``; jit-able and
       vmappable.
     """
-    from fnet.modules import Module
-
     if not isinstance(module, Module):
         raise TypeError(f"module_vjp: module must be a fnet.modules.Module, got {type(module).__name__}")
 

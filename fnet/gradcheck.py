@@ -54,13 +54,15 @@ def numerical_gradient(f: Callable, x, h: float = 1e-5, *, batch_size: int = 409
       f: JAX-traceable function of ``x`` returning a scalar.
       x: an array or a pytree of arrays (use float64 for meaningful results).
       h: step (default 1e-5, good for float64; use ~1e-3 in float32).
-      batch_size: number of elements perturbed at once: the 2 * batch_size evaluations of ``f``
-        run as one vmapped batch (``jax.lax.map`` over batches when there are more elements).
-        Works eagerly and under ``jit`` (where the whole difference quotient is one program).
+      batch_size: number of elements perturbed at once (a positive int, Python or NumPy): the
+        2 * batch_size evaluations of ``f`` run as one vmapped batch (``jax.lax.map`` over
+        batches when there are more elements). Works eagerly and under ``jit`` (where the whole
+        difference quotient is one program).
 
     Returns:
       A pytree like ``x`` with the numerical gradient.
     """
+    batch_size = _checks.integer("numerical_gradient", "batch_size", batch_size, minimum=1)
     flat, unravel = ravel_pytree(x)
     if flat.size == 0:
         return x
@@ -252,7 +254,7 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
     Raises:
       ValueError: ``backward`` returned a ``dx``/``dparams`` of the wrong structure or shapes.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_checks.integer("check_module", "seed", seed, minimum=0))
     key = _check_key(seed)
     with jax.enable_x64(True):
         random_params, state = _generic_point(rng, lambda k: module.init(k, input_shape)[:2], key)
@@ -302,7 +304,7 @@ def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None
       net: a float64 network (``dtype="float64"``).
       x: float64 inputs of shape (N, *net.input_shape); y: targets for the net's loss.
     """
-    key = _check_key(seed)
+    key = _check_key(_checks.integer("check_network", "seed", seed, minimum=0))
     with jax.enable_x64(True):
         params, state = _generic_point(np.random.default_rng(seed), lambda k: tuple(net.init(k)), key)
         context = {"x": x, "y": y, "state": state, "key": key}
@@ -351,7 +353,7 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
     """Three-way check of every leaf module (each wraps one :mod:`fnet.layers` pair; the
     convolutional ones on tiny images, the recurrent ones on tiny sequences), the recurrent
     steps, and every loss, in float64 on small random inputs."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_checks.integer("check_layers", "seed", seed, minimum=0))
     normal = rng.standard_normal
     n, d = 6, 5
     checks = [
@@ -463,6 +465,7 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
     from fnet.modules import dense, tanh
 
+    seed = _checks.integer("check_combinators", "seed", seed, minimum=0)
     n, d = 5, 4
     branches = parallel(serial(dense(3), tanh()), dense(3))
     return _run([
@@ -486,7 +489,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
     from fnet.modules import batchnorm, dense, dropout, relu, tanh
 
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(_checks.integer("check_networks", "seed", seed, minimum=0) + 1)
     n, d, c = 8, 5, 3
     x, y = rng.standard_normal((n, d)), rng.integers(0, c, n)
     checks = []
