@@ -5,13 +5,21 @@
 Any JAX program written with such functions (``jax.grad``, ``jax.vjp``, under ``jit`` or
 ``vmap``) then differentiates through fnet's hand-derived rules instead of JAX's autodiff of the
 forward. :func:`module_vjp` is the one bridge for modules, leaf or composed, and :data:`LOSSES`
-wraps the losses of :mod:`fnet.losses`::
+wraps the losses of :mod:`fnet.losses`. ``jax.grad`` then gives exactly the hand-written chain:
 
-    from fnet import custom_vjp as cv, modules as fm, combinators as fc
-    f = cv.module_vjp(fc.serial(fm.dense(100), fm.relu(), fm.dense(10)))
-    def loss(params, x, y):
-        return cv.LOSSES["softmax_cross_entropy"](f(params, x)[0], y)
-    grads = jax.grad(loss)(params, x, y)     # runs serial's derived backward and the loss's dscores
+>>> import jax, jax.numpy as jnp
+>>> from fnet import combinators, custom_vjp, losses, modules
+>>> net = combinators.serial(modules.dense(8), modules.relu(), modules.dense(3))
+>>> params, state, _ = net.init(jax.random.PRNGKey(0), (None, 5))
+>>> x, y = jax.random.normal(jax.random.PRNGKey(1), (4, 5)), jnp.array([0, 2, 1, 2])
+>>> f = custom_vjp.module_vjp(net)
+>>> def loss(params, x, y):
+...     return custom_vjp.LOSSES["softmax_cross_entropy"](f(params, x)[0], y)
+>>> grads = jax.grad(loss)(params, x, y)     # runs serial's derived backward and the loss's dscores
+>>> scores, _, cache = net.forward(params, state, x, train=True)
+>>> _, manual = net.backward(params, cache, losses.softmax_cross_entropy(scores, y)[1])
+>>> jax.tree.all(jax.tree.map(jnp.array_equal, grads, manual))
+True
 
 Non-differentiable arguments (one design for all): every keyword argument, and every positional
 argument listed in ``nondiff_argnums`` (leaky ReLU's ``alpha``, dropout's ``rate`` and ``key``,

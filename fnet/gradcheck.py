@@ -86,6 +86,13 @@ def rel_error(a, b, *, floor: float = 1e-8) -> float:
 
     Raises:
       ValueError: if the trees or shapes differ.
+
+    >>> import numpy as np
+    >>> from fnet import gradcheck
+    >>> print(f"{gradcheck.rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.000002])):.1e}")  # 2e-6 / 4
+    5.0e-07
+    >>> gradcheck.rel_error(np.array([1.0]), np.array([np.nan]))
+    inf
     """
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
@@ -253,6 +260,11 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
 
     Raises:
       ValueError: ``backward`` returned a ``dx``/``dparams`` of the wrong structure or shapes.
+
+    >>> from fnet import gradcheck, modules
+    >>> result = gradcheck.check_module(modules.dense(3), (4, 5))
+    >>> result.passed, list(result.leaves)
+    (True, ['params.W', 'params.b', 'x'])
     """
     rng = np.random.default_rng(_checks.integer("check_module", "seed", seed, minimum=0))
     key = _check_key(seed)

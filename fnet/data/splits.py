@@ -112,6 +112,12 @@ def train_val_test_split(x, y, *, val_fraction: float = 0.1, test_fraction: floa
 
     Returns:
         ``(x_train, y_train, x_val, y_val, x_test, y_test)``.
+
+    >>> import numpy as np
+    >>> from fnet import data
+    >>> parts = data.train_val_test_split(np.arange(10), np.arange(10), seed=0)
+    >>> [p.tolist() for p in parts[::2]]               # 2 test samples, 1 of the other 8 for validation
+    [[0, 1, 3, 5, 7, 8, 9], [2], [4, 6]]
     """
     fn = "train_val_test_split"
     _checks.rate(fn, "val_fraction", val_fraction)
@@ -167,6 +173,12 @@ def one_hot(y, num_classes: int, dtype=jnp.float32):
 
     Returns:
         jax array of shape (N, C) with ``out[i, y[i]] == 1`` and zeros elsewhere.
+
+    >>> import numpy as np
+    >>> from fnet import data
+    >>> print(data.one_hot(np.array([2, 0]), 3))
+    [[0. 0. 1.]
+     [1. 0. 0.]]
     """
     num_classes = _checks.integer("one_hot", "num_classes", num_classes, minimum=1)
     _checks.labels("one_hot", "y", y, len(y), num_classes)

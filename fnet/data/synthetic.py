@@ -45,6 +45,11 @@ def spiral(
 
     Returns:
         a classification :class:`Dataset`: x of shape (N, 2), y of shape (N,) in [0, num_classes).
+
+    >>> from fnet import data
+    >>> ds = data.spiral(n_per_class=100, num_classes=3)       # 300 points: 60 test, 24 validation
+    >>> ds.x_train.shape, ds.y_train.shape, ds.x_val.shape, ds.x_test.shape, ds.num_classes
+    ((216, 2), (216,), (24, 2), (60, 2), 3)
     """
     n_per_class = _checks.integer("spiral", "n_per_class", n_per_class, minimum=1)
     num_classes = _checks.integer("spiral", "num_classes", num_classes, minimum=1)

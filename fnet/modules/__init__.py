@@ -49,6 +49,28 @@ inside each module's dict (``{"W": ..., "b": ...}``), so :func:`weight_mask` (in
 (:func:`fnet.optim.weights_only`, the networks' L2 penalty). Combinators (``serial``,
 ``parallel``, fan-out/fan-in, ``residual``) are in :mod:`fnet.combinators`;
 :func:`fnet.nets.network` turns a module and a loss into a ``Net``.
+
+A composition, its shapes known before any data, and one forward and backward pass:
+
+>>> import jax
+>>> from fnet import combinators, modules
+>>> net = combinators.serial(modules.dense(100), modules.relu(), modules.dropout(0.5), modules.dense(10))
+>>> print(modules.summary(net, (None, 784)))
+module      type                        output shape  params
+------------------------------------------------------------
+serial      serial (4 modules)          (N, 10)       79,510
+  dense1    dense (100 units, init he)  (N, 100)      78,500
+  relu1     relu                        (N, 100)           -
+  dropout1  dropout (rate 0.5)          (N, 100)           -
+  dense2    dense (10 units, init he)   (N, 10)        1,010
+------------------------------------------------------------
+total: 79,510 parameters
+>>> params, state, output_shape = net.init(jax.random.PRNGKey(0), (None, 784))
+>>> x = jax.random.normal(jax.random.PRNGKey(1), (32, 784))
+>>> y, state, cache = net.forward(params, state, x, train=True, key=jax.random.PRNGKey(2))
+>>> dx, dparams = net.backward(params, cache, jax.numpy.ones_like(y))
+>>> y.shape, dx.shape, dparams["dense1"]["W"].shape
+((32, 10), (32, 784), (784, 100))
 """
 
 from fnet.modules.base import (Module, Static, init_shapes, is_weight, shape_error, summary, summary_rows,

@@ -59,8 +59,15 @@ def is_weight(path) -> bool:
 
 
 def weight_mask(params):
-    """A tree like ``params`` of Python bools, True at the weights (:func:`is_weight`):
-    ``{"dense1": {"W": True, "b": False}, "batchnorm1": {"gamma": False, "beta": False}}``."""
+    """A tree like ``params`` of Python bools, True at the weights (:func:`is_weight`).
+
+    >>> from fnet import combinators, modules
+    >>> net = combinators.serial(modules.conv2d(8, 3), modules.batchnorm(), modules.flatten(), modules.dense(10))
+    >>> params, _, _ = modules.init_shapes(net, (None, 1, 28, 28))
+    >>> modules.weight_mask(params)
+    {'batchnorm1': {'beta': False, 'gamma': False}, 'conv2d1': {'W': True, 'b': False},
+     'dense1': {'W': True, 'b': False}}
+    """
     return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
 
 
@@ -84,7 +91,15 @@ def image_shape(fn: str, input_shape) -> tuple:
 
 def init_shapes(module: Module, input_shape, key=None):
     """``(params, state, output_shape)`` of ``module.init`` with ``jax.ShapeDtypeStruct`` leaves:
-    shapes and dtypes only, nothing computed (``jax.eval_shape``)."""
+    shapes and dtypes only, nothing computed (``jax.eval_shape``).
+
+    >>> import jax
+    >>> from fnet import combinators, modules
+    >>> net = combinators.serial(modules.conv2d(8, 3, pad=1), modules.max_pool(2), modules.flatten(), modules.dense(10))
+    >>> params, state, output_shape = modules.init_shapes(net, (None, 1, 28, 28))
+    >>> jax.tree.map(lambda leaf: leaf.shape, params), output_shape
+    ({'conv2d1': {'W': (8, 1, 3, 3), 'b': (8,)}, 'dense1': {'W': (1568, 10), 'b': (10,)}}, (None, 10))
+    """
     out = []
 
     def shapes_only(k):
