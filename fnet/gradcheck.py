@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, layers, losses, modules, nets, recurrent_modules
-from fnet.modules import Module
+from fnet import _checks, combinators, layers, losses, modules, nets
+from fnet.modules import Module, recurrent
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
 AUTODIFF_TOL = 1e-7
@@ -416,7 +416,7 @@ def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], 
     normalizations; tiny sizes (N = 2, T = 3, D = 2, H = 3), since finite differences perturb
     every weight."""
     normal = rng.standard_normal
-    rm = recurrent_modules
+    rm = recurrent
     n, t, d, h, v = 2, 3, 2, 3, 5
     seq = (n, t, d)
 
@@ -524,7 +524,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
                           name=f"small {small_cnn.name}"))
-    rm, v = recurrent_modules, 5
+    rm, v = recurrent, 5
     lm = serial(rm.embedding(v, 3), rm.lstm(4), dropout(0.3), rm.lstm(4), rm.temporal_dense(v))
     tokens = rng.integers(0, v, (2, 4))
     checks.append(partial(_language_model_check, lm, tokens[:, :-1], tokens[:, 1:], seed=seed,

@@ -38,9 +38,11 @@ any elementwise pair, as stax's ``elementwise`` does), one file per family as in
   ``groupnorm`` (images);
 - :mod:`fnet.modules.dropout`: ``dropout``;
 - :mod:`fnet.modules.conv`: for images (N, C, H, W), ``conv2d``, ``max_pool``, ``avg_pool``,
-  ``global_avg_pool``.
+  ``global_avg_pool``;
+- :mod:`fnet.modules.recurrent`: for sequences (N, T, ...), ``embedding``, ``rnn``, ``lstm``,
+  ``gru``, ``temporal_dense``.
 
-Recurrent and attention modules will join as files of their own, following the same contract.
+Attention modules will join as a file of their own, following the same contract.
 
 Hyperparameters (kernel sizes, strides, rates) are checked and normalized when a module is built;
 shapes in ``init``, so that ``forward`` never re-checks them under jit. Parameters are named
@@ -80,3 +82,4 @@ from fnet.modules.dense import (ACTIVATIONS, dense, elementwise, flatten, identi
                                 tanh)
 from fnet.modules.dropout import dropout
 from fnet.modules.norm import BatchNormState, batchnorm, groupnorm, layernorm
+from fnet.modules.recurrent import embedding, gru, lstm, rnn, temporal_dense
