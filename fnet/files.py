@@ -56,10 +56,14 @@ def create_temporary(folder, name: str, suffix: str = TEMP_SUFFIX) -> tuple[int,
 def atomic_open(path, mode: str = "wb", *, encoding: str | None = None):
     """Open a temporary beside ``path`` for writing; on a clean exit it replaces ``path``.
 
-    Usage::
-
-        with atomic_open("run/config.json", "w") as f:
-            json.dump(config, f)
+    >>> import json, pathlib, tempfile
+    >>> from fnet.files import atomic_open
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "config.json"
+    ...     with atomic_open(path, "w") as f:
+    ...         json.dump({"learning_rate": 0.1}, f)
+    ...     print(path.read_text(), sorted(p.name for p in path.parent.iterdir()))
+    {"learning_rate": 0.1} ['config.json']
 
     Args:
       path: the final file; its folder must exist. A symlink at ``path`` is replaced, never

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, layers, losses, modules, nets, recurrent_modules
-from fnet.modules import Module
+from fnet import _checks, combinators, layers, losses, modules, nets
+from fnet.modules import Module, recurrent
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
 AUTODIFF_TOL = 1e-7
@@ -54,13 +54,15 @@ def numerical_gradient(f: Callable, x, h: float = 1e-5, *, batch_size: int = 409
       f: JAX-traceable function of ``x`` returning a scalar.
       x: an array or a pytree of arrays (use float64 for meaningful results).
       h: step (default 1e-5, good for float64; use ~1e-3 in float32).
-      batch_size: number of elements perturbed at once: the 2 * batch_size evaluations of ``f``
-        run as one vmapped batch (``jax.lax.map`` over batches when there are more elements).
-        Works eagerly and under ``jit`` (where the whole difference quotient is one program).
+      batch_size: number of elements perturbed at once (a positive int, Python or NumPy): the
+        2 * batch_size evaluations of ``f`` run as one vmapped batch (``jax.lax.map`` over
+        batches when there are more elements). Works eagerly and under ``jit`` (where the whole
+        difference quotient is one program).
 
     Returns:
       A pytree like ``x`` with the numerical gradient.
     """
+    batch_size = _checks.integer("numerical_gradient", "batch_size", batch_size, minimum=1)
     flat, unravel = ravel_pytree(x)
     if flat.size == 0:
         return x
@@ -84,6 +86,13 @@ def rel_error(a, b, *, floor: float = 1e-8) -> float:
 
     Raises:
       ValueError: if the trees or shapes differ.
+
+    >>> import numpy as np
+    >>> from fnet import gradcheck
+    >>> print(f"{gradcheck.rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.000002])):.1e}")  # 2e-6 / 4
+    5.0e-07
+    >>> gradcheck.rel_error(np.array([1.0]), np.array([np.nan]))
+    inf
     """
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
@@ -251,8 +260,13 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
 
     Raises:
       ValueError: ``backward`` returned a ``dx``/``dparams`` of the wrong structure or shapes.
+
+    >>> from fnet import gradcheck, modules
+    >>> result = gradcheck.check_module(modules.dense(3), (4, 5))
+    >>> result.passed, list(result.leaves)
+    (True, ['params.W', 'params.b', 'x'])
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_checks.integer("check_module", "seed", seed, minimum=0))
     key = _check_key(seed)
     with jax.enable_x64(True):
         random_params, state = _generic_point(rng, lambda k: module.init(k, input_shape)[:2], key)
@@ -302,7 +316,7 @@ def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None
       net: a float64 network (``dtype="float64"``).
       x: float64 inputs of shape (N, *net.input_shape); y: targets for the net's loss.
     """
-    key = _check_key(seed)
+    key = _check_key(_checks.integer("check_network", "seed", seed, minimum=0))
     with jax.enable_x64(True):
         params, state = _generic_point(np.random.default_rng(seed), lambda k: tuple(net.init(k)), key)
         context = {"x": x, "y": y, "state": state, "key": key}
@@ -351,7 +365,7 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
     """Three-way check of every leaf module (each wraps one :mod:`fnet.layers` pair; the
     convolutional ones on tiny images, the recurrent ones on tiny sequences), the recurrent
     steps, and every loss, in float64 on small random inputs."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_checks.integer("check_layers", "seed", seed, minimum=0))
     normal = rng.standard_normal
     n, d = 6, 5
     checks = [
@@ -402,7 +416,7 @@ def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], 
     normalizations; tiny sizes (N = 2, T = 3, D = 2, H = 3), since finite differences perturb
     every weight."""
     normal = rng.standard_normal
-    rm = recurrent_modules
+    rm = recurrent
     n, t, d, h, v = 2, 3, 2, 3, 5
     seq = (n, t, d)
 
@@ -463,6 +477,7 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
     from fnet.modules import dense, tanh
 
+    seed = _checks.integer("check_combinators", "seed", seed, minimum=0)
     n, d = 5, 4
     branches = parallel(serial(dense(3), tanh()), dense(3))
     return _run([
@@ -486,7 +501,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
     from fnet.modules import batchnorm, dense, dropout, relu, tanh
 
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(_checks.integer("check_networks", "seed", seed, minimum=0) + 1)
     n, d, c = 8, 5, 3
     x, y = rng.standard_normal((n, d)), rng.integers(0, c, n)
     checks = []
@@ -509,7 +524,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
                           name=f"small {small_cnn.name}"))
-    rm, v = recurrent_modules, 5
+    rm, v = recurrent, 5
     lm = serial(rm.embedding(v, 3), rm.lstm(4), dropout(0.3), rm.lstm(4), rm.temporal_dense(v))
     tokens = rng.integers(0, v, (2, 4))
     checks.append(partial(_language_model_check, lm, tokens[:, :-1], tokens[:, 1:], seed=seed,

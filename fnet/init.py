@@ -59,6 +59,10 @@ def fan_in(shape, fn: str = "fan_in") -> int:
     Raises:
       TypeError: a dimension is not an int (Python or NumPy).
       ValueError: a negative dimension, or a fan-in of 0.
+
+    >>> from fnet import init
+    >>> init.fan_in((784, 100)), init.fan_in((16, 3, 5, 5))     # a dense matrix; 16 filters of 3x5x5
+    (784, 75)
     """
     shape = tuple(_checks.integer(fn, f"shape[{i}]", d, minimum=0) for i, d in enumerate(shape))
     n = shape[0] if 1 <= len(shape) <= 2 else math.prod(shape[1:]) if shape else 0
@@ -73,7 +77,14 @@ def xavier(key, shape, dtype=jnp.float32):
 
 
 def he(key, shape, dtype=jnp.float32):
-    """He init, N(0, 2 / n_in) with ``n_in = fan_in(shape)``."""
+    """He init, N(0, 2 / n_in) with ``n_in = fan_in(shape)``.
+
+    >>> import jax
+    >>> from fnet import init
+    >>> W = init.he(jax.random.PRNGKey(0), (1000, 500))
+    >>> print(W.dtype, f"{float(W.std()) / (2 / 1000) ** 0.5:.2f}")    # std / sqrt(2 / n_in)
+    float32 1.00
+    """
     return normal(math.sqrt(2.0 / fan_in(shape, "he")))(key, shape, dtype)
 
 

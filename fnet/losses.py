@@ -27,6 +27,15 @@ def softmax_cross_entropy(scores, y):
 
     Returns:
       loss: scalar; dscores: array of shape (N, C).
+
+    >>> import jax.numpy as jnp
+    >>> from fnet import losses
+    >>> loss, dscores = losses.softmax_cross_entropy(jnp.zeros((2, 2)), jnp.array([0, 1]))
+    >>> print(f"{float(loss):.4f}")        # log(2): both classes equally likely
+    0.6931
+    >>> print(dscores)                     # (softmax - onehot) / N
+    [[-0.25  0.25]
+     [ 0.25 -0.25]]
     """
     fn = "softmax_cross_entropy"
     scores = _checks.float_array(fn, "scores", scores, ndim=2)
@@ -106,13 +115,20 @@ def l2_weight_decay(weights, lam, mask=None):
     ``mask=fnet.modules.weight_mask(params)`` (what a network's loss does).
 
     Args:
-      weights: a pytree of arrays (e.g. ``{"W1": ..., "W2": ...}``).
+      weights: a pytree of arrays (e.g. a network's ``{"dense1": {"W": ..., "b": ...}, ...}``).
       lam: decay strength, a float or a scalar array (may be traced).
       mask: None (every leaf is decayed) or a pytree of Python bools like ``weights``; leaves
         marked False add nothing to the penalty and get a zero gradient.
 
     Returns:
       penalty: scalar; grads: a pytree like ``weights`` (see :func:`l2_weight_decay_grad`).
+
+    >>> import jax.numpy as jnp
+    >>> from fnet import losses, modules
+    >>> params = {"dense1": {"W": jnp.array([[1.0, 2.0]]), "b": jnp.array([3.0, 4.0])}}
+    >>> penalty, grads = losses.l2_weight_decay(params, 0.5, mask=modules.weight_mask(params))
+    >>> print(float(penalty), grads["dense1"]["W"], grads["dense1"]["b"])   # 0.25 * (1 + 4); the bias is not decayed
+    1.25 [[0.5 1. ]] [0. 0.]
     """
     grads = l2_weight_decay_grad(weights, lam, mask)
     leaves = jax.tree_util.tree_leaves(weights)

@@ -75,6 +75,11 @@ def step_decay(init_value, decay_rate, steps_per_epoch: int) -> Schedule:
       init_value: rate of the first epoch (float or array).
       decay_rate: factor per epoch, e.g. 0.95 (cs231n's default is 1.0, no decay).
       steps_per_epoch: updates per epoch (positive int), e.g. ``N // batch_size``.
+
+    >>> from fnet import schedules
+    >>> lr = schedules.step_decay(0.1, 0.5, steps_per_epoch=10)
+    >>> [round(float(lr(step)), 6) for step in (0, 9, 10, 25)]
+    [0.1, 0.1, 0.05, 0.025]
     """
     steps_per_epoch = _check("step_decay", "steps_per_epoch", steps_per_epoch, init_value=init_value,
                              decay_rate=decay_rate)
@@ -140,6 +145,11 @@ def warmup(schedule, warmup_steps: int, init_value=0.0) -> Schedule:
 
     The rate is continuous at ``s = W``. ``warmup_steps = 0`` returns ``schedule`` unchanged
     (a float becomes :func:`constant`).
+
+    >>> from fnet import schedules
+    >>> lr = schedules.warmup(schedules.cosine(1.0, decay_steps=4), warmup_steps=2)
+    >>> [round(float(lr(step)), 6) for step in range(8)]
+    [0.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
     """
     _checks.finite("warmup", "init_value", init_value)
     if not callable(schedule):

@@ -185,6 +185,47 @@ def test_check_dataset_rejects_bad_regression_targets():
         data.check_dataset(dataclasses.replace(ds, y_test=ds.y_test[:3]))
 
 
+# Every integer argument: a NumPy integer means what the Python int means; a bool or a float is
+# refused with the function and the argument named (a bool would silently be 0 or 1).
+INTEGER_ARGUMENTS = [
+    ("one_hot", "num_classes", lambda v: data.one_hot(np.array([0, 1, 2]), v), 3),
+    ("sin", "n", lambda v: data.sin(n=v), 20),
+    ("spiral", "n_per_class", lambda v: data.spiral(n_per_class=v), 10),
+    ("spiral", "num_classes", lambda v: data.spiral(n_per_class=10, num_classes=v), 3),
+    ("planar", "n", lambda v: data.planar(n=v), 20),
+    ("linear", "n", lambda v: data.linear(n=v), 20),
+    ("sin", "seed", lambda v: data.sin(n=20, seed=v), 3),
+    ("train_val_test_split", "seed",
+     lambda v: data.train_val_test_split(np.arange(20), np.arange(20), seed=v), 3),
+    ("load", "seed", lambda v: data.load("spiral", n_per_class=10, seed=v), 3),
+]
+
+
+def _parts(result):
+    return dataclasses.astuple(result)[:6] if isinstance(result, data.Dataset) else result
+
+
+@pytest.mark.parametrize("fn, name, call, good", INTEGER_ARGUMENTS, ids=lambda a: a if isinstance(a, str) else "")
+def test_integer_arguments_accept_numpy_ints_and_refuse_bools_and_floats(fn, name, call, good):
+    chex.assert_trees_all_equal(_parts(call(np.int64(good))), _parts(call(good)))
+    for bad, shown in ((True, r"True \(bool\)"), (float(good), rf"{float(good)} \(float\)"),
+                       (np.float32(good), r"np.float32")):
+        with pytest.raises(TypeError, match=rf"{fn}: {name} must be an int, got {shown}"):
+            call(bad)
+
+
+def test_sizes_and_seeds_have_lower_bounds():
+    with pytest.raises(ValueError, match=r"one_hot: num_classes must be a positive int, got 0"):
+        data.one_hot(np.array([0]), 0)
+    with pytest.raises(ValueError, match=r"planar: n must be an int >= 2 \(one point per class at least\), got 1"):
+        data.planar(n=1)
+    with pytest.raises(ValueError, match=r"load: seed must be an int >= 0, got -1"):
+        data.load("sin", seed=-1)
+    rng = np.random.default_rng(7)
+    a = data.train_val_test_split(np.arange(20), np.arange(20), seed=rng)
+    chex.assert_trees_all_equal(a, data.train_val_test_split(np.arange(20), np.arange(20), seed=7))
+
+
 # ---------------------------------------------------------------------------------------------
 # synthetic sets
 

@@ -1,4 +1,4 @@
-"""fnet.recurrent_modules: a 2-layer LSTM language model composed from modules (embedding ->
+"""fnet.modules.recurrent: a 2-layer LSTM language model composed from modules (embedding ->
 lstm -> dropout -> lstm -> temporal_dense) whose derived manual backward equals jax.grad in
 float64; the options (last state, initial state from the input, state out) and their shapes;
 check_module on integer token input; composition with residual; the argument checks."""
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fnet import gradcheck, losses, modules
-from fnet import recurrent_modules as rm
+from fnet.modules import recurrent as rm
 from fnet.combinators import residual, serial
 
 AUTODIFF_TOL = 1e-7  # float64, manual vs jax.grad

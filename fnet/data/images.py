@@ -14,7 +14,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from fnet.data import idx, synthetic, text
-from fnet.data.splits import Dataset, check_dataset, split_dataset, standardize_dataset, train_val_test_split
+from fnet.data.splits import (Dataset, check_dataset, generator, split_dataset, standardize_dataset,
+                              train_val_test_split)
 
 
 def digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed=0, flatten: bool = True) -> Dataset:
@@ -159,7 +160,8 @@ def load(name: str, *, data_dir=None, seed=0, standardize: bool = False, **optio
         name: one of :data:`KNOWN_DATASETS`, case-insensitive; ``_`` and ``-`` are interchangeable.
         data_dir: folder searched first for the files of ``mnist``/``fashion-mnist``; an error
             for the other sets, which need no files.
-        seed: seed of the split (and of the generated samples for synthetic sets).
+        seed: seed of the split (and of the generated samples for synthetic sets): an int >= 0
+            (Python or NumPy) or a ``np.random.Generator``.
         standardize: if True, standardize every feature with the training part's mean and std
             (:func:`standardize_dataset`).
             Otherwise features keep the loader's scaling ([0, 1] for images).
@@ -174,5 +176,5 @@ def load(name: str, *, data_dir=None, seed=0, standardize: bool = False, **optio
         if key not in idx.SHA256:
             raise ValueError(f"load: data_dir applies only to {sorted(idx.SHA256)}, not to {key!r}")
         options["data_dir"] = data_dir
-    ds = _LOADERS[key](seed=seed, **options)
+    ds = _LOADERS[key](seed=generator("load", seed), **options)
     return standardize_dataset(ds) if standardize else ds

@@ -69,8 +69,7 @@ def check_dataset(ds: Dataset) -> Dataset:
             ``x_train``) and the offending values or index.
     """
     fn = f"check_dataset({ds.name!r})"
-    if ds.num_classes < 0:
-        raise ValueError(f"{fn}: num_classes must be >= 0 (0 for regression), got {ds.num_classes}")
+    _checks.integer(fn, "num_classes", ds.num_classes, minimum=0, what="(0 for regression)")
     for part, (x, y) in ds.splits().items():
         _checks.float_array(fn, f"x_{part}", x, min_ndim=2)
         if x.shape[1:] != ds.x_train.shape[1:]:
@@ -88,6 +87,15 @@ def check_dataset(ds: Dataset) -> Dataset:
     return ds
 
 
+def generator(fn: str, seed) -> np.random.Generator:
+    """The random generator of a seeded function ``fn``: a ``np.random.Generator`` is used as it
+    is (drawing from it advances it), an int >= 0 (Python or NumPy; not a bool or a float) seeds
+    a new one, ``np.random.default_rng(seed)``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(_checks.integer(fn, "seed", seed, minimum=0))
+
+
 def train_val_test_split(x, y, *, val_fraction: float = 0.1, test_fraction: float = 0.2, seed=0):
     """Split samples into seeded, disjoint train/validation/test parts.
 
@@ -100,10 +108,16 @@ def train_val_test_split(x, y, *, val_fraction: float = 0.1, test_fraction: floa
         y: array of shape (N, ...).
         val_fraction: fraction in [0, 1) of the non-test samples used for validation.
         test_fraction: fraction in [0, 1) of all samples used for testing.
-        seed: int or ``np.random.Generator``.
+        seed: an int >= 0 (Python or NumPy) or a ``np.random.Generator`` (see :func:`generator`).
 
     Returns:
         ``(x_train, y_train, x_val, y_val, x_test, y_test)``.
+
+    >>> import numpy as np
+    >>> from fnet import data
+    >>> parts = data.train_val_test_split(np.arange(10), np.arange(10), seed=0)
+    >>> [p.tolist() for p in parts[::2]]               # 2 test samples, 1 of the other 8 for validation
+    [[0, 1, 3, 5, 7, 8, 9], [2], [4, 6]]
     """
     fn = "train_val_test_split"
     _checks.rate(fn, "val_fraction", val_fraction)
@@ -113,7 +127,7 @@ def train_val_test_split(x, y, *, val_fraction: float = 0.1, test_fraction: floa
         raise ValueError(f"{fn}: x has {n} samples but y has {len(y)}; they must match")
     n_test = int(round(n * test_fraction))
     n_val = int(round((n - n_test) * val_fraction))
-    order = np.random.default_rng(seed).permutation(n)
+    order = generator(fn, seed).permutation(n)
     test_idx = np.sort(order[:n_test])
     val_idx = np.sort(order[n_test : n_test + n_val])
     train_idx = np.sort(order[n_test + n_val :])
@@ -154,12 +168,19 @@ def one_hot(y, num_classes: int, dtype=jnp.float32):
 
     Args:
         y: int array of shape (N,) with values in [0, num_classes) (checked when concrete).
-        num_classes: number of classes C.
+        num_classes: number of classes C, a positive int (Python or NumPy).
         dtype: dtype of the result (float32 by default).
 
     Returns:
         jax array of shape (N, C) with ``out[i, y[i]] == 1`` and zeros elsewhere.
+
+    >>> import numpy as np
+    >>> from fnet import data
+    >>> print(data.one_hot(np.array([2, 0]), 3))
+    [[0. 0. 1.]
+     [1. 0. 0.]]
     """
+    num_classes = _checks.integer("one_hot", "num_classes", num_classes, minimum=1)
     _checks.labels("one_hot", "y", y, len(y), num_classes)
     return (jnp.asarray(y)[:, None] == jnp.arange(num_classes)).astype(dtype)
 

@@ -8,7 +8,23 @@ Every layer is two pure, jit-able functions::
 ``cache`` holds what the backward pass needs and nothing else; it is a pytree, so it can be
 carried through ``jit``/``scan``. None of the backward functions uses JAX's autodiff: each one is
 the hand-derived gradient, checked against ``jax.vjp`` and float64 finite differences in
-``tests/test_layers.py`` and by ``fnet gradcheck``.
+``tests/test_layers.py`` and by ``fnet gradcheck``. An affine layer and a ReLU, forward and back:
+
+>>> import jax.numpy as jnp
+>>> from fnet import layers
+>>> x = jnp.array([[1.0, -2.0], [0.5, 0.0]], jnp.float32)           # (N, D) = (2, 2)
+>>> W = jnp.array([[1.0, 0.0, -1.0], [1.0, 1.0, 1.0]], jnp.float32)  # (D, M) = (2, 3)
+>>> out, affine_cache = layers.affine_forward(x, W, jnp.zeros(3, jnp.float32))
+>>> y, relu_cache = layers.relu_forward(out)
+>>> print(y)
+[[0.  0.  0. ]
+ [0.5 0.  0. ]]
+>>> dx, dW, db = layers.affine_backward(layers.relu_backward(jnp.ones_like(y), relu_cache), affine_cache)
+>>> print(dx)          # only the one positive unit passes a gradient (ReLU's derivative at 0 is 0)
+[[0. 0.]
+ [1. 1.]]
+>>> print(db)
+[1. 0. 0.]
 
 The families, each in its own file and all re-exported here (``fnet.layers.affine_forward``):
 

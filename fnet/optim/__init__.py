@@ -2,13 +2,20 @@
 
 Every optimizer is a :class:`GradientTransformation` (a NamedTuple of two pure functions), so it
 works in code written for optax (``optax.chain``, ``optax.apply_updates``) and optax's
-transformations work in fnet's loops; fnet never imports optax::
+transformations work in fnet's loops; fnet never imports optax:
 
-    opt = fnet.optim.adam(learning_rate=1e-3)
-    state = opt.init(params)                              # params: any pytree of float arrays
-    updates, state = opt.update(grads, state, params)     # grads: same tree as params
-    params = fnet.optim.apply_updates(params, updates)    # p + u, cast back to p's dtype
-    fnet.optim.current_learning_rate(state)               # the rate the last update used
+>>> import jax.numpy as jnp
+>>> from fnet import optim
+>>> params = {"dense1": {"W": jnp.array([[1.0, -2.0]]), "b": jnp.array([0.5, 0.5])}}
+>>> grads = {"dense1": {"W": jnp.array([[1.0, 2.0]]), "b": jnp.array([1.0, -1.0])}}
+>>> opt = optim.sgd(learning_rate=0.25)
+>>> state = opt.init(params)                           # params: any pytree of float arrays
+>>> updates, state = opt.update(grads, state, params)  # grads: the same tree as params
+>>> new_params = optim.apply_updates(params, updates)  # p + u, cast back to p's dtype
+>>> print(new_params["dense1"]["W"], new_params["dense1"]["b"])
+[[ 0.75 -2.5 ]] [0.25 0.75]
+>>> print(float(optim.current_learning_rate(state)))   # the rate the last update used
+0.25
 
 Conventions (shared by all optimizers here):
 
@@ -54,10 +61,12 @@ Conventions (shared by all optimizers here):
 Parameters in fnet's networks are nested per layer, ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma",
 "beta"}, ..., "dense3": {"W", "b"}}``; a weight is a leaf whose innermost key starts with "W"
 (:func:`fnet.modules.is_weight`). :func:`weights_only` is the mask that selects them, for weight
-decay on weights only (as the source material does)::
+decay on weights only (as the source material does):
 
-    opt = fnet.optim.chain(fnet.optim.add_weight_decay(1e-4, mask=fnet.optim.weights_only),
-                           fnet.optim.momentum(1e-2))
+>>> opt = optim.chain(optim.add_weight_decay(0.5, mask=optim.weights_only), optim.sgd(0.25))
+>>> updates, _ = opt.update(grads, opt.init(params), params)
+>>> print(updates["dense1"]["W"], updates["dense1"]["b"])   # -0.25 * (g + 0.5 * W) on W only
+[[-0.375 -0.25 ]] [-0.25  0.25]
 
 Modules, split by role as optax's are: :mod:`~fnet.optim.base` (the interface, the builder that
 lifts a per-leaf rule to pytrees, the checks, :func:`chain`, :func:`apply_updates`),

@@ -1,10 +1,14 @@
-"""Sequence modules: the layers of :mod:`fnet.recurrent` under the module contract of
-:mod:`fnet.modules` (``init``, ``forward``, ``backward``), so that they compose with
-:mod:`fnet.combinators` (stacked LSTMs with dropout between them, residual blocks) and get a
-derived backward chain::
+"""Sequence modules: the layers of :mod:`fnet.layers.recurrent` and :mod:`fnet.layers.embedding`
+under the module contract of :mod:`fnet.modules` (``init``, ``forward``, ``backward``), so that
+they compose with :mod:`fnet.combinators` (stacked LSTMs with dropout between them, residual
+blocks) and get a derived backward chain:
 
-    lm = serial(embedding(65, 64), lstm(256), dropout(0.2), lstm(256), temporal_dense(65))
-    params, state, out_shape = lm.init(key, (None, T))      # int ids (N, T) -> scores (N, T, 65)
+>>> from fnet import combinators, modules
+>>> lm = combinators.serial(modules.embedding(65, 64), modules.lstm(256), modules.dropout(0.2), modules.lstm(256),
+...                         modules.temporal_dense(65))
+>>> params, state, out_shape = modules.init_shapes(lm, (None, 32))   # int ids (N, T) -> scores (N, T, 65)
+>>> out_shape, params["lstm1"]["Wx"].shape, params["lstm2"]["Wh"].shape
+((None, 32, 65), (64, 1024), (256, 1024))
 
 - :func:`embedding`: integer token ids (N, T) -> (N, T, dim). The ids are not differentiable:
   its backward returns ``dx = None`` (so it must come first, or first in its branch; JAX's
@@ -32,7 +36,7 @@ import jax.numpy as jnp
 from fnet import _checks
 from fnet import layers
 from fnet import init as initializers
-from fnet.modules import Module, shape_error
+from fnet.modules.base import Module, shape_error
 
 
 def embedding(vocab_size: int, dim: int, *, init=1.0) -> Module:
