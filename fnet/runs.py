@@ -1,30 +1,41 @@
 """Run folders: the one place that knows what the folder of an ``fnet train`` run holds and how it
-is created, resumed, locked, cleared and read back.
+is created, resumed, replaced, locked and read back.
 
 A run folder holds fnet's marker :data:`MARKER` (``fnet-run.json``, the run record: format,
 version, the fnet version that created it, the creation time), :data:`CONFIG_NAME`
 (``config.json``, see :func:`new_config` for its schema), ``history.json``, the checkpoint
 (``fnet.train.CHECKPOINT_NAME``), ``results.json``, ``curves.png`` and the lock file ``.fnet.lock``.
 
-The rules that keep a user's files safe:
+The rules that keep a user's files safe (the folder rules are :mod:`fnet.files`' own, shared with
+the experiment and cache folders):
 
 - :func:`check_out_path`: ``.``, ``~``, ``/`` and any folder that contains the current folder
-  (an ancestor of it) are never used as a run folder;
+  (an ancestor of it) are never used as a run folder (:func:`fnet.files.refuse_special`);
 - :func:`inspect`: an output path is ``missing``, ``empty``, a ``run`` folder (has the marker) or
-  ``other`` (a non-empty folder without the marker, or a file). ``--resume`` and ``--overwrite``
-  act only on ``run`` folders (:func:`check_out_kind`); ``other`` is refused and never touched;
-- :func:`start`: the first side effect of a run, done only after every option and the data were
-  validated: one process per run folder (an advisory ``fcntl.flock`` on ``.fnet.lock`` held for
-  the whole run; a second process is told "run folder X is in use by process P"), the folder
-  emptied for ``--overwrite``, the marker and config.json written;
+  ``other`` (a non-empty folder without the marker, or a file) (:func:`fnet.files.folder_state`).
+  ``--resume`` and ``--overwrite`` act only on ``run`` folders (:func:`check_out_kind`); ``other``
+  is refused and never touched;
+- :func:`start`: the first side effect of a run, done only after every option, every size and
+  the data were validated: one process per run folder (an advisory ``fcntl.flock`` on
+  ``.fnet.lock`` held for the whole run; a second process is told "run folder X is in use by
+  process P"), the marker and config.json written;
+- nothing old is removed before the new exists: ``--overwrite`` builds the new run in a staging
+  folder beside the old one, ``.<name>.staging-<hex>``, and :meth:`Lease.commit` swaps it in
+  (one atomic :func:`fnet.files.exchange_folders`) only once the new run's first checkpoint is
+  written; an error, a crash or Ctrl-C before that leaves the old run as it was, and the stale
+  staging folder is removed at the next start;
 - a resumed run keeps the options that define it (:data:`RUN_OPTIONS`): :func:`resume_options`
-  refuses any other value, except the :data:`RESUMABLE_CHANGES`;
-- every file is written with :func:`fnet.files.atomic_open` (never through a link), and stale
-  temporaries of a killed run are removed at the next start (:func:`fnet.files.remove_stale_temporaries`).
+  refuses any other value, except the :data:`RESUMABLE_CHANGES`; its checkpoint is loaded and
+  checked (:func:`check_resumable`: structure, shapes, finite values, epochs done) before
+  config.json is rewritten;
+- every file is written with :func:`fnet.files.atomic_open` (never through a link), and read with
+  :func:`fnet.files.read_regular` or the checkpoint reader (regular files only, bounded: a FIFO
+  planted as config.json is refused, not waited on); stale temporaries of a killed run are
+  removed at the next start (:func:`fnet.files.remove_stale_temporaries`).
 
 ``fnet evaluate`` rebuilds a finished run from :func:`load` (its options and recorded net, as a
 :class:`Run`), checks the rebuilt net against the record (:func:`check_net`) and reads the best
-parameters with :func:`load_best`.
+parameters with :func:`load_best`, refusing non-finite ones.
 """
 
 from __future__ import annotations
@@ -33,14 +44,16 @@ import dataclasses
 import datetime
 import json
 import os
+import re
+import secrets
 import shutil
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import jax
 
 import fnet
-from fnet import checkpoint, files, plots, train
+from fnet import _checks, checkpoint, files, plots, train
 
 MARKER = "fnet-run.json"
 LOCK_NAME = files.LOCK_NAME
@@ -52,12 +65,11 @@ CONFIG_VERSION = 1
 HISTORY_NAME, RESULTS_NAME, CURVES_NAME = "history.json", "results.json", "curves.png"
 #: The checkpoint name of fnet's earlier ``.npz`` format, recognized to say so in one line.
 LEGACY_CHECKPOINT_NAME = "checkpoint.npz"
+#: The most bytes fnet reads of a run's config.json or marker: far above what fnet writes.
+JSON_LIMIT = 16 << 20
 
-MISSING, EMPTY, RUN, OTHER = "missing", "empty", "run", "other"
-
-
-class RunFolderError(ValueError):
-    """An output path that fnet refuses to use (or to use the way it was asked to)."""
+MISSING, EMPTY, RUN, OTHER = files.MISSING, files.EMPTY, files.OWNED, files.OTHER
+_STAGING = re.compile(r"^\.(?P<name>.+)\.staging-[0-9a-f]{8}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,47 +122,24 @@ def describe(options: RunOptions) -> str:
 
 
 def check_out_path(path) -> Path:
-    """Refuse a path that must never become (or be emptied as) a run folder.
-
-    Refused: the filesystem root, the home folder, the current folder and every ancestor of it
-    (``--out .``, ``--out ..``, ``--out ~``, ``--out /``), compared after resolving links.
+    """Refuse a path that must never become (or be replaced as) a run folder: the filesystem
+    root, the home folder, the current folder and every ancestor of it (``--out .``, ``--out ..``,
+    ``--out ~``, ``--out /``), compared after resolving links (:func:`fnet.files.refuse_special`).
 
     Returns:
       ``path`` as a :class:`~pathlib.Path` (``~`` expanded).
 
     Raises:
-      RunFolderError: naming the path and why.
+      fnet.files.UnsafeFolderError: "--out X: refusing to use ... as a run folder; ...".
     """
-    path = Path(path).expanduser()
-    resolved = path.resolve()
-    cwd = Path.cwd().resolve()
-    if resolved == Path(resolved.anchor):
-        why = "the filesystem root"
-    elif resolved == Path.home().resolve():
-        why = "your home folder"
-    elif resolved == cwd:
-        why = "the current folder"
-    elif resolved in cwd.parents:
-        why = "a folder that contains the current folder"
-    else:
-        return path
-    raise RunFolderError(f"--out {path}: refusing to use {why} ({resolved}) as a run folder; name a new folder, "
-                         f"e.g. --out runs/my-run")
+    return files.refuse_special(path, option="--out", what="a run folder", example="--out runs/my-run")
 
 
 def inspect(path) -> str:
-    """What ``path`` is: :data:`MISSING`, :data:`EMPTY` (an empty folder), :data:`RUN` (a folder
-    with a valid marker) or :data:`OTHER` (anything else: a file, a foreign folder)."""
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return MISSING
-    if not path.is_dir():
-        return OTHER
-    if read_marker(path) is not None:
-        return RUN
-    # A lock file or temporaries alone: a run killed before it wrote its marker.
-    leftovers = [n for n in os.listdir(path) if n != LOCK_NAME and not files.is_temporary(n)]
-    return OTHER if leftovers else EMPTY
+    """What ``path`` is: :data:`MISSING`, :data:`EMPTY` (an empty folder, or one that holds only
+    fnet's lock file and temporaries), :data:`RUN` (a folder with a valid marker) or :data:`OTHER`
+    (anything else: a file, a foreign folder); see :func:`fnet.files.folder_state`."""
+    return files.folder_state(path, lambda folder: read_marker(folder) is not None)
 
 
 def check_out_kind(out, kind: str, *, resume: bool, overwrite: bool) -> None:
@@ -170,12 +159,9 @@ def check_out_kind(out, kind: str, *, resume: bool, overwrite: bool) -> None:
 
 def read_marker(path) -> dict | None:
     """The run record of the run folder ``path``, or None when it has no valid marker."""
-    marker = Path(path) / MARKER
-    if marker.is_symlink() or not marker.is_file():
-        return None
     try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = json.loads(files.read_regular(Path(path) / MARKER, limit=JSON_LIMIT, what="run marker"))
+    except (OSError, ValueError):  # missing, a link, a FIFO, too large, not JSON
         return None
     if not isinstance(record, dict) or record.get("format") != FORMAT or record.get("version") != VERSION:
         return None
@@ -196,23 +182,6 @@ def lock(folder) -> files.FolderLock:
       fnet.files.FolderInUseError: "run folder X is in use by process P".
     """
     return files.FolderLock(folder, what="run folder")
-
-
-def clear(folder) -> None:
-    """Delete everything in the run folder ``folder`` except its lock file (never following links).
-
-    Call it only on a :data:`RUN` folder whose :func:`lock` this process holds.
-    """
-    if inspect(folder) != RUN:
-        raise RunFolderError(f"{folder} is not an fnet run folder (no {MARKER}); refusing to empty it")
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,11 +217,11 @@ def new_config(args: Mapping, net_config, dataset) -> dict:
 
 def read_config(run_dir) -> dict:
     """``run_dir/config.json`` as a dict of schema :data:`CONFIG_VERSION`; a missing, unreadable
-    or malformed file is an error naming the file (and the JSON position)."""
+    or malformed file is an error naming the file (and the JSON position), and so is anything but
+    a regular file of at most :data:`JSON_LIMIT` bytes (a FIFO is refused, not waited on)."""
     path = os.path.join(run_dir, CONFIG_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
+        config = json.loads(files.read_regular(path, limit=JSON_LIMIT, what="run config"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found; is {run_dir} a directory written by `fnet train`?") from None
     except json.JSONDecodeError as e:
@@ -275,11 +244,11 @@ def _options(config: dict, path) -> RunOptions:
     if missing:
         raise ValueError(f"{path}: field 'args' lacks {', '.join(missing)}")
     values = {k: stored[k] for k in RUN_OPTIONS}
-    try:
-        values["hidden"], values["filters"] = tuple(values["hidden"]), tuple(values["filters"])
-    except TypeError:
-        raise ValueError(f"{path}: args.hidden and args.filters must be lists of sizes, got "
-                         f"{values['hidden']!r} and {values['filters']!r}") from None
+    for k in ("hidden", "filters"):
+        sizes = values[k]
+        if not isinstance(sizes, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in sizes):
+            raise ValueError(f"{path}: args.{k} must be a list of positive sizes, got {sizes!r}")
+        values[k] = tuple(sizes)
     return RunOptions(**values)
 
 
@@ -321,11 +290,59 @@ def resume_options(stored: RunOptions, given: Mapping, run_dir) -> RunOptions:
 
 
 def check_checkpoint(run_dir) -> None:
-    """Refuse to resume a run whose checkpoint is damaged (before any file is written); a run
-    without one, killed before its first epoch ended, starts over."""
+    """Refuse, before anything is loaded or written, to resume a run without a usable checkpoint:
+    none (the run was stopped before its first epoch ended), one in an older format, or a damaged
+    one (its header is read, not its arrays; :func:`check_resumable` reads them later)."""
     path = Path(run_dir) / train.CHECKPOINT_NAME
-    if path.exists():
-        checkpoint.load_metadata(path)
+    if not path.exists() and not path.is_symlink():
+        raise ValueError(f"--resume: {run_dir} has no {train.CHECKPOINT_NAME} (the run was stopped before its first "
+                         f"epoch ended); there is nothing to continue: start it over with --overwrite")
+    checkpoint.load_metadata(path)
+
+
+def check_resumable(run_dir, net, opt, epochs: int) -> None:
+    """Load the checkpoint of the run in ``run_dir`` and check that training can continue from it:
+    the structure, shapes and dtypes that ``net`` and ``opt`` give, finite values everywhere
+    (params, state, optimizer state, best copies), and no more epochs done than ``epochs``.
+
+    Raises:
+      fnet.checkpoint.CorruptCheckpointError: a damaged checkpoint.
+      ValueError: a checkpoint that does not match, holds NaN or inf (naming the first such leaf,
+        e.g. "params['dense2']['b']"), or has more epochs than ``epochs``.
+    """
+    path = Path(run_dir) / train.CHECKPOINT_NAME
+    check_checkpoint(run_dir)
+    meta = checkpoint.load_metadata(path)
+    done = meta.get("epoch")
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0 or not isinstance(meta.get("history"), dict):
+        raise ValueError(f"--resume: {path} holds no valid record of the epochs done (epoch, history); it was edited "
+                         f"or damaged: start the run over with --overwrite")
+    if epochs < done:
+        raise ValueError(f"--resume --epochs {epochs}: the run in {run_dir} has already trained {done} epochs; give "
+                         f"--epochs {done} or more to continue it (or leave --epochs out)")
+    tree = _load_checked(path, net, opt, "--resume")
+    try:
+        for part in ("params", "state", "opt_state", "best_params", "best_state"):
+            _checks.finite_tree(f"--resume: {path}", part, tree[part])
+    except ValueError as e:
+        raise ValueError(f"{e}; a run cannot continue from non-finite values: start it over with --overwrite") from None
+
+
+def _load_checked(path, net, opt, what: str, options: RunOptions | None = None) -> dict:
+    """The whole checkpoint at ``path``, checked against the structure, shapes and dtypes that
+    ``net`` and ``opt`` give (``jax.eval_shape``: nothing is allocated before the check); a
+    mismatch names the file, the config and ``options``."""
+    params, state = jax.eval_shape(net.init, jax.random.PRNGKey(0))
+    like = {"params": params, "state": state, "opt_state": jax.eval_shape(opt.init, params),
+            "best_params": params, "best_state": state}
+    try:
+        return checkpoint.load(path, like=like)
+    except checkpoint.CorruptCheckpointError:
+        raise
+    except ValueError as e:
+        shown = f" (options {describe(options)})" if options is not None else ""
+        raise ValueError(f"{what}: {path} does not match the run's options in {Path(path).parent / CONFIG_NAME}"
+                         f"{shown}: {e}") from None
 
 
 def _check_checkpoint_format(run_dir, what: str, verb: str) -> None:
@@ -339,10 +356,99 @@ def _check_checkpoint_format(run_dir, what: str, verb: str) -> None:
                          f"version that wrote it")
 
 
-def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions | None, config: dict) -> files.FolderLock:
-    """Create (or reuse) the run folder, lock it for this process, and leave it ready: emptied for
-    ``overwrite``, stale temporaries removed, marker and config written. The first side effects of
-    ``fnet train``, done only once every option and the data were validated.
+class Lease:
+    """A run folder held by this process (:func:`start`), released with :meth:`release`.
+
+    ``folder`` is where the run writes now. When the run replaces another one (``--overwrite``),
+    that is first a staging folder beside it, and ``replaces`` the old run's folder; once the new
+    run's first checkpoint is in ``folder``, :meth:`commit` puts the new run in the old one's place.
+    """
+
+    def __init__(self, folder: Path, held: files.FolderLock, replaces: Path | None = None,
+                 replaced_lock: files.FolderLock | None = None):
+        self.folder, self.replaces = folder, replaces
+        self._held, self._replaced_lock = held, replaced_lock
+
+    def commit(self) -> Path:
+        """Swap the new run in place of the one it replaces, then delete the old one; returns the
+        run folder. A no-op for a run that replaces nothing.
+
+        The swap is one atomic ``renameat2(RENAME_EXCHANGE)`` on Linux
+        (:func:`fnet.files.exchange_folders`): a crash at any moment leaves the run folder holding
+        either the old run or the new one, whole; the other one, under the staging name, is
+        removed at the next start. The lock moves with the new folder (its own ``.fnet.lock``,
+        held since it was created), and a process that opened the old lock file meanwhile is
+        refused by :class:`fnet.files.FolderLock`'s identity check.
+        """
+        if self.replaces is None:
+            return self.folder
+        if not (self.folder / train.CHECKPOINT_NAME).is_file():
+            raise RuntimeError(f"run folder {self.replaces}: the new run is not swapped in before its first checkpoint")
+        files.exchange_folders(self.replaces, self.folder)
+        old, self.folder, self.replaces = self.folder, self.replaces, None
+        shutil.rmtree(old)
+        self._replaced_lock.release()
+        return self.folder
+
+    def release(self) -> None:
+        """Release the lock(s); a staging folder never committed (an error before the new run's
+        first checkpoint) is deleted, and the old run stays as it was."""
+        if self.replaces is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._replaced_lock.release()
+            self.replaces = None
+        self._held.release()
+
+
+def _staging_folders(out: Path) -> list[Path]:
+    """The staging folders of ``out`` in its parent (``.<name>.staging-<8 hex>``, real folders)."""
+    found = []
+    with os.scandir(out.parent) as entries:
+        for entry in entries:
+            match = _STAGING.match(entry.name)
+            if match and match["name"] == out.name and entry.is_dir(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return found
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Delete the staging folders that a killed ``--overwrite`` of ``out`` left (call it holding
+    ``out``'s lock); one whose own lock is held belongs to a live process and is left alone."""
+    for folder in _staging_folders(out):
+        try:
+            with files.FolderLock(folder, what="staging folder"):
+                shutil.rmtree(folder)
+        except (files.FolderInUseError, OSError):
+            continue
+
+
+def _stage(out: Path, held: files.FolderLock, config: dict) -> Lease:
+    """A new, locked staging folder beside the run folder ``out`` (whose lock ``held`` is),
+    holding the new run's marker and config."""
+    real = out.resolve()  # beside the folder itself, where a rename stays on one file system
+    staging = real.parent / f".{real.name}.staging-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        own = lock(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    lease = Lease(staging, own, replaces=real, replaced_lock=held)
+    try:
+        write_marker(staging, fnet.__version__)
+        files.write_json(staging / CONFIG_NAME, config)
+    except BaseException:
+        lease.release()
+        raise
+    return lease
+
+
+def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions | None, config: dict,
+          check_resume: Callable[[Path], None] | None = None) -> Lease:
+    """Create (or reuse) the run folder, lock it for this process, and leave it ready: stale
+    temporaries and staging folders removed, marker and config written (for ``overwrite`` of a
+    run, into a staging folder that replaces it later, see :class:`Lease`). The first side effects
+    of ``fnet train``, done only once every option, every size and the data were validated.
 
     Args:
       out: the run folder (:func:`check_out_path`); kind: what :func:`inspect` found there.
@@ -350,9 +456,11 @@ def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions |
       stored: the resumed run's options as read before (None for a new run); a change of
         config.json since then is refused.
       config: the new config.json (:func:`new_config`).
+      check_resume: for ``resume``, called with the folder under the lock before config.json is
+        written, e.g. :func:`check_resumable`; whatever it raises leaves the folder as it was.
 
     Returns:
-      the held lock (:class:`fnet.files.FolderLock`); the caller releases it when the run ends.
+      the :class:`Lease`; the caller releases it when the run ends.
     """
     out = Path(out)
     if kind == MISSING:
@@ -368,16 +476,19 @@ def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions |
             check_out_kind(out, now, resume=resume, overwrite=overwrite)  # it changed since it was validated
         if resume and stored_options(out) != stored:
             raise ValueError(f"--resume: {out / CONFIG_NAME} changed while this run was starting; try again")
-        if overwrite and now == RUN:
-            clear(out)
+        _remove_stale_staging(out)
         files.remove_stale_temporaries(out)
+        if resume and check_resume is not None:
+            check_resume(out)
+        if overwrite and now == RUN:
+            return _stage(out, held, config)
         if not resume or read_marker(out) is None:
             write_marker(out, fnet.__version__)
         files.write_json(out / CONFIG_NAME, config)
     except BaseException:
         held.release()
         raise
-    return held
+    return Lease(out, held)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,20 +568,14 @@ def check_net(run: Run, net_config) -> None:
 def load_best(run: Run, net, opt):
     """The best parameters and state of ``run``'s checkpoint, ``(params, state)``, checked
     against the structure, shapes and dtypes that ``net`` and ``opt`` (rebuilt from the run's
-    options) give.
+    options) give, and to hold finite values only (a NaN is never scored).
 
     Raises:
       fnet.checkpoint.CorruptCheckpointError: a damaged checkpoint.
-      ValueError: the checkpoint does not match the network, naming the options and the leaf.
+      ValueError: the checkpoint does not match the network, naming the options and the leaf, or
+        holds NaN or inf in its best parameters or state, naming the first such leaf.
     """
-    params, state = jax.eval_shape(net.init, jax.random.PRNGKey(0))
-    like = {"params": params, "state": state, "opt_state": jax.eval_shape(opt.init, params),
-            "best_params": params, "best_state": state}
-    try:
-        tree = checkpoint.load(run.checkpoint_path, like=like)
-    except checkpoint.CorruptCheckpointError:
-        raise
-    except ValueError as e:
-        raise ValueError(f"evaluate: {run.checkpoint_path} does not match {run.config_path} (options "
-                         f"{describe(run.options)}): {e}") from None
+    tree = _load_checked(run.checkpoint_path, net, opt, "evaluate", run.options)
+    for part in ("best_params", "best_state"):
+        _checks.finite_tree(f"evaluate: {run.checkpoint_path}", part, tree[part])
     return tree["best_params"], tree["best_state"]
