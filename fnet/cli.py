@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gradcheck", help="check every hand-written gradient against jax.grad and finite differences")
     p.add_argument("--verbose", "-v", action="store_true", help="one row per parameter leaf")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**63 (default 0)")
     p.set_defaults(func=_cmd_gradcheck)
 
     p = sub.add_parser("train", help="train a network (default: an MLP on digits, manual gradients, Adam)",
@@ -459,9 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"the network: {', '.join(MODELS)} (default mlp; the CNNs take images)")
     p.add_argument("--hidden", type=_sizes("--hidden"),
                    help="hidden sizes of the MLP, e.g. 100,100 (default); a CNN's dense width, e.g. 128")
-    p.add_argument("--filters", type=_sizes("--filters"), help="a CNN's convolution widths, e.g. 32,64 (default: the model's)")
-    p.add_argument("--activation", choices=ACTIVATIONS, help="default relu")
-    p.add_argument("--norm", choices=NORMS, help="default none")
+    p.add_argument("--filters", type=_sizes("--filters"),
+                   help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
+    p.add_argument("--activation", choices=ACTIVATIONS,
+                   help="the MLP's activation (default relu); the CNNs' layers are fixed (ReLU) and refuse another")
+    p.add_argument("--norm", choices=NORMS,
+                   help="the MLP's normalization (default none); the CNNs' layers are fixed (batch norm in cnn) and "
+                        "refuse it")
     p.add_argument("--dropout", type=float, help="drop probability of hidden units (default: 0.1 on digits, else 0)")
     p.add_argument("--weight-decay", type=float, help="L2 lambda on weights (AdamW: decoupled decay); default 0")
     p.add_argument("--init", type=_parse_init, help="he (default), xavier, normal, zeros, or a float std")
@@ -476,10 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation accuracy")
     p.add_argument("--grad", choices=["manual", "autodiff"], help="default manual (the hand-written backward pass)")
-    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--seed", type=int, help="0 <= seed < 2**63 (default 0)")
     p.add_argument("--out", help="run directory (default runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (only an fnet run folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (only an fnet run folder); the old run stays until the new one's "
+                        "first checkpoint is written")
     p.add_argument("--device", choices=["cpu", "gpu"], help="JAX device (default: JAX's default)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.add_argument("--distributed", action="store_true",
