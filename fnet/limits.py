@@ -115,8 +115,8 @@ def step_memory(net, opt, x, y) -> MemoryEstimate:
 
 
 def available_memory(device=None) -> tuple[int, str] | None:
-    """``(bytes, where)``: the memory a run on ``device`` (default: JAX's default device) may use,
-    or None when nothing reports it.
+    """``(bytes, where)``: the memory a run on ``device`` (default: this process's first device)
+    may use, or None when nothing reports it.
 
     In order: :data:`ENV_MEMORY_LIMIT`; the device's own free memory where it reports one (a GPU's
     ``bytes_limit - bytes_in_use``); the machine's ``MemAvailable`` (``/proc/meminfo``); the
@@ -127,8 +127,11 @@ def available_memory(device=None) -> tuple[int, str] | None:
         if not text.isdigit():
             raise ValueError(f"{ENV_MEMORY_LIMIT} must be a number of bytes, got {text!r}")
         return int(text), f"the {ENV_MEMORY_LIMIT} limit"
-    device = device if device is not None else jax.devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    device = device if device is not None else jax.local_devices()[0]  # one this process can ask
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - a backend that cannot say: fall back on the machine's memory
+        stats = None
     if stats and stats.get("bytes_limit"):
         return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"free on {device.platform} device {device.id}"
     try:
