@@ -167,8 +167,8 @@ def _check_run_size(args, ds, net, opt) -> None:
     limits.check_steps(args.epochs, len(ds.x_train) // args.batch_size)
     batch = lambda a: jax.ShapeDtypeStruct((args.batch_size, *a.shape[1:]), a.dtype)
     estimate = limits.step_memory(net, opt, batch(ds.x_train), batch(ds.y_train))
-    sizes = [f"--{k.replace('_', '-')} {runs.show(getattr(args, k))}" for k in ("hidden", "filters", "batch_size")
-             if getattr(args, k)]
+    options = ("model", "hidden", "filters", "batch_size") if args.model != "mlp" else ("hidden", "batch_size")
+    sizes = [f"--{k.replace('_', '-')} {runs.show(getattr(args, k))}" for k in options if getattr(args, k)]
     limits.check_memory(estimate, " ".join(sizes), limits.available_memory())
 
 

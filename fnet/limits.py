@@ -126,7 +126,7 @@ def available_memory(device=None) -> tuple[int, str] | None:
         text = os.environ[ENV_MEMORY_LIMIT]
         if not text.isdigit():
             raise ValueError(f"{ENV_MEMORY_LIMIT} must be a number of bytes, got {text!r}")
-        return int(text), f"the {ENV_MEMORY_LIMIT} limit"
+        return int(text), f"set by {ENV_MEMORY_LIMIT}"
     device = device if device is not None else jax.local_devices()[0]  # one this process can ask
     try:
         stats = device.memory_stats()
@@ -146,13 +146,16 @@ def available_memory(device=None) -> tuple[int, str] | None:
         return None
 
 
+def _gib(n: int) -> str:
+    return f"{n / GIB:,.1f} GiB" if n >= GIB / 10 else f"{n / GIB:.2g} GiB"
+
+
 def check_memory(estimate: MemoryEstimate, options: str, available: tuple[int, str] | None) -> None:
     """Refuse a step whose estimate exceeds ``available`` (:func:`available_memory`), naming
     ``options`` (the command-line options that set the sizes) and the estimate in GiB."""
     if available is None or estimate.total <= available[0]:
         return
-    raise ValueError(f"{options}: a network of {estimate.num_params:,} parameters needs about "
-                     f"{estimate.total / GIB:,.1f} GiB for one training step (parameters, gradients, optimizer state "
-                     f"and best copy {estimate.persistent / GIB:,.1f} GiB, largest activation of a batch "
-                     f"{estimate.activation / GIB:,.1f} GiB), more than the {available[0] / GIB:,.1f} GiB "
-                     f"{available[1]}; choose smaller sizes")
+    raise ValueError(f"{options}: a network of {estimate.num_params:,} parameters needs about {_gib(estimate.total)} "
+                     f"for one training step (parameters, gradients, optimizer state and best copy "
+                     f"{_gib(estimate.persistent)}, largest activation of a batch {_gib(estimate.activation)}), more "
+                     f"than the {_gib(available[0])} {available[1]}; choose smaller sizes")

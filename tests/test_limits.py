@@ -59,11 +59,14 @@ def test_check_memory_names_the_options_and_the_estimate_in_gib():
     with pytest.raises(ValueError, match=r"^--hidden 10 --batch-size 2: a network of 10 parameters needs about 4.0 GiB "
                                          r"for one training step .* more than the 2.0 GiB available here; "):
         limits.check_memory(est, "--hidden 10 --batch-size 2", (2 * limits.GIB, "available here"))
+    small = limits.MemoryEstimate(num_params=10, persistent=1000, activation=24)
+    with pytest.raises(ValueError, match=r"needs about 9.5e-07 GiB .* more than the 4.7e-07 GiB set by "):
+        limits.check_memory(small, "--hidden 10", (500, "set by FNET_MEMORY_LIMIT_BYTES"))
 
 
 def test_available_memory_takes_the_environment_limit_first(monkeypatch):
     monkeypatch.setenv(limits.ENV_MEMORY_LIMIT, "12345")
-    assert limits.available_memory() == (12345, f"the {limits.ENV_MEMORY_LIMIT} limit")
+    assert limits.available_memory() == (12345, f"set by {limits.ENV_MEMORY_LIMIT}")
     monkeypatch.setenv(limits.ENV_MEMORY_LIMIT, "lots")
     with pytest.raises(ValueError, match=f"{limits.ENV_MEMORY_LIMIT} must be a number of bytes, got 'lots'"):
         limits.available_memory()
