@@ -134,6 +134,13 @@ def finite(fn: str, name: str, x) -> None:
         )
 
 
+def finite_tree(fn: str, name: str, tree) -> None:
+    """:func:`finite` for every leaf of ``tree``, in flatten order; the message names the first
+    offending leaf by its path, e.g. "evaluate: best_params['dense1']['W'] must be finite, ..."."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        finite(fn, f"{name}{jax.tree_util.keystr(path)}", leaf)
+
+
 def tree_mismatch(tree, ref, shapes: bool = True) -> str:
     """Describe how ``tree`` differs from ``ref`` (paths, and leaf shapes if ``shapes``), or ""."""
     shape = jnp.shape if shapes else (lambda _: ())

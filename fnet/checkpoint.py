@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -165,15 +163,12 @@ def _corrupt(fn: str, path, detail: str) -> CorruptCheckpointError:
 
 
 def _open_regular(fn: str, path: Path):
-    """``(file, size)`` of ``path`` opened for reading, refused unless a regular file; opening
-    does not block (a FIFO would wait for a writer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # FileNotFoundError as documented
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device"
-        raise _corrupt(fn, path, f"it is {kind}, not a regular file")
-    return os.fdopen(fd, "rb", buffering=0), info.st_size
+    """``(file, size)`` of ``path`` opened for reading, refused unless a regular file
+    (:func:`fnet.files.open_regular`: a FIFO is refused without waiting for a writer)."""
+    try:
+        return files.open_regular(path, what="checkpoint", follow_links=True)  # FileNotFoundError as documented
+    except files.NotRegularFileError as e:
+        raise _corrupt(fn, path, f"it is {e.kind}, not a regular file") from None
 
 
 def _fill(f, buffer) -> bool:

@@ -52,8 +52,10 @@ CNN_FALLBACK_PRESET = {"epochs": 10, "batch_size": 64}
 def _cmd_gradcheck(args) -> int:
     import jax
 
+    from fnet import gradcheck, limits
+
+    limits.check_seed("--seed", args.seed)  # before the header: one line, naming the option
     jax.config.update("jax_enable_x64", True)
-    from fnet import gradcheck
 
     sections = [
         ("Layers (leaf modules) and losses", gradcheck.check_layers, "module.backward"),
@@ -110,7 +112,7 @@ def _parse_init(text: str):
 
 def _check_train_options(args) -> None:
     """Every option's range, before anything is read or written; one clear message each."""
-    from fnet import init, runs
+    from fnet import init, limits, runs
 
     def number(option, value, ok, rule):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
@@ -127,7 +129,7 @@ def _check_train_options(args) -> None:
         number(option, getattr(args, option), lambda v: v == int(v) and v >= 1, "an integer >= 1")
     if args.early_stopping is not None:
         number("early_stopping", args.early_stopping, lambda v: v == int(v) and v >= 1, "an integer >= 1 (epochs)")
-    number("seed", args.seed, lambda v: v == int(v) and v >= 0, "an integer >= 0")
+    limits.check_seed("--seed", args.seed)
     if isinstance(args.init, str):
         if args.init not in init.INITIALIZERS:
             raise ValueError(f"--init must be one of {', '.join(init.INITIALIZERS)} or a float std, got {args.init!r}")
@@ -137,6 +139,37 @@ def _check_train_options(args) -> None:
                             ("schedule", SCHEDULES), ("grad", ("manual", "autodiff"))):
         if getattr(args, option) not in choices:
             raise ValueError(f"--{option} must be one of {', '.join(choices)}, got {getattr(args, option)!r}")
+
+
+def _check_model_options(args) -> None:
+    """Refuse, in one line, an option that the chosen model would ignore: ``--filters`` for the
+    MLP; ``--norm`` and ``--activation`` for a CNN, whose layers are fixed (ReLU, and batch norm
+    in ``cnn``; see fnet.nets.CNN_MODELS)."""
+    from fnet import runs
+
+    if args.model == "mlp" and args.filters:
+        raise ValueError(f"--filters {runs.show(args.filters)}: --model mlp has no convolutions; --filters sets the "
+                         f"widths of a CNN's (--model {', '.join(m for m in MODELS if m != 'mlp')})")
+    if args.model != "mlp":
+        for option, default in (("norm", "none"), ("activation", "relu")):
+            if getattr(args, option) != default:
+                raise ValueError(f"--{option} {getattr(args, option)}: --model {args.model} has fixed layers (ReLU, "
+                                 f"and batch norm in cnn); --{option} applies to --model mlp only")
+
+
+def _check_run_size(args, ds, net, opt) -> None:
+    """Refuse, before anything is allocated or written, a run whose step count overflows the
+    optimizer's counter or whose step does not fit the memory (:mod:`fnet.limits`)."""
+    import jax
+
+    from fnet import limits, runs
+
+    limits.check_steps(args.epochs, len(ds.x_train) // args.batch_size)
+    batch = lambda a: jax.ShapeDtypeStruct((args.batch_size, *a.shape[1:]), a.dtype)
+    estimate = limits.step_memory(net, opt, batch(ds.x_train), batch(ds.y_train))
+    options = ("model", "hidden", "filters", "batch_size") if args.model != "mlp" else ("hidden", "batch_size")
+    sizes = [f"--{k.replace('_', '-')} {runs.show(getattr(args, k))}" for k in options if getattr(args, k)]
+    limits.check_memory(estimate, " ".join(sizes), limits.available_memory())
 
 
 def _resolve_train_options(args, stored) -> None:
@@ -254,6 +287,7 @@ def _cmd_train(args) -> int:
     stored = runs.stored_options(out) if args.resume else None
     _resolve_train_options(args, stored)
     _check_train_options(args)
+    _check_model_options(args)
     if args.resume:
         runs.check_checkpoint(out)
 
@@ -261,17 +295,19 @@ def _cmd_train(args) -> int:
         _select_device(args.device)
     ds = _load_data(args, args.data_dir)
     net, opt = _build_run(args, ds)
+    _check_run_size(args, ds, net, opt)
     config = runs.new_config({k: v for k, v in vars(args).items() if k != "func"}, net.config, ds)
-    lock = runs.start(out, kind, resume=args.resume, overwrite=args.overwrite, stored=stored, config=config) \
+    lease = runs.start(out, kind, resume=args.resume, overwrite=args.overwrite, stored=stored, config=config,
+                       check_resume=lambda folder: runs.check_resumable(folder, net, opt, args.epochs)) \
         if lead else None
     importing = plots.import_pyplot_in_background() if lead else None  # for curves.png at the end
     try:
-        return _train_in(args, out, ds, net, opt, mesh, lead)
+        return _train_in(args, out, lease, ds, net, opt, mesh, lead)
     finally:
         if importing is not None:
             importing.join()
-        if lock is not None:
-            lock.release()
+        if lease is not None:
+            lease.release()
 
 
 def _write_outputs(run_dir, history: dict, quiet: bool) -> None:
@@ -283,7 +319,27 @@ def _write_outputs(run_dir, history: dict, quiet: bool) -> None:
         print(f"note: matplotlib is not installed, so {runs.CURVES_NAME} was not written (pip install 'fnet[plot]')")
 
 
-def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
+def _replace_run(args, lease, fit):
+    """``--overwrite``: the new run's first epoch goes to the lease's staging folder; once its
+    checkpoint is written there, :meth:`fnet.runs.Lease.commit` swaps the new run in place of the
+    old one, and the other epochs resume from that checkpoint in the run folder (bit for bit what
+    one call of fit computes). Until the swap the old run stays as it was, whatever happens."""
+    from fnet import distributed, train
+
+    first = fit(epochs=1, checkpoint_dir=lease.folder if lease is not None else args.out, resume=False, progress=False)
+    if lease is not None:
+        lease.commit()
+    distributed.barrier("fnet train --overwrite: the new run is in place")  # before any process reads it back
+    if not args.quiet:
+        print(train._progress_line({k: v[-1] for k, v in first.history.items()}, args.epochs), flush=True)
+    if args.epochs == 1:
+        return first
+    return fit(epochs=args.epochs, checkpoint_dir=args.out, resume=True, progress=not args.quiet)
+
+
+def _train_in(args, out, lease, ds, net, opt, mesh, lead: bool) -> int:
+    import functools
+
     from fnet import nets, runs, train
 
     regression = ds.num_classes == 0
@@ -293,15 +349,18 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
               f"{len(ds.x_val)} val / {len(ds.x_test)} test) with {args.optimizer} lr {args.lr}, {args.grad} gradients "
               f"-> {out}")
     val = (ds.x_val, ds.y_val) if len(ds.x_val) else None
+    fit = functools.partial(
+        train.fit, net, opt, ds.x_train, ds.y_train, val=val, batch_size=args.batch_size, seed=args.seed,
+        grad=args.grad, early_stopping=args.early_stopping, mesh=mesh,
+        print_fn=lambda line: print(line, flush=True),  # each epoch's line as it ends, also into a pipe
+    )
     try:
-        result = train.fit(
-            net, opt, ds.x_train, ds.y_train, val=val, epochs=args.epochs, batch_size=args.batch_size,
-            seed=args.seed, grad=args.grad, early_stopping=args.early_stopping, checkpoint_dir=out,
-            resume=args.resume, progress=not args.quiet, mesh=mesh,
-            print_fn=lambda line: print(line, flush=True),  # each epoch's line as it ends, also into a pipe
-        )
+        if args.overwrite:
+            result = _replace_run(args, lease, fit)
+        else:
+            result = fit(epochs=args.epochs, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
     except train.TrainingDiverged as e:
-        if lead:
+        if lead and (lease is None or lease.replaces is None):  # never into a run not yet replaced
             _write_outputs(out, e.history, args.quiet)
         raise
     if not lead:
@@ -326,6 +385,7 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+
     from fnet import runs, train
 
     run = runs.load(args.run_dir)
@@ -388,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gradcheck", help="check every hand-written gradient against jax.grad and finite differences")
     p.add_argument("--verbose", "-v", action="store_true", help="one row per parameter leaf")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**63 (default 0)")
     p.set_defaults(func=_cmd_gradcheck)
 
     p = sub.add_parser("train", help="train a network (default: an MLP on digits, manual gradients, Adam)",
@@ -399,9 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=f"the network: {', '.join(MODELS)} (default mlp; the CNNs take images)")
     p.add_argument("--hidden", type=_sizes("--hidden"),
                    help="hidden sizes of the MLP, e.g. 100,100 (default); a CNN's dense width, e.g. 128")
-    p.add_argument("--filters", type=_sizes("--filters"), help="a CNN's convolution widths, e.g. 32,64 (default: the model's)")
-    p.add_argument("--activation", choices=ACTIVATIONS, help="default relu")
-    p.add_argument("--norm", choices=NORMS, help="default none")
+    p.add_argument("--filters", type=_sizes("--filters"),
+                   help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
+    p.add_argument("--activation", choices=ACTIVATIONS,
+                   help="the MLP's activation (default relu); the CNNs' layers are fixed (ReLU) and refuse another")
+    p.add_argument("--norm", choices=NORMS,
+                   help="the MLP's normalization (default none); the CNNs' layers are fixed (batch norm in cnn) and "
+                        "refuse it")
     p.add_argument("--dropout", type=float, help="drop probability of hidden units (default: 0.1 on digits, else 0)")
     p.add_argument("--weight-decay", type=float, help="L2 lambda on weights (AdamW: decoupled decay); default 0")
     p.add_argument("--init", type=_parse_init, help="he (default), xavier, normal, zeros, or a float std")
@@ -416,10 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation accuracy")
     p.add_argument("--grad", choices=["manual", "autodiff"], help="default manual (the hand-written backward pass)")
-    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--seed", type=int, help="0 <= seed < 2**63 (default 0)")
     p.add_argument("--out", help="run directory (default runs/<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (only an fnet run folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (only an fnet run folder); the old run stays until the new one's "
+                        "first checkpoint is written")
     p.add_argument("--device", choices=["cpu", "gpu"], help="JAX device (default: JAX's default)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     p.add_argument("--distributed", action="store_true",

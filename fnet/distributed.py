@@ -86,3 +86,12 @@ def initialize_from_env(environ=None) -> dict:
 def is_lead() -> bool:
     """True in process 0, the one that prints and writes files."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process has reached the barrier ``name`` (nothing to wait for in a run of
+    one process); e.g. so that no process reads a file before process 0 has written it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

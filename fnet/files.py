@@ -18,6 +18,7 @@ pattern.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -189,6 +190,11 @@ class FolderLock:
             owner = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(self._fd)
             raise FolderInUseError(f"{what} {self.folder} is in use by process {owner}") from None
+        if not _same_file(self._fd, self.folder / LOCK_NAME):
+            # The folder was replaced (fnet train --overwrite swaps a new run in) between our open
+            # and our flock: the lock we hold is the old folder's, not this one's.
+            os.close(self._fd)
+            raise FolderInUseError(f"{what} {self.folder} was just replaced by another process; try again")
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
 
@@ -203,6 +209,53 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (here.st_dev, here.st_ino)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def exchange_folders(a, b) -> None:
+    """Swap the folders ``a`` and ``b`` (same file system): afterwards ``a`` names what ``b``
+    named and the other way round.
+
+    On Linux this is one atomic ``renameat2(RENAME_EXCHANGE)``: at every moment both names exist
+    and each holds one complete folder, whatever happens to the process. Where that call is missing
+    (another OS, an old C library, a file system without it) it falls back to three renames through
+    a temporary name beside ``a``; a crash between them can leave ``a`` missing for that moment,
+    with both folders intact under ``b`` and the temporary name (nothing is deleted here).
+    """
+    a, b = Path(a), Path(b)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd = -100
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            fsync_dir(a.parent)
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}", str(a))
+    aside = a.parent / f".{a.name}.{secrets.token_hex(4)}.swap"
+    os.rename(a, aside)
+    try:
+        os.rename(b, a)
+    except BaseException:
+        os.rename(aside, a)
+        raise
+    os.rename(aside, b)
+    fsync_dir(a.parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,28 +367,64 @@ def claim_folder(path, *, kind: str, option: str, what: str, example: str,
     return path
 
 
+class NotRegularFileError(ValueError):
+    """A path that is a folder, FIFO, device or socket where fnet reads only regular files."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind  # "a folder", "a FIFO", "a device" or "a socket"
+
+
+def open_regular(path, *, what: str, follow_links: bool = False):
+    """Open ``path`` for reading only if it is a regular file; nothing waits on the way.
+
+    The file is opened with ``O_NONBLOCK`` (a FIFO would otherwise block the open until a writer
+    comes) and, unless ``follow_links``, ``O_NOFOLLOW``; then ``fstat`` tells what was opened.
+
+    Returns:
+      ``(file, size)``: an unbuffered binary file object and the size ``fstat`` reported.
+
+    Raises:
+      OSError: the file cannot be opened (missing; a symlink without ``follow_links``: ELOOP).
+      NotRegularFileError: "<what> <path> is a FIFO, not a regular file; refusing to read it".
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags if follow_links else flags | getattr(os, "O_NOFOLLOW", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "a device")
+        raise NotRegularFileError(f"{what} {path} is {kind}, not a regular file; refusing to read it", kind)
+    return os.fdopen(fd, "rb", buffering=0), os.fstat(fd).st_size
+
+
 def read_regular(path, *, limit: int, what: str) -> bytes:
-    """The bytes of the regular file ``path``, read only if it is one and holds at most ``limit``
-    bytes: a symlink, FIFO, device or folder is refused before anything is read (a FIFO would
-    block, a device could never end), and so is a file over the limit.
+    """The bytes of the regular file ``path`` (:func:`open_regular`, links not followed), read
+    only if it holds at most ``limit`` bytes: a symlink, FIFO, device or folder is refused before
+    anything is read (a FIFO would block, a device could never end), and so is a file over the
+    limit.
 
     Raises:
       OSError: the file cannot be opened (missing, a symlink: ELOOP).
-      ValueError: "<what> <path> is not a regular file" / "... holds N bytes, more than ...".
+      ValueError: "<what> <path> is a FIFO, not a regular file" / "... holds N bytes, more than ...".
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{what} {path} is not a regular file; refusing to read it")
-        if info.st_size > limit:
-            raise ValueError(f"{what} {path} holds {info.st_size:,} bytes, more than the {limit:,} such a file "
+    f, size = open_regular(path, what=what)
+    with f:
+        if size > limit:
+            raise ValueError(f"{what} {path} holds {size:,} bytes, more than the {limit:,} such a file "
                              "can hold; refusing to read it")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
-    finally:
-        os.close(fd)
+        data = _read_all(f, limit + 1)
     if len(data) > limit:  # grew while being read
         raise ValueError(f"{what} {path} grew past {limit:,} bytes while being read; refusing it")
     return data
+
+
+def _read_all(f, limit: int) -> bytes:
+    """Up to ``limit`` bytes of an unbuffered file, read in as many calls as it takes (a /proc
+    file reports size 0; one read call may return fewer bytes than asked)."""
+    chunks, total = [], 0
+    while total < limit and (chunk := f.read(limit - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)

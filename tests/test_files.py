@@ -65,15 +65,17 @@ def test_read_regular_refuses_fifos_links_and_oversized_files_without_blocking(t
         files.read_regular(regular, limit=4, what="config")
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # opened without O_NONBLOCK, reading it would wait forever for a writer
-    with pytest.raises(ValueError, match="is not a regular file"):
+    with pytest.raises(ValueError, match="checkpoint .*fifo is a FIFO, not a regular file; refusing to read it"):
         files.read_regular(fifo, limit=100, what="checkpoint")
     link = tmp_path / "link"
     link.symlink_to(regular)
     with pytest.raises(OSError) as e:
         files.read_regular(link, limit=100, what="checkpoint")
     assert e.value.errno == errno.ELOOP
-    with pytest.raises(ValueError, match="is not a regular file"):
+    with pytest.raises(ValueError, match="is a folder, not a regular file"):
         files.read_regular(tmp_path, limit=100, what="checkpoint")
+    status = files.read_regular("/proc/self/status", limit=1 << 20, what="status") if os.path.exists("/proc") else b""
+    assert not status or b"Pid:" in status  # a /proc file reports size 0: read to its end all the same
 
 
 def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
@@ -88,3 +90,31 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
         files.atomic_write(target, "new")
     assert e.value.filename == str(target) and str(target) in str(e.value)
     assert target.read_text() == "old" and sorted(os.listdir(tmp_path)) == ["history.json"]
+
+
+def test_exchange_folders_swaps_two_folders_whole(tmp_path, monkeypatch):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(name)
+    files.exchange_folders(tmp_path / "a", tmp_path / "b")
+    assert os.listdir(tmp_path / "a") == ["b.txt"] and os.listdir(tmp_path / "b") == ["a.txt"]
+    # Without renameat2 (another OS): three renames, the same result and no name left over.
+    monkeypatch.setattr(files.ctypes, "CDLL", lambda *a, **k: (_ for _ in ()).throw(OSError("no libc")))
+    files.exchange_folders(tmp_path / "a", tmp_path / "b")
+    assert os.listdir(tmp_path / "a") == ["a.txt"] and sorted(os.listdir(tmp_path)) == ["a", "b"]
+
+
+def test_a_lock_on_a_folder_replaced_meanwhile_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    real_open = files.os.open
+
+    def replaced_after_open(path, *args):
+        fd = real_open(path, *args)
+        if str(path).endswith(files.LOCK_NAME):  # another process swaps a new folder in right now
+            os.rename(tmp_path / "run", tmp_path / "old")
+            (tmp_path / "run").mkdir()
+        return fd
+
+    monkeypatch.setattr(files.os, "open", replaced_after_open)
+    with pytest.raises(files.FolderInUseError, match="was just replaced by another process; try again"):
+        files.FolderLock(tmp_path / "run", what="run folder")

@@ -33,7 +33,7 @@ BAD = [
     (["--init", "nan"], "--init must be a name or a finite float std >= 0, got nan"),
     (["--init", "gaussian"], "--init must be one of"),
     (["--early-stopping", "0"], "--early-stopping must be an integer >= 1"),
-    (["--seed", "-3"], "--seed must be an integer >= 0, got -3"),
+    (["--seed", "-3"], "--seed must be an integer with 0 <= seed < 2**63, got -3"),
 ]
 
 
