@@ -114,26 +114,15 @@ def step_memory(net, opt, x, y) -> MemoryEstimate:
                           _largest_array(program.jaxpr))
 
 
-def available_memory(device=None) -> tuple[int, str] | None:
-    """``(bytes, where)``: the memory a run on ``device`` (default: this process's first device)
-    may use, or None when nothing reports it.
-
-    In order: :data:`ENV_MEMORY_LIMIT`; the device's own free memory where it reports one (a GPU's
-    ``bytes_limit - bytes_in_use``); the machine's ``MemAvailable`` (``/proc/meminfo``); the
-    available pages (``os.sysconf``).
-    """
+def host_memory() -> tuple[int, str] | None:
+    """``(bytes, where)``: the memory this machine can still give a process, or None where
+    nothing reports it: :data:`ENV_MEMORY_LIMIT` when set, else ``MemAvailable``
+    (``/proc/meminfo``), else the available pages (``os.sysconf``)."""
     if os.environ.get(ENV_MEMORY_LIMIT):
         text = os.environ[ENV_MEMORY_LIMIT]
         if not text.isdigit():
             raise ValueError(f"{ENV_MEMORY_LIMIT} must be a number of bytes, got {text!r}")
         return int(text), f"set by {ENV_MEMORY_LIMIT}"
-    device = device if device is not None else jax.local_devices()[0]  # one this process can ask
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - a backend that cannot say: fall back on the machine's memory
-        stats = None
-    if stats and stats.get("bytes_limit"):
-        return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"free on {device.platform} device {device.id}"
     try:
         for line in files.read_regular("/proc/meminfo", limit=1 << 20, what="memory info").decode().splitlines():
             if line.startswith("MemAvailable:"):
@@ -144,6 +133,25 @@ def available_memory(device=None) -> tuple[int, str] | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available on this machine"
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def available_memory(device=None) -> tuple[int, str] | None:
+    """``(bytes, where)``: the memory a run on ``device`` (default: this process's first device)
+    may use, or None when nothing reports it.
+
+    In order: :data:`ENV_MEMORY_LIMIT`; the device's own free memory where it reports one (a GPU's
+    ``bytes_limit - bytes_in_use``); the machine's (:func:`host_memory`).
+    """
+    if os.environ.get(ENV_MEMORY_LIMIT):
+        return host_memory()
+    device = device if device is not None else jax.local_devices()[0]  # one this process can ask
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - a backend that cannot say: fall back on the machine's memory
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"free on {device.platform} device {device.id}"
+    return host_memory()
 
 
 def _gib(n: int) -> str:

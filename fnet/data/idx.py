@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import shutil
-import stat
 import urllib.request
 import zlib
 from http.client import HTTPException
@@ -22,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from fnet import files
+from fnet import files, limits
 
 # IDX type codes (third byte of the magic number) -> big-endian NumPy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -36,34 +35,21 @@ _CHUNK = 1 << 20  # bytes decompressed per read: what a gzip bomb can cost befor
 
 
 def open_regular(fn: str, path: Path):
-    """Open ``path`` for reading in binary mode if it is a regular file (a symlink to one counts).
-
-    A FIFO, socket or device is refused BEFORE it is read: reading a FIFO blocks forever and a
-    device such as /dev/zero never ends. ``O_NONBLOCK`` keeps the open itself from blocking on a
-    FIFO without a writer. Raises ``ValueError`` naming ``fn`` and the path, ``OSError`` (e.g.
-    FileNotFoundError) when it cannot be opened.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ValueError(f"{fn}: {path} is not a regular file (a FIFO, device or socket); refusing to read it")
-    return os.fdopen(fd, "rb")
+    """``path`` opened for reading if it is a regular file (a symlink to one counts: data sets are
+    often reached through links), by :func:`fnet.files.open_regular`: a FIFO, socket or device is
+    refused BEFORE it is read (a FIFO blocks forever, /dev/zero never ends), with ``fn`` in front
+    of the message."""
+    try:
+        f, _ = files.open_regular(path, what=f"{fn}: {path}", follow_links=True)
+    except files.NotRegularFileError as e:
+        raise ValueError(f"{fn}: {path} is not a regular file ({e.kind}); refusing to read it") from None
+    return f
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the system can still give a process (Linux's MemAvailable, else the free
-    physical pages), or None where neither is known."""
-    try:
-        with open("/proc/meminfo", "rb") as f:
-            for line in f:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
+    """Bytes of memory this machine can still give a process (:func:`fnet.limits.host_memory`)."""
+    found = limits.host_memory()
+    return None if found is None else found[0]
 
 
 def _read_up_to(stream, n: int) -> bytes:
