@@ -359,7 +359,7 @@ def _cmd_train(args) -> int:
         if not args.out:
             raise ValueError("--distributed needs --out, the run directory shared by every process")
         distributed.initialize_from_env()
-        mesh = train.data_mesh()
+        mesh = distributed.data_mesh()
     lead = distributed.is_lead()  # only process 0 prints and writes files
     args.quiet = bool(args.quiet) or not lead
     out = rundir.check_out_path(args.out or os.path.join(

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, losses, modules, nets
+from fnet import _checks, combinators, losses, modules, nets, xla_options
 from fnet.modules import Module
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
@@ -160,13 +160,6 @@ def three_way(name: str, scalar_fn: Callable, inputs, manual, *, h: float = 1e-5
     return _compiled_check(name, lambda q, ctx: scalar_fn(q), inputs, lambda q, ctx: manual_fn(q), (), h)
 
 
-#: XLA:CPU options of the check programs, which are compiled once and run once (a check's cost is
-#: its compilation; its run takes milliseconds): XLA's older elemental kernel emitter with LLVM's
-#: -O0 compiles the checks ~2x faster than the defaults. Measured over all 39 checks of ``fnet
-#: gradcheck``: every gradient equal to the defaults' to rounding (relative 1e-16; gradients that
-#: are exactly 0 by structure differ by their rounding noise). The two go together: -O0 with the
-#: default fusion emitters miscompiles softmax's gradient to inf (jaxlib 0.10.2).
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 #: Scale of the parameters of a check's generic point (see :func:`check_module`).
 PARAM_SCALE = 0.5
 
@@ -175,9 +168,9 @@ def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable,
     """Run a check as ONE compiled program: the manual gradient ``manual_fn(inputs, context)``,
     ``jax.grad`` of ``scalar_fn(inputs, context)`` and its central differences (one loop over
     the perturbed inputs, which compiles faster than a vmapped batch of them) compile together,
-    once, with :data:`CPU_COMPILER_OPTIONS` on a CPU. ``inputs`` and ``context`` are concrete:
-    the callers draw them with NumPy, since every random draw in the program would add to what a
-    check costs, its compilation."""
+    once, with :data:`fnet.xla_options.CHECK_COMPILER_OPTIONS` on a CPU. ``inputs`` and
+    ``context`` are concrete: the callers draw them with NumPy, since every random draw in the
+    program would add to what a check costs, its compilation."""
 
     def program(inputs, context):
         scalar = partial(lambda ctx, q: scalar_fn(q, ctx), context)
@@ -187,8 +180,7 @@ def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable,
         lowered = jax.jit(program).lower(inputs, context)
         inputs_spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), inputs)
         _checks.tree("three_way", f"the manual gradient of {name}", lowered.out_info[0], "the inputs", inputs_spec)
-        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        got, auto, num = lowered.compile(options)(inputs, context)
+        got, auto, num = lowered.compile(xla_options.check_compiler_options())(inputs, context)
     scale = max((float(np.max(np.abs(a))) for a in jax.tree_util.tree_leaves(auto) if np.size(a)), default=0.0)
     floor = max(1e-8, AUTODIFF_SCALE_FLOOR * scale)
     num_floor = max(NUMERICAL_FLOOR, NUMERICAL_SCALE_FLOOR * scale)

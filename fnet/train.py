@@ -30,8 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks, checkpoint, files, losses, optim
+from fnet import _checks, checkpoint, distributed, files, losses, optim, xla_options
 from fnet import nets
+from fnet.distributed import DATA_AXIS, check_mesh, data_mesh, replicate  # noqa: F401 - data_mesh: also fnet.train's
 from fnet.nets import Net
 
 GRAD_MODES = ("manual", "autodiff")
@@ -141,47 +142,6 @@ def make_train_step(net: Net, opt, *, grad: str = "manual", jit: bool = True, do
     return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())
 
 
-DATA_AXIS = "data"
-
-
-def check_mesh(fn: str, mesh, batch_size: int) -> None:
-    """Raise a clear error unless ``mesh`` is a :class:`jax.sharding.Mesh` with a ``"data"`` axis
-    whose size divides ``batch_size`` (each device gets ``batch_size / size`` samples of a step)."""
-    if not isinstance(mesh, jax.sharding.Mesh):
-        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    if DATA_AXIS not in mesh.axis_names:
-        raise ValueError(
-            f"{fn}: mesh has axes {tuple(mesh.axis_names)} but data parallelism needs an axis named {DATA_AXIS!r}, "
-            f"e.g. jax.sharding.Mesh(jax.devices(), ({DATA_AXIS!r},))"
-        )
-    n = mesh.shape[DATA_AXIS]
-    if batch_size % n:
-        raise ValueError(
-            f"{fn}: the global batch of {batch_size} samples cannot be split evenly over the {n} devices of the "
-            f"mesh's {DATA_AXIS!r} axis; use a batch_size that is a multiple of {n}"
-        )
-
-
-def data_mesh(devices=None) -> jax.sharding.Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: every device of every process)."""
-    return jax.sharding.Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
-
-
-def replicate(tree, mesh: jax.sharding.Mesh):
-    """Copy every leaf of ``tree`` to every device of ``mesh`` (``NamedSharding(mesh, P())``).
-
-    Built from each process's host copy with ``jax.make_array_from_callback``, so it also works
-    when the mesh spans several processes (each must pass the same values).
-    """
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def put(leaf):
-        host = np.asarray(leaf)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    return jax.tree_util.tree_map(put, tree)
-
-
 # Cached so that repeated fit() calls with the same net and optimizer (a resumed run, several
 # seeds) reuse one compiled epoch instead of compiling it again.
 @functools.lru_cache(maxsize=32)
@@ -209,7 +169,7 @@ def make_epoch(net: Net, opt, *, batch_size: int, grad: str = "manual", donate: 
       mesh: data parallelism (see :func:`fit`): each minibatch is sharded along the mesh's
         ``"data"`` axis (``with_sharding_constraint``), every output is replicated, and XLA
         inserts the all-reduce of the gradients (and of batch-norm statistics). The inputs
-        should be replicated over the mesh (:func:`replicate`).
+        should be replicated over the mesh (:func:`fnet.distributed.replicate`).
     """
     fn = "make_epoch"
     batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1)
@@ -383,31 +343,6 @@ class TrialsResult(NamedTuple):
     hparams: dict
     seeds: np.ndarray
     diverged: np.ndarray
-
-
-#: XLA:CPU options of :func:`fit`'s ``net.init`` and of its key splits: LLVM -O1 compiles the
-#: initial draws (threefry and the normal's inverse erf, per weight shape) ~3x faster than the
-#: default -O3 (the MLP of ``fnet train``: 0.50 s instead of 1.49 s, the largest compilation of a
-#: one-epoch run), with bitwise the same numbers (tested), so that trial i of :func:`fit_trials`,
-#: which traces ``net.init`` into its own program, still equals ``fit(seed=i)`` exactly. (-O0
-#: would round the draws differently; the key splits are integer arithmetic, exact at any level.)
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-
-
-def init_compiler_options() -> dict | None:
-    """:data:`INIT_COMPILER_OPTIONS` on a CPU; None (XLA's options) on other backends or when
-    ``XLA_FLAGS`` sets an optimization level, which then applies to the init as to every other
-    program (so that they still round alike)."""
-    if jax.default_backend() != "cpu" or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    return INIT_COMPILER_OPTIONS
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_once(fn: Callable, *specs: jax.ShapeDtypeStruct):
-    """``fn`` (``net.init``, a key split) compiled with :func:`init_compiler_options` for arguments
-    of the shapes and dtypes ``specs``."""
-    return jax.jit(fn).lower(*specs).compile(init_compiler_options())
 
 
 def _split_in_two(key):
@@ -750,7 +685,7 @@ def fit(
       progress: print one progress line per epoch (``False`` for quiet mode).
       print_fn: where progress lines go.
       mesh: train data-parallel over the devices of a :class:`jax.sharding.Mesh` with a
-        ``"data"`` axis (e.g. :func:`data_mesh`): params, optimizer state and data are
+        ``"data"`` axis (e.g. :func:`fnet.distributed.data_mesh`): params, optimizer state and data are
         replicated on every device, each minibatch of ``batch_size`` samples is split along
         ``"data"`` (``batch_size / devices`` per device), and XLA inserts the all-reduce of the
         gradients, so the run computes the same steps as on one device (to rounding). Batch-norm
@@ -787,13 +722,13 @@ def fit(
         raise ValueError(f"{fn}: resume=True needs a checkpoint_dir")
     epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad, mesh=mesh)
     # Every process of a multi-process mesh runs fit; one of them talks and writes.
-    lead = jax.process_index() == 0
+    lead = distributed.is_lead()
     progress = progress and lead
 
     seed_key = jax.random.PRNGKey(seed)
-    init_key, train_key = _compiled_once(_split_in_two, _spec(seed_key))(seed_key)
+    init_key, train_key = xla_options.compiled_init(_split_in_two, _spec(seed_key))(seed_key)
     if params is None:
-        params, init_state = _compiled_once(net.init, _spec(init_key))(init_key)
+        params, init_state = xla_options.compiled_init(net.init, _spec(init_key))(init_key)
         state = init_state if state is None else state
     _check_finite_tree(fn, "params", params)
     _check_finite_tree(fn, "state", state)
@@ -821,7 +756,7 @@ def fit(
     stale = run.epochs_done - run.best_epoch
     start_epoch = run.epochs_done + 1
     last_epoch = start_epoch - 1 if run.stopped_early else epochs  # a run that stopped early stays stopped
-    fold_in = _compiled_once(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))
+    fold_in = xla_options.compiled_init(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))
     for epoch in range(start_epoch, last_epoch + 1):
         t0 = time.perf_counter()
         key = fold_in(train_key, np.uint32(epoch))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnet import checkpoint, data, nets, optim, schedules, train
+from fnet import checkpoint, data, nets, optim, schedules, train, xla_options
 
 N, D, C, B = 37, 5, 3, 8  # N is not a multiple of B: the last incomplete batch is dropped
 
@@ -259,7 +259,7 @@ def test_fit_compiles_its_init_faster_with_bitwise_the_same_draws(net):
     key = jax.random.PRNGKey(5)
     spec = jax.ShapeDtypeStruct(key.shape, key.dtype)
     emitters = {"xla_cpu_use_fusion_emitters": True}
-    fast = net.init.lower(spec).compile({**train.INIT_COMPILER_OPTIONS, **emitters})(key)
+    fast = net.init.lower(spec).compile({**xla_options.INIT_COMPILER_OPTIONS, **emitters})(key)
     default = net.init.lower(spec).compile({"xla_backend_optimization_level": 3, **emitters})(key)
     chex.assert_trees_all_equal(fast, default)
 
@@ -268,9 +268,9 @@ def test_fit_init_options_yield_to_an_optimization_level_in_xla_flags(monkeypatc
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for XLA:CPU")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    assert train.init_compiler_options() == train.INIT_COMPILER_OPTIONS
+    assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    assert train.init_compiler_options() is None
+    assert xla_options.init_compiler_options() is None
 
 
 def test_fit_copies_the_params_it_is_given(digits):
