@@ -32,12 +32,12 @@ module's backward; the two share every forward line (and so the dropout masks fo
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnet import _checks, combinators, losses, modules
 from fnet import init as initializers
@@ -59,20 +59,18 @@ class Net(NamedTuple):
     """A network as a record of pure functions and the facts the trainer needs (see :func:`network`).
 
     Fields:
-      init: ``(key, *, std=None) -> Variables(params, state)``, one compiled program; ``std``
-        (may be traced) draws every weight ("W" leaf) from N(0, std**2) instead, for init sweeps.
-      apply: ``(variables or params, x, *, state=None, train=False, key=None, dropout=None)``:
-        eval mode returns the scores (N, *output_shape); train mode (batch statistics, dropout
-        with ``key``) returns ``(scores, new_state)``.
-      loss: ``(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None) ->
-        (loss, new_state)``, the train-mode loss with weight decay, for ``jax.value_and_grad(...,
-        has_aux=True)``.
+      init: ``key -> Variables(params, state)``, one compiled program.
+      apply: ``(variables or params, x, *, state=None, train=False, key=None)``: eval mode
+        returns the scores (N, *output_shape); train mode (batch statistics, dropout with
+        ``key``) returns ``(scores, new_state)``.
+      loss: ``(params, x, y, *, state=None, key=None) -> (loss, new_state)``, the train-mode loss
+        with weight decay, for ``jax.value_and_grad(..., has_aux=True)``.
       loss_and_grad: the same arguments ``-> (loss, grads, new_state)``, with the hand-written
         backward chain; no JAX autodiff anywhere.
       input_shape: the shape of ONE sample, e.g. (784,) or (1, 28, 28).
       output_shape: the shape of one sample's scores, e.g. (10,).
       loss_name: "softmax_cross_entropy", "mse" or "sigmoid_binary_cross_entropy".
-      module: the composition (built with the default hyperparameters).
+      module: the composition.
       name: a short description, e.g. "64-[100,100]-10 relu".
       config: the ready-made network's configuration (an :class:`MLPConfig`), or None.
     """
@@ -88,22 +86,27 @@ class Net(NamedTuple):
     name: str = "network"
     config: object = None
 
+    def __hash__(self):
+        # A network is its functions: a config holding JAX arrays (a sweep's values) is unhashable.
+        return hash((self.init, self.apply, self.loss, self.loss_and_grad))
+
 
 def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_decay: float = 0.0,
             dtype="float32", name: str | None = None, config=None) -> Net:
     """A :class:`Net` from a module and a loss.
 
+    A sweep over hyperparameters (``fnet.fit_trials``) builds one network per trial inside the
+    traced program, so ``weight_decay`` (and the module's own dropout rates and initializer
+    scales) may be traced scalars there.
+
     Args:
-      module: a :class:`~fnet.modules.Module`, or a factory ``hparams -> Module`` called with
-        ``{}`` for the default network and with ``{"dropout": rate}`` when a call overrides the
-        dropout rate (possibly traced, for vmapped sweeps); the factory must give the same
-        parameter tree for every rate.
+      module: a :class:`~fnet.modules.Module`.
       input_shape: the shape of one sample, without the batch axis: ``(784,)``, ``(1, 28, 28)``.
       loss: "softmax_cross_entropy" (integer labels (N,); the module's output must be (N, C)),
         "mse" (targets of the output's shape) or "sigmoid_binary_cross_entropy" (0/1 targets).
       weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` over the weights only
         (the leaves named "W", as :func:`fnet.optim.weights_only` selects them; not biases or
-        normalization parameters).
+        normalization parameters); may be traced. A concrete 0 adds no term to the program.
       dtype: the floating dtype of params and state (the modules' float32 values are cast).
       name: shown by the trainer and :func:`fnet.summary`; default "network".
       config: the configuration of a ready-made network (kept in ``net.config``).
@@ -113,28 +116,20 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         "serial[3] (dense2): ..."), an unknown loss, an output that does not fit the loss.
     """
     fn = "network"
-    if isinstance(module, Module):
-        build = lambda hparams: module  # noqa: E731 - a fixed module takes no hyperparameters
-        takes_hparams = False
-    elif callable(module):
-        build, takes_hparams = module, True
-    else:
-        raise TypeError(f"{fn}: module must be a Module or a factory hparams -> Module, got {type(module).__name__}")
-    default = build({})
-    if not isinstance(default, Module):
-        raise TypeError(f"{fn}: the factory must return a Module, got {type(default).__name__}")
+    if not isinstance(module, Module):
+        raise TypeError(f"{fn}: module must be a fnet.modules.Module, got {type(module).__name__}")
     input_shape = tuple(input_shape)
     if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
         raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
                          f"got {input_shape}")
     if loss not in losses.LOSSES:
         raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")
-    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
+    if _checks.is_concrete(weight_decay) and not _non_negative(weight_decay):
         raise ValueError(f"{fn}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
-    params_spec, state_spec, out = modules.init_shapes(default, (None, *input_shape))
+    params_spec, state_spec, out = modules.init_shapes(module, (None, *input_shape))
     if not combinators.is_shape(out) or len(out) < 2:
         raise ValueError(f"{fn}: the module's output must be one array (N, ...), got shapes {out}")
     output_shape = tuple(out[1:])
@@ -146,22 +141,12 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         (params_spec, state_spec))
     loss_fn = losses.LOSSES[loss]
 
-    def module_for(fn, dropout):
-        if dropout is None:
-            return default
-        if not takes_hparams:
-            raise ValueError(f"{fn}: dropout= overrides the rate of a network built from a factory hparams -> Module; "
-                             "this one was built from a fixed module")
-        return build({"dropout": dropout})
-
     def cast(tree):
         return jax.tree_util.tree_map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
     @jax.jit
-    def init(key, *, std=None):
-        params, state, _ = default.init(key, (None, *input_shape))
-        if std is not None:
-            params = _redraw_weights(params, key, std)
+    def init(key):
+        params, state, _ = module.init(key, (None, *input_shape))
         return Variables(cast(params), cast(state))
 
     def check(fn, params, state, x):
@@ -176,49 +161,50 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         _checks.tree(fn, "state", state, "the network's state (as net.init makes it)", state_spec)
         return state, check_input(fn, x, input_shape)
 
-    def forward(fn, params, state, x, *, train, key, dropout):
+    def forward(fn, params, state, x, *, train, key):
         """The one forward pass of apply, loss and loss_and_grad (so they share dropout masks)."""
         state, x = check(fn, params, state, x)
-        m = module_for(fn, dropout)
-        y, new_state, cache = _checks.prefixed(fn, lambda: m.forward(params, state, x, train=train, key=key))
-        return m, y, new_state, cache
+        return _checks.prefixed(fn, lambda: module.forward(params, state, x, train=train, key=key))
 
-    def apply(params, x, *, state=None, train=False, key=None, dropout=None):
+    def apply(params, x, *, state=None, train=False, key=None):
         fn = "net.apply"
         if isinstance(params, Variables):
             if state is not None:
                 raise TypeError(f"{fn}: state is given twice: in the Variables and as state=")
             params, state = params
-        _, y, new_state, _ = forward(fn, params, state, x, train=train, key=key, dropout=dropout)
+        y, new_state, _ = forward(fn, params, state, x, train=train, key=key)
         return (y, new_state) if train else y
 
-    def decay(override):
-        # A Python 0.0 adds nothing to the program; a traced lambda always adds the term.
-        return None if (override is None and weight_decay == 0) else (weight_decay if override is None else override)
+    # A concrete 0 adds nothing to the program; a traced lambda always adds the term.
+    decays = not (_checks.is_concrete(weight_decay) and weight_decay == 0)
 
-    def loss_value(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
-        _, scores, new_state, _ = forward("net.loss", params, state, x, train=True, key=key, dropout=dropout)
+    def loss_value(params, x, y, *, state=None, key=None):
+        scores, new_state, _ = forward("net.loss", params, state, x, train=True, key=key)
         value, _ = loss_fn(scores, y)
-        lam = decay(weight_decay)
-        if lam is not None:
-            value = value + l2_penalty(params, lam)[0]
+        if decays:
+            value = value + l2_penalty(params, weight_decay)[0]
         return value, new_state
 
-    def loss_and_grad(params, x, y, *, state=None, key=None, weight_decay=None, dropout=None):
+    def loss_and_grad(params, x, y, *, state=None, key=None):
         fn = "net.loss_and_grad"
-        m, scores, new_state, cache = forward(fn, params, state, x, train=True, key=key, dropout=dropout)
+        scores, new_state, cache = forward(fn, params, state, x, train=True, key=key)
         value, dscores = loss_fn(scores, y)
         # The input's gradient is unused; jit removes its computation (the first matmul of dx).
-        _, grads = _checks.prefixed(fn, lambda: m.backward(params, cache, dscores))
-        lam = decay(weight_decay)
-        if lam is not None:
-            penalty, dW = l2_penalty(params, lam)
+        _, grads = _checks.prefixed(fn, lambda: module.backward(params, cache, dscores))
+        if decays:
+            penalty, dW = l2_penalty(params, weight_decay)
             value = value + penalty
             grads = jax.tree_util.tree_map(jnp.add, grads, dW)
         return value, grads, new_state
 
-    return Net(init, apply, loss_value, loss_and_grad, input_shape, output_shape, loss, default,
-               name or default.name, config)
+    return Net(init, apply, loss_value, loss_and_grad, input_shape, output_shape, loss, module,
+               name or module.name, config)
+
+
+def _non_negative(value) -> bool:
+    """A concrete finite number >= 0 (NumPy and 0-d JAX scalars too)."""
+    return (not isinstance(value, bool) and np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number)
+            and math.isfinite(value) and value >= 0)
 
 
 def summary(net_or_module, input_shape=None) -> str:
@@ -265,16 +251,6 @@ def l2_penalty(params, lam):
     return penalty, grads
 
 
-def _redraw_weights(params, key, std):
-    """``params`` with every weight leaf redrawn from N(0, std**2) (a key per leaf)."""
-    mask = _weight_mask(params)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    flags = jax.tree_util.tree_leaves(mask)
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    new = [initializers.normal(std)(k, p.shape, p.dtype) if m else p for p, m, k in zip(leaves, flags, keys)]
-    return jax.tree_util.tree_unflatten(treedef, new)
-
-
 def check_input(fn: str, x, input_shape: tuple):
     """x as a float array of shape (N, *input_shape); a first dense layer also takes any
     (N, d1, ..., dk) with the right number of features (it flattens)."""
@@ -288,6 +264,39 @@ def check_input(fn: str, x, input_shape: tuple):
                 "so load the data with fnet.data.load(name, flatten=False)")
     raise ValueError(f"{fn}: x has shape {tuple(x.shape)} but the network expects samples of shape {input_shape}, "
                      f"i.e. x of shape (N, {', '.join(map(str, input_shape))}){hint}")
+
+
+def check_targets(fn: str, net: Net, name: str, n: int, y) -> None:
+    """Raise unless ``y`` fits ``n`` samples of ``net``'s scores: labels (n,) in [0, C) for
+    softmax cross-entropy, else targets of shape (n, *output_shape)."""
+    if net.loss_name == "softmax_cross_entropy":
+        _checks.labels(fn, name, y, n, net.output_shape[0])
+    elif _checks.shape_of(y) != (n, *net.output_shape):
+        raise ValueError(f"{fn}: {name} has shape {_checks.shape_of(y)} but the network's scores for {n} samples have "
+                         f"shape {(n, *net.output_shape)}; {net.loss_name} compares them elementwise")
+
+
+def check_data(fn: str, net: Net, name: str, x, y) -> None:
+    """Raise unless ``(x, y)`` is a data set ``net`` can train or be evaluated on: float features
+    of shape (N, *input_shape) with N >= 1, targets as :func:`check_targets` wants them, all
+    finite. ``name`` ("training", "validation") leads every message."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{fn}: {name} features must be floating point, got dtype {x.dtype}")
+    try:
+        check_input(fn, x, net.input_shape)
+    except ValueError as e:
+        raise ValueError(str(e).replace(f"{fn}: x has", f"{fn}: {name} features have", 1)) from None
+    if len(x) == 0:
+        raise ValueError(f"{fn}: {name} data is empty (shape {x.shape}); pass at least one sample"
+                         + (", or val=None for no validation" if name == "validation" else ""))
+    if not np.all(np.isfinite(x)):
+        bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
+        raise ValueError(f"{fn}: {name} features contain NaN or inf (first at sample {bad[0]}, feature {bad[1]})")
+    y = np.asarray(y)
+    check_targets(fn, net, f"{name} {'labels' if net.loss_name == 'softmax_cross_entropy' else 'targets'}", len(x), y)
+    if net.loss_name != "softmax_cross_entropy" and not np.all(np.isfinite(y)):
+        raise ValueError(f"{fn}: {name} targets contain NaN or inf")
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,7 +345,7 @@ def _validate_config(cfg: MLPConfig) -> None:
         raise ValueError(f"{fn}: unknown norm {cfg.norm!r}; choose one of {list(NORMS)}")
     _checks.rate(fn, "dropout", cfg.dropout)
     _checks.rate(fn, "input_dropout", cfg.input_dropout)
-    if cfg.weight_decay < 0:
+    if _checks.is_concrete(cfg.weight_decay) and not _non_negative(cfg.weight_decay):
         raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
     if cfg.loss not in losses.LOSSES:
         raise ValueError(f"{fn}: unknown loss {cfg.loss!r}; choose one of {sorted(losses.LOSSES)}")
@@ -375,12 +384,17 @@ def mlp(
         (a linear network).
       norm: None, "batchnorm" (running statistics in ``state``; ``bn_momentum``, ``norm_eps``)
         or "layernorm" (``norm_eps``).
-      dropout: drop probability of each hidden unit in train mode, in [0, 1).
+      dropout: drop probability of each hidden unit in train mode, in [0, 1). A rate given as a
+        JAX array (traced in a sweep, see :func:`fnet.fit_trials`, or concrete) always inserts
+        the dropout layers, even at 0, so that every network of a sweep has one structure (the
+        same init keys and dropout masks); a Python or NumPy float inserts them when > 0.
       input_dropout: drop probability of each input feature in train mode, in [0, 1) (*Deep
-        Learning from Scratch* suggests ~0.2 on the inputs; unaffected by a ``dropout`` override).
-      init: weight initializer: "zeros", "normal" (std 0.01), "xavier", "he", a float std, or a
-        callable ``(key, shape, dtype) -> array``. Biases start at 0, gamma at 1, beta at 0.
-      weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` on weights only.
+        Learning from Scratch* suggests ~0.2 on the inputs).
+      init: weight initializer: "zeros", "normal" (std 0.01), "xavier", "he", a float std (may
+        be traced), or a callable ``(key, shape, dtype) -> array``. Biases start at 0, gamma at
+        1, beta at 0.
+      weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` on weights only (may
+        be traced).
       loss: "softmax_cross_entropy" (integer labels of shape (N,)), "mse" (targets of shape
         (N, C)) or "sigmoid_binary_cross_entropy" (0/1 targets of shape (N, C)).
       dtype: parameter dtype.
@@ -388,9 +402,7 @@ def mlp(
     Returns:
       A :class:`Net` (see :func:`network`) whose ``config`` is the :class:`MLPConfig`. The params
       are ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma", "beta"}, ..., "denseL": ...}`` (the
-      mapping from cs231n's names is in the module docstring). ``dropout`` given to
-      ``loss``/``loss_and_grad``/``apply`` overrides the rate and may be a traced array (vmapped
-      sweeps); an override always inserts the dropout layers, even at rate 0.
+      mapping from cs231n's names is in the module docstring).
     """
     cfg = MLPConfig(
         input_dim=input_dim,
@@ -411,16 +423,12 @@ def mlp(
     return from_config(cfg)
 
 
-def mlp_module(cfg: MLPConfig, hparams: dict | None = None) -> Module:
+def mlp_module(cfg: MLPConfig) -> Module:
     """The composition of :func:`mlp`: ``serial([dropout], dense, [norm], activation, [dropout], ...,
-    dense)``.
-
-    ``hparams`` may hold "dropout", a rate (possibly traced) that replaces the config's and
-    inserts the dropout layers even at 0, so that one compiled program serves every rate.
-    """
-    hparams = hparams or {}
-    rate = hparams.get("dropout", cfg.dropout)
-    with_dropout = "dropout" in hparams or cfg.dropout > 0
+    dense)``; a dropout rate given as a JAX array (a sweep's) inserts the dropout layers even at
+    0, so that one compiled program serves every rate of a sweep."""
+    rate = cfg.dropout
+    with_dropout = _present(rate)
     act = modules.ACTIVATIONS[cfg.activation]
     children = [modules.dropout(cfg.input_dropout)] if cfg.input_dropout > 0 else []
     for h in cfg.hidden_dims:
@@ -436,6 +444,18 @@ def mlp_module(cfg: MLPConfig, hparams: dict | None = None) -> Module:
     return combinators.serial(*children)
 
 
+def _present(rate) -> bool:
+    """Whether a rate needs its layers (or a penalty its term): a JAX array always (a sweep's
+    value, traced or not: every network of a sweep gets one structure), a number when > 0."""
+    return isinstance(rate, jax.Array) or rate > 0
+
+
+def _shown(value) -> str:
+    """A hyperparameter in a network's name; a traced one (a sweep's) has no value to show."""
+    return f"{float(value):g}" if isinstance(value, jax.Array) and _checks.is_concrete(value) else (
+        f"{value}" if _checks.is_concrete(value) else "(traced)")
+
+
 def from_config(config) -> Net:
     """Build (or rebuild) a ready network from its configuration: an :class:`MLPConfig` or a
     :class:`CNNConfig`, or the ``dataclasses.asdict`` dict of one (a dict with a "model" key other
@@ -449,12 +469,12 @@ def from_config(config) -> Net:
             config = CNNConfig(**dict(config, input_shape=tuple(config["input_shape"]), filters=tuple(config["filters"])))
     if isinstance(config, CNNConfig):
         _validate_cnn_config(config)
-        return network(functools.partial(cnn_module, config), config.input_shape, weight_decay=config.weight_decay,
+        return network(cnn_module(config), config.input_shape, weight_decay=config.weight_decay,
                        dtype=config.dtype, name=describe_cnn(config), config=config)
     if not isinstance(config, MLPConfig):
         raise TypeError(f"from_config: expected an MLPConfig, a CNNConfig or a dict, got {type(config).__name__}")
     _validate_config(config)
-    return network(functools.partial(mlp_module, config), (config.input_dim,), loss=config.loss,
+    return network(mlp_module(config), (config.input_dim,), loss=config.loss,
                    weight_decay=config.weight_decay, dtype=config.dtype, name=describe(config), config=config)
 
 
@@ -465,10 +485,10 @@ def describe(cfg: MLPConfig) -> str:
         parts.append(cfg.norm)
     if cfg.input_dropout:
         parts.append(f"input_dropout={cfg.input_dropout}")
-    if cfg.dropout:
-        parts.append(f"dropout={cfg.dropout}")
-    if cfg.weight_decay:
-        parts.append(f"wd={cfg.weight_decay}")
+    if _present(cfg.dropout):
+        parts.append(f"dropout={_shown(cfg.dropout)}")
+    if _present(cfg.weight_decay):
+        parts.append(f"wd={_shown(cfg.weight_decay)}")
     return " ".join(parts)
 
 
@@ -558,22 +578,22 @@ def _validate_cnn_config(cfg: CNNConfig) -> None:
         raise ValueError(f"{fn}: num_classes must be a positive int, got {cfg.num_classes!r}")
     if cfg.dropout is not None:
         _checks.rate(fn, "dropout", cfg.dropout)
-    if cfg.weight_decay < 0:
+    if _checks.is_concrete(cfg.weight_decay) and not _non_negative(cfg.weight_decay):
         raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
     initializers.get(cfg.init)
 
 
-def cnn_module(cfg: CNNConfig, hparams: dict | None = None) -> Module:
-    """The composition of :func:`cnn` for ``cfg``; ``hparams`` may hold a (traced) "dropout" rate."""
+def cnn_module(cfg: CNNConfig) -> Module:
+    """The composition of :func:`cnn` for ``cfg``; a dropout rate given as a JAX array (a sweep's)
+    always inserts the dropout layers, as in :func:`mlp_module`."""
     from fnet.modules import batchnorm, conv2d, dense, dropout, flatten, max_pool, relu
 
-    hparams = hparams or {}
     _, default_filters, default_hidden = CNN_MODELS[cfg.model]
     f = cfg.filters or default_filters
     h = cfg.hidden or default_hidden
     default_rate = {"cnn": 0.25, "deep_convnet": 0.5}.get(cfg.model, 0.0)
-    rate = hparams.get("dropout", default_rate if cfg.dropout is None else cfg.dropout)
-    with_dropout = "dropout" in hparams or rate > 0
+    rate = default_rate if cfg.dropout is None else cfg.dropout
+    with_dropout = _present(rate)
 
     def conv(width, k, pad):
         return conv2d(width, k, pad=pad, init=cfg.init)
@@ -600,7 +620,7 @@ def describe_cnn(cfg: CNNConfig) -> str:
     shape = "x".join(map(str, cfg.input_shape))
     parts = [f"filters {','.join(map(str, cfg.filters or default_filters))}", f"hidden {cfg.hidden or default_hidden}"]
     if cfg.dropout is not None:
-        parts.append(f"dropout={cfg.dropout}")
-    if cfg.weight_decay:
-        parts.append(f"wd={cfg.weight_decay}")
+        parts.append(f"dropout={_shown(cfg.dropout)}")
+    if _present(cfg.weight_decay):
+        parts.append(f"wd={_shown(cfg.weight_decay)}")
     return f"{cfg.model} ({shape}, {', '.join(parts)})"
