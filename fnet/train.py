@@ -30,10 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks, checkpoint, distributed, evaluation, files, optim, xla_options
+from fnet import _checks, distributed, evaluation, history, optim, xla_options
 from fnet import nets
 from fnet.distributed import DATA_AXIS, check_mesh, data_mesh, replicate  # noqa: F401 - data_mesh: also fnet.train's
 from fnet.evaluation import accuracy, evaluate  # noqa: F401 - also fnet.train's
+from fnet.history import CHECKPOINT_NAME, HISTORY_KEYS, save_history  # noqa: F401 - also fnet.train's
 from fnet.nets import Net
 
 GRAD_MODES = ("manual", "autodiff")
@@ -235,10 +236,6 @@ class FitResult(NamedTuple):
         return nets.Variables(self.best_params, self.best_state)
 
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "samples_per_s")
-CHECKPOINT_NAME = "checkpoint.npz"
-
-
 def _check_finite_tree(fn: str, name: str, tree) -> None:
     """Raise naming the first leaf of ``tree`` (by path) that holds NaN or inf."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
@@ -247,55 +244,95 @@ def _check_finite_tree(fn: str, name: str, tree) -> None:
                              "training from non-finite values cannot produce a meaningful network")
 
 
-class _Progress(NamedTuple):
-    """Where a run stands between epochs: what a checkpoint stores besides the arrays."""
-
-    history: dict
-    best_score: float
-    best_epoch: int
-    initial_loss: float  # the untrained net's loss (first minibatch, before any update); NaN before epoch 1
-    stopped_early: bool
-
-    @property
-    def epochs_done(self) -> int:
-        return len(self.history["epoch"])
-
-
-def _save_checkpoint(path, params, state, opt_state, best: dict, progress: _Progress) -> None:
-    tree = {"params": params, "state": state, "opt_state": opt_state,
-            "best_params": best["params"], "best_state": best["state"]}
-    meta = {"epoch": progress.epochs_done, "best_epoch": progress.best_epoch, "best_score": progress.best_score,
-            "initial_loss": progress.initial_loss, "stopped_early": progress.stopped_early,
-            "history": progress.history}
-    checkpoint.save(path, tree, metadata=meta)
+def _check_fit_args(fn, net, x, y, val, epochs, batch_size, seed, early_stopping, divergence_factor, resume,
+                    checkpoint_dir):
+    """Stage 1, validate the inputs: ``(epochs, batch_size, seed, early_stopping)`` as ints."""
+    nets.check_data(fn, net, "training", x, y)
+    if val is not None:
+        nets.check_data(fn, net, "validation", *val)
+    epochs = _checks.integer(fn, "epochs", epochs, minimum=1)
+    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1, maximum=len(x),
+                                 what="(the number of training samples)")
+    seed = _checks.integer(fn, "seed", seed)
+    if early_stopping is not None:
+        early_stopping = _checks.integer(fn, "early_stopping", early_stopping, minimum=1, what="(epochs)")
+    if divergence_factor is not None and not (math.isfinite(divergence_factor) and divergence_factor > 1):
+        raise ValueError(f"{fn}: divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
+    if resume and checkpoint_dir is None:
+        raise ValueError(f"{fn}: resume=True needs a checkpoint_dir")
+    return epochs, batch_size, seed, early_stopping
 
 
-def _load_checkpoint(path, params, state, opt_state):
-    """``(params, state, opt_state, best, progress)`` of the checkpoint at ``path``, whose arrays
-    must have the structure, shapes and dtypes of the given ones."""
-    like = {"params": params, "state": state, "opt_state": opt_state, "best_params": params, "best_state": state}
-    tree, meta = checkpoint.load(path, like=like), checkpoint.load_metadata(path)
-    progress = _Progress(meta["history"], meta["best_score"], meta["best_epoch"],
-                         meta.get("initial_loss", math.nan), meta.get("stopped_early", False))
-    if progress.epochs_done != meta["epoch"]:
-        raise ValueError(f"fit: {path} is inconsistent: epoch {meta['epoch']} but {progress.epochs_done} epochs of history")
-    best = {"params": tree["best_params"], "state": tree["best_state"]}
-    return tree["params"], tree["state"], tree["opt_state"], best, progress
+def _start(fn, net, opt, seed: int, params, state, ckpt_path):
+    """Stage 2, initialise or resume: ``(train_key, (params, state, opt_state), best, progress)``,
+    from ``net.init`` (or the given params/state) or from the checkpoint at ``ckpt_path``."""
+    seed_key = jax.random.PRNGKey(seed)
+    init_key, train_key = xla_options.compiled_init(_split_in_two, _spec(seed_key))(seed_key)
+    if params is None:
+        params, init_state = xla_options.compiled_init(net.init, _spec(init_key))(init_key)
+        state = init_state if state is None else state
+    _check_finite_tree(fn, "params", params)
+    _check_finite_tree(fn, "state", state)
+    # The compiled epoch donates its inputs: keep our own copies of anything the caller passed.
+    params, state = jax.tree_util.tree_map(jnp.copy, (params, {} if state is None else state))
+    opt_state = jax.jit(opt.init)(params)  # one small program, not one eager zeros_like per leaf
+    best = {"params": params, "state": state}
+    run = history.Progress({k: [] for k in history.HISTORY_KEYS}, -math.inf, 0, math.nan, False)
+    if ckpt_path is not None and os.path.exists(ckpt_path):
+        params, state, opt_state, best, run = history.load_checkpoint(ckpt_path, params, state, opt_state)
+    return train_key, (params, state, opt_state), best, run
 
 
-def _diverged_message(fn, step_losses, epoch, steps, progress: _Progress, factor, checkpoint_dir) -> str | None:
-    """Why epoch ``epoch`` diverged (a NaN/inf loss, or a mean loss above ``factor`` times the
-    untrained net's loss), or None if it did not."""
+def _place(mesh, carry, best: dict, x, y):
+    """The arrays on the device, or replicated over every device of ``mesh``."""
+    if mesh is None:
+        return carry, best, (jnp.asarray(x), jnp.asarray(y))
+    *carry, x, y = replicate((*carry, x, y), mesh)
+    return tuple(carry), replicate(best, mesh), (x, y)
+
+
+def _check_divergence(fn, run: history.Progress, step_losses, epoch: int, factor, checkpoint_dir) -> history.Progress:
+    """Stage 4a: record the untrained network's loss (epoch 1's first step) and raise
+    :class:`TrainingDiverged` when the epoch's loss is NaN/inf or above ``factor`` times it."""
+    if epoch == 1:
+        run = run._replace(initial_loss=float(step_losses[0]))
     kept = f"; the checkpoint of epoch {epoch - 1} in {checkpoint_dir} is kept" if checkpoint_dir and epoch > 1 else ""
     if not np.all(np.isfinite(step_losses)):
         bad = int(np.argmax(~np.isfinite(step_losses)))
-        return (f"{fn}: the training loss became {step_losses[bad]} at epoch {epoch}, step {bad + 1} of {steps}{kept}; "
-                "try a smaller learning rate")
+        raise TrainingDiverged(f"{fn}: the training loss became {step_losses[bad]} at epoch {epoch}, step {bad + 1} "
+                               f"of {len(step_losses)}{kept}; try a smaller learning rate", run.history)
     mean = float(step_losses.mean())
-    if factor is not None and mean > factor * progress.initial_loss:
-        return (f"{fn}: the training loss diverged at epoch {epoch}: its mean {mean:.4g} is more than {factor:g} times "
-                f"the untrained network's loss {progress.initial_loss:.4g}{kept}; try a smaller learning rate")
-    return None
+    if factor is not None and mean > factor * run.initial_loss:
+        raise TrainingDiverged(f"{fn}: the training loss diverged at epoch {epoch}: its mean {mean:.4g} is more than "
+                               f"{factor:g} times the untrained network's loss {run.initial_loss:.4g}{kept}; try a "
+                               "smaller learning rate", run.history)
+    return run
+
+
+def _record(net: Net, carry, epoch: int, step_losses, seconds: float, batch_size: int, eval_train, eval_val) -> dict:
+    """Stage 3b: the epoch's line of the history, with its eval-mode metrics."""
+    params, state, opt_state = carry
+    train_m = evaluation.evaluate_checked(net, params, state, *eval_train)
+    no_val = {"loss": math.nan, "accuracy": math.nan}
+    val_m = no_val if eval_val is None else evaluation.evaluate_checked(net, params, state, *eval_val)
+    return {"epoch": epoch, "train_loss": float(step_losses.mean()), "train_acc": train_m["accuracy"],
+            "val_loss": val_m["loss"], "val_acc": val_m["accuracy"], "lr": history.learning_rate(opt_state),
+            "epoch_time": seconds, "samples_per_s": len(step_losses) * batch_size / seconds}
+
+
+def _track(run: history.Progress, best: dict, record: dict, carry, has_val: bool, early_stopping):
+    """Stage 4b: append ``record`` to the history, keep the best epoch's variables (by validation
+    accuracy, by validation loss for regression; the last epoch without validation data), and
+    decide early stopping: ``early_stopping`` epochs since the best one (a resumed run continues
+    the count, so it stops where the uninterrupted run would). Returns ``(progress, best)``."""
+    for k in history.HISTORY_KEYS:
+        run.history[k].append(record[k])
+    score = -record["val_loss"] if math.isnan(record["val_acc"]) else record["val_acc"]
+    if not has_val or score > run.best_score:
+        run = run._replace(best_score=score if has_val else -math.inf, best_epoch=record["epoch"])
+        best = {"params": jax.tree_util.tree_map(jnp.copy, carry[0]), "state": jax.tree_util.tree_map(jnp.copy, carry[1])}
+    stale = run.epochs_done - run.best_epoch
+    return run._replace(stopped_early=early_stopping is not None and stale >= early_stopping), best
 
 
 def fit(
@@ -364,127 +401,39 @@ def fit(
       ValueError/TypeError: bad data or options, before any training.
     """
     fn = "fit"
-    nets.check_data(fn, net, "training", x, y)
-    if val is not None:
-        nets.check_data(fn, net, "validation", *val)
-    epochs = _checks.integer(fn, "epochs", epochs, minimum=1)
-    batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1, maximum=len(x),
-                                 what="(the number of training samples)")
-    seed = _checks.integer(fn, "seed", seed)
-    if early_stopping is not None:
-        early_stopping = _checks.integer(fn, "early_stopping", early_stopping, minimum=1, what="(epochs)")
-    if divergence_factor is not None and not (math.isfinite(divergence_factor) and divergence_factor > 1):
-        raise ValueError(f"{fn}: divergence_factor must be a finite number > 1 or None, got {divergence_factor!r}")
-    if resume and checkpoint_dir is None:
-        raise ValueError(f"{fn}: resume=True needs a checkpoint_dir")
+    epochs, batch_size, seed, early_stopping = _check_fit_args(
+        fn, net, x, y, val, epochs, batch_size, seed, early_stopping, divergence_factor, resume, checkpoint_dir)
     epoch_fn = make_epoch(net, opt, batch_size=batch_size, grad=grad, mesh=mesh)
-    # Every process of a multi-process mesh runs fit; one of them talks and writes.
-    lead = distributed.is_lead()
-    progress = progress and lead
-
-    seed_key = jax.random.PRNGKey(seed)
-    init_key, train_key = xla_options.compiled_init(_split_in_two, _spec(seed_key))(seed_key)
-    if params is None:
-        params, init_state = xla_options.compiled_init(net.init, _spec(init_key))(init_key)
-        state = init_state if state is None else state
-    _check_finite_tree(fn, "params", params)
-    _check_finite_tree(fn, "state", state)
-    # The compiled epoch donates its inputs: keep our own copies of anything the caller passed.
-    params, state = jax.tree_util.tree_map(jnp.copy, (params, {} if state is None else state))
-    opt_state = jax.jit(opt.init)(params)  # one small program, not one eager zeros_like per leaf
-    best = {"params": params, "state": state}
-    run = _Progress({k: [] for k in HISTORY_KEYS}, -math.inf, 0, math.nan, False)
-    ckpt_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), CHECKPOINT_NAME)
-    if resume and os.path.exists(ckpt_path):
-        params, state, opt_state, best, run = _load_checkpoint(ckpt_path, params, state, opt_state)
-
-    if mesh is None:
-        xd, yd = jnp.asarray(x), jnp.asarray(y)
-    else:
-        params, state, opt_state, xd, yd = replicate((params, state, opt_state, x, y), mesh)
-        best["params"], best["state"] = replicate((best["params"], best["state"]), mesh)
+    lead = distributed.is_lead()  # every process of a multi-process mesh runs fit; one talks and writes
+    ckpt_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), history.CHECKPOINT_NAME)
+    train_key, carry, best, run = _start(fn, net, opt, seed, params, state, ckpt_path if resume else None)
+    carry, best, data = _place(mesh, carry, best, x, y)
     n_eval = min(train_eval_samples, len(x))
     # The evaluations' data on the host, copied once (they cut it into batches there).
     eval_train = (np.asarray(x[:n_eval]), np.asarray(y[:n_eval]))
     eval_val = None if val is None else (np.asarray(val[0]), np.asarray(val[1]))
-    steps = len(x) // batch_size
-    # Epochs since the best one; a resumed run continues the count, so early stopping stops
-    # where the uninterrupted run would.
-    stale = run.epochs_done - run.best_epoch
     start_epoch = run.epochs_done + 1
     last_epoch = start_epoch - 1 if run.stopped_early else epochs  # a run that stopped early stays stopped
     fold_in = xla_options.compiled_init(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))
-    for epoch in range(start_epoch, last_epoch + 1):
+    for epoch in range(start_epoch, last_epoch + 1):  # stage 3, the epoch loop
         t0 = time.perf_counter()
         key = fold_in(train_key, np.uint32(epoch))
-        params, state, opt_state, step_losses = epoch_fn(
-            params, state, opt_state, xd, yd, key if mesh is None else replicate(key, mesh)
-        )
-        step_losses = np.asarray(step_losses)
-        dt = time.perf_counter() - t0
-        if epoch == 1:
-            run = run._replace(initial_loss=float(step_losses[0]))
-        if message := _diverged_message(fn, step_losses, epoch, steps, run, divergence_factor, checkpoint_dir):
-            raise TrainingDiverged(message, run.history)
-        train_m = evaluation.evaluate_checked(net, params, state, *eval_train)
-        val_m = evaluation.evaluate_checked(net, params, state, *eval_val) if val is not None else {"loss": math.nan, "accuracy": math.nan}
-        record = {
-            "epoch": epoch,
-            "train_loss": float(step_losses.mean()),
-            "train_acc": train_m["accuracy"],
-            "val_loss": val_m["loss"],
-            "val_acc": val_m["accuracy"],
-            "lr": _learning_rate(opt_state),
-            "epoch_time": dt,
-            "samples_per_s": steps * batch_size / dt,
-        }
-        for k in HISTORY_KEYS:
-            run.history[k].append(record[k])
-        # Best by validation accuracy (by validation loss for regression); the last epoch
-        # without validation data.
-        score = -val_m["loss"] if math.isnan(val_m["accuracy"]) else val_m["accuracy"]
-        if val is None or score > run.best_score:
-            run = run._replace(best_score=score if val is not None else -math.inf, best_epoch=epoch)
-            best = {"params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
-            stale = 0
-        else:
-            stale += 1
-        if progress:
-            print_fn(_progress_line(record, epochs))
-        run = run._replace(stopped_early=early_stopping is not None and stale >= early_stopping)
-        if ckpt_path is not None and lead:
+        *carry, step_losses = epoch_fn(*carry, *data, key if mesh is None else replicate(key, mesh))
+        carry, step_losses, seconds = tuple(carry), np.asarray(step_losses), time.perf_counter() - t0
+        run = _check_divergence(fn, run, step_losses, epoch, divergence_factor, checkpoint_dir)
+        record = _record(net, carry, epoch, step_losses, seconds, batch_size, eval_train, eval_val)
+        run, best = _track(run, best, record, carry, val is not None, early_stopping)
+        if progress and lead:  # stage 5, progress lines
+            print_fn(history.progress_line(record, epochs))
+        if ckpt_path is not None and lead:  # stage 6, the checkpoint
             os.makedirs(os.fspath(checkpoint_dir), exist_ok=True)
-            _save_checkpoint(ckpt_path, params, state, opt_state, best, run)
+            history.save_checkpoint(ckpt_path, *carry, best, run)
         if run.stopped_early:
-            if progress:
-                print_fn(f"early stopping: no better validation score for {early_stopping} epochs (best: epoch {run.best_epoch})")
+            if progress and lead:
+                print_fn(f"early stopping: no better validation score for {early_stopping} epochs "
+                         f"(best: epoch {run.best_epoch})")
             break
-    return FitResult(params, state, opt_state, best["params"], best["state"], run.best_epoch, run.history,
-                     run.stopped_early, run.epochs_done - start_epoch + 1)
+    return FitResult(*carry, best["params"], best["state"], run.best_epoch, run.history, run.stopped_early,
+                     run.epochs_done - start_epoch + 1)
 
 
-def _learning_rate(opt_state) -> float:
-    """The rate the last update used, or NaN for an optimizer whose state does not record it
-    (e.g. a plain optax optimizer; ``optax.inject_hyperparams`` ones do)."""
-    try:
-        return float(optim.current_learning_rate(opt_state))
-    except ValueError:
-        return math.nan
-
-
-def _progress_line(r: dict, epochs: int, width: int = 20) -> str:
-    done = round(width * r["epoch"] / epochs)
-    bar = "#" * done + "-" * (width - done)
-    val = "" if math.isnan(r["val_acc"]) else f"  val acc {100 * r['val_acc']:5.1f}%"
-    train = "" if math.isnan(r["train_acc"]) else f"  train acc {100 * r['train_acc']:5.1f}%"
-    lr = "" if math.isnan(r["lr"]) else f"  lr {r['lr']:.2e}"
-    return (
-        f"[{bar}] epoch {r['epoch']:>{len(str(epochs))}}/{epochs}  loss {r['train_loss']:.4f}{train}{val}"
-        f"{lr}  {r['samples_per_s']:,.0f} samples/s"
-    )
-
-
-def save_history(path, history: dict) -> None:
-    """Write a history dict as JSON (NaN written as null), atomically (:mod:`fnet.files`)."""
-    clean = {k: [None if isinstance(v, float) and math.isnan(v) else v for v in vs] for k, vs in history.items()}
-    files.write_json(path, clean)

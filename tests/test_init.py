@@ -1,5 +1,5 @@
 """fnet.init: shapes, dtypes and empirical scales of the initializers, ``init.get``'s specs, and
-the initializers as seen through ``mlp(init=...)`` and ``net.init(key, std=...)``."""
+the initializers as seen through ``mlp(init=...)``, a traced std (a sweep's) included."""
 
 from __future__ import annotations
 
