@@ -24,36 +24,20 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")  # fnet.modules.ACTIVATIONS (tested)
 NORMS = ("none", "batchnorm", "layernorm")
-#: "mlp" and the ready CNNs of fnet.nets.CNN_MODELS (tested to be the same names).
-MODELS = ("mlp", "cnn", "three_layer_convnet", "simple_convnet", "deep_convnet")
-#: Defaults of the `fnet train` options that are left unset on the command line. Every option
-#: parses to None when not given, so that a resumed run can tell which ones were given.
+#: Defaults of the `fnet train` options that are left unset on the command line (the model's
+#: widths, dropout, epochs and batch size per data set: fnet.models.preset). Every option parses to
+#: None when not given, so that a resumed run can tell which ones were given.
 TRAIN_DEFAULTS = {
     "data": "digits", "model": "mlp", "activation": "relu", "norm": "none", "weight_decay": 0.0, "init": "he",
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "lr_decay": 0.95, "early_stopping": None,
     "grad": "manual", "seed": 0,
 }
-#: Per-data-set defaults of the MLP's epochs, batch size, dropout and hidden sizes (tuned: digits
-#: reaches 97.5-98.9% test accuracy over split seeds 0-3 with these; MNIST 98% in 10 epochs).
-PRESETS = {
-    "digits": {"epochs": 60, "batch_size": 32, "dropout": 0.1},
-    "mnist": {"epochs": 10, "batch_size": 128, "dropout": 0.0},
-    "fashion-mnist": {"epochs": 10, "batch_size": 128, "dropout": 0.0},
-}
-FALLBACK_PRESET = {"epochs": 30, "batch_size": 64, "dropout": 0.0}
-#: The CNNs' defaults: their dropout is the model's own (fnet.nets.CNN_MODELS), their widths too.
-#: The MNIST one is the README's default CNN run: 99.2% test accuracy in under 6 minutes on 2 cores.
-CNN_PRESETS = {
-    "digits": {"epochs": 30, "batch_size": 32},
-    "mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
-    "fashion-mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
-}
-CNN_FALLBACK_PRESET = {"epochs": 10, "batch_size": 64}
 #: The options that define a run, stored in config.json; a resumed run takes them from there, and
 #: one given on the command line must equal the stored value. epochs and early_stopping may change
 #: (to extend a run), the others (device, data_dir, quiet, ...) do not change what is computed.
-RUN_OPTIONS = ("data", "model", "hidden", "filters", "activation", "norm", "dropout", "weight_decay", "init",
-               "optimizer", "lr", "schedule", "lr_decay", "epochs", "batch_size", "early_stopping", "grad", "seed")
+RUN_OPTIONS = ("data", "model", "hidden", "filters", "dense_width", "activation", "norm", "dropout", "weight_decay",
+               "init", "optimizer", "lr", "schedule", "lr_decay", "epochs", "batch_size", "early_stopping", "grad",
+               "seed")
 RESUMABLE_CHANGES = ("epochs", "early_stopping")
 
 
@@ -109,6 +93,18 @@ def _sizes(option: str):
     return parse
 
 
+def _positive(option: str):
+    """An argparse type for one positive size."""
+
+    def parse(text: str) -> int:
+        sizes = _sizes(option)(text)
+        if len(sizes) != 1:
+            raise argparse.ArgumentTypeError(f"{option} must be one positive size like 128, got {text!r}")
+        return sizes[0]
+
+    return parse
+
+
 def _parse_init(text: str):
     try:
         return float(text)
@@ -118,7 +114,7 @@ def _parse_init(text: str):
 
 def _check_train_options(args) -> None:
     """Every option's range, before anything is read or written; one clear message each."""
-    from fnet import init
+    from fnet import init, models
 
     def number(option, value, ok, rule):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
@@ -129,8 +125,11 @@ def _check_train_options(args) -> None:
     number("weight_decay", args.weight_decay, lambda v: v >= 0, "a finite number >= 0")
     if args.dropout is not None or args.model == "mlp":  # None: a CNN's own rate
         number("dropout", args.dropout, lambda v: 0 <= v < 1, "in [0, 1) (the probability of dropping a unit)")
-    if args.model != "mlp" and len(args.hidden) > 1:
-        raise ValueError(f"--hidden for --model {args.model} is the width of its one dense layer, got {_show(args.hidden)}")
+    if models.MODELS[args.model].images and args.hidden:
+        raise ValueError(f"--hidden sets the MLP's hidden sizes; --model {args.model} takes --dense-width (the width "
+                         f"of its dense layer), got --hidden {_show(args.hidden)}")
+    if not models.MODELS[args.model].images and (args.filters or args.dense_width):
+        raise ValueError(f"--filters and --dense-width are a CNN's; --model {args.model} takes --hidden")
     for option in ("epochs", "batch_size"):
         number(option, getattr(args, option), lambda v: v == int(v) and v >= 1, "an integer >= 1")
     if args.early_stopping is not None:
@@ -149,8 +148,12 @@ def _check_train_options(args) -> None:
 
 def _stored_options(run_dir) -> dict:
     """The run options recorded in ``run_dir/config.json`` (as parsed values), checked."""
+    from fnet import models
+
     config = _read_config(run_dir)
     stored = config.get("args")
+    if isinstance(stored, dict):  # a run saved before the zoo's renames reads as today's
+        stored = models.upgrade_run_options(stored)
     if not isinstance(stored, dict) or any(k not in stored for k in RUN_OPTIONS):
         missing = [k for k in RUN_OPTIONS if not isinstance(stored, dict) or k not in stored]
         raise ValueError(f"{os.path.join(run_dir, 'config.json')}: field 'args' lacks {', '.join(missing)}")
@@ -162,7 +165,7 @@ def _stored_options(run_dir) -> dict:
 def _resolve_train_options(args, stored: dict | None) -> None:
     """Fill in every option left unset: from the stored run when resuming, else the defaults and
     the data set's preset. A resumed run refuses options that differ from the stored ones."""
-    from fnet import data
+    from fnet import data, models
 
     args.data = data.canonical_name(args.data if args.data is not None else (stored or TRAIN_DEFAULTS)["data"])
     if args.model is not None:
@@ -183,20 +186,18 @@ def _resolve_train_options(args, stored: dict | None) -> None:
                 setattr(args, k, stored[k])
         return
     args.model = _model_name(args.model or TRAIN_DEFAULTS["model"])
-    if args.model == "mlp":
-        sizes = {"hidden": (100, 100), "filters": (), **PRESETS.get(args.data, FALLBACK_PRESET)}
-    else:  # () and None: the model's own widths and dropout
-        sizes = {"hidden": (), "filters": (), "dropout": None, **CNN_PRESETS.get(args.data, CNN_FALLBACK_PRESET)}
-    for option, value in {**TRAIN_DEFAULTS, **sizes}.items():
+    for option, value in {**TRAIN_DEFAULTS, **models.preset(args.model, args.data)}.items():
         if getattr(args, option) is None:
             setattr(args, option, value)
 
 
 def _model_name(text: str) -> str:
-    name = text.lower().replace("-", "_")
-    if name not in MODELS:
-        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {text!r}")
-    return name
+    from fnet import models
+
+    try:
+        return models.canonical_name(text)
+    except ValueError:
+        raise ValueError(f"--model must be one of {', '.join(models.MODELS)}, got {text!r}") from None
 
 
 def _show(value) -> str:
@@ -227,29 +228,21 @@ def _make_optimizer(name: str, learning_rate, weight_decay: float):
 def _build_run(args, ds):
     """The network and optimizer of a run from its (resolved) options and its data set; the one
     place both `fnet train` and `fnet evaluate` build them, so that they always agree."""
-    from fnet import nets
+    from fnet import models
 
     regression = ds.num_classes == 0
-    weight_decay = 0.0 if args.optimizer == "adamw" else args.weight_decay
-    if args.model == "mlp":
-        net = nets.mlp(
-            ds.num_features,
-            args.hidden,
-            ds.y_train.shape[1] if regression else ds.num_classes,
-            activation=args.activation,
-            norm=None if args.norm == "none" else args.norm,
-            dropout=args.dropout,
-            init=args.init,
-            weight_decay=weight_decay,
-            loss="mse" if regression else "softmax_cross_entropy",
-        )
+    common = {"dropout": args.dropout, "init": args.init,
+              "weight_decay": 0.0 if args.optimizer == "adamw" else args.weight_decay}
+    if not models.MODELS[args.model].images:
+        net = models.build(args.model, (ds.num_features,), ds.y_train.shape[1] if regression else ds.num_classes,
+                           hidden=args.hidden, activation=args.activation, norm=None if args.norm == "none" else args.norm,
+                           loss="mse" if regression else "softmax_cross_entropy", **common)
     else:
         if regression or ds.x_train.ndim != 4:
             raise ValueError(f"--model {args.model} is a convolutional network for images; --data {args.data} "
                              f"holds {'regression targets' if regression else 'samples of shape ' + str(ds.x_train.shape[1:])}")
-        net = nets.cnn(args.model, ds.x_train.shape[1:], ds.num_classes, filters=args.filters,
-                       hidden=args.hidden[0] if args.hidden else 0, dropout=args.dropout, init=args.init,
-                       weight_decay=weight_decay)
+        net = models.build(args.model, ds.x_train.shape[1:], ds.num_classes, filters=args.filters,
+                           dense_width=args.dense_width, **common)
     if args.batch_size > len(ds.x_train):
         raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(ds.x_train)} training samples of {args.data}")
     steps_per_epoch = len(ds.x_train) // args.batch_size
@@ -259,9 +252,9 @@ def _build_run(args, ds):
 
 def _load_data(args, data_dir):
     """The run's data set: images with their channel axis for a CNN, flat samples for the MLP."""
-    from fnet import data
+    from fnet import data, models
 
-    flatten = args.model == "mlp"
+    flatten = not models.MODELS[args.model].images
     return data.check_dataset(data.load(args.data, data_dir=data_dir, seed=args.seed,
                                         **({} if flatten or args.data not in data.IMAGE_DATASETS else {"flatten": False})))
 
@@ -447,7 +440,7 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
 def _cmd_evaluate(args) -> int:
     import jax
 
-    from fnet import checkpoint, train
+    from fnet import checkpoint, models, train
 
     run_dir = args.run_dir
     config_path = os.path.join(run_dir, "config.json")
@@ -466,6 +459,8 @@ def _cmd_evaluate(args) -> int:
     # The "net" section records what the options built; an edit of it (or of the options) shows here.
     built = json.loads(json.dumps(dataclasses.asdict(net.config)))
     recorded = config.get("net")
+    if isinstance(recorded, dict):  # a run saved before the zoo's renames reads as today's
+        recorded = models.upgrade_config(recorded)
     if recorded != built:
         differ = sorted(built) if not isinstance(recorded, dict) else \
             [k for k in sorted(set(built) | set(recorded)) if recorded.get(k) != built.get(k)]
@@ -530,6 +525,8 @@ def _cmd_experiment(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fnet import models  # the model names for the help (after main's interrupt handler)
+
     parser = argparse.ArgumentParser(prog="fnet", description="Functional neural networks from scratch in JAX.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -546,10 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the values stored in the run's config.json.")
     p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
-    p.add_argument("--model", help=f"the network: {', '.join(MODELS)} (default mlp; the CNNs take images)")
-    p.add_argument("--hidden", type=_sizes("--hidden"),
-                   help="hidden sizes of the MLP, e.g. 100,100 (default); a CNN's dense width, e.g. 128")
+    p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
+                                   "cnn: the old name of small_cnn)")
+    p.add_argument("--hidden", type=_sizes("--hidden"), help="hidden sizes of the MLP, e.g. 100,100 (default)")
     p.add_argument("--filters", type=_sizes("--filters"), help="a CNN's convolution widths, e.g. 32,64 (default: the model's)")
+    p.add_argument("--dense-width", type=_positive("--dense-width"),
+                   help="a CNN's width of its dense layer before the scores, e.g. 128 (default: the model's)")
     p.add_argument("--activation", choices=ACTIVATIONS, help="default relu")
     p.add_argument("--norm", choices=NORMS, help="default none")
     p.add_argument("--dropout", type=float, help="drop probability of hidden units (default: 0.1 on digits, else 0)")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, losses, modules, nets, xla_options
+from fnet import _checks, combinators, losses, models, modules, nets, xla_options
 from fnet.modules import Module
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
@@ -410,12 +410,12 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     checks = []
     # Every activation and every norm once: the chain between them is serial's, the same for
     # any pair, so the full product would check nothing more, at 3x the time.
-    for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(nets.NORMS[::-1])):
-        net = nets.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1, dtype="float64")
+    for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(models.NORMS[::-1])):
+        net = models.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1, dtype="float64")
         checks.append(partial(check_network, net, x, y, seed=seed))
     targets = rng.standard_normal((n, c))
     for loss, t in (("mse", targets), ("sigmoid_binary_cross_entropy", (targets > 0).astype(np.float64))):
-        net = nets.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
+        net = models.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
         checks.append(partial(check_network, net, x, t, seed=seed, name=f"{net.name} {loss}"))
     block = serial(dense(6), batchnorm(), relu(), dense(6))
     res = nets.network(serial(dense(6), residual(block), relu(), dropout(0.2), dense(c)), (d,), weight_decay=0.1,
@@ -424,9 +424,9 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     two = nets.network(serial(fan_out(2), parallel(serial(dense(4), tanh()), serial(dense(3), relu())),
                               fan_in_concat(), dense(c)), (d,), dtype="float64", name="two-branch network")
     checks.append(partial(check_network, two, x, y, seed=seed))
-    small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
+    small_cnn = models.cnn("small_cnn", (1, 6, 6), c, filters=(2, 3), dense_width=4, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
-                          name=f"small {small_cnn.name}"))
+                          name=small_cnn.name))
     return _run(checks)
 
 

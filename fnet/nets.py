@@ -1,8 +1,8 @@
 """Networks: a module (any composition) and a loss, as a :class:`Net` of pure functions.
 
-:func:`network` turns a :class:`~fnet.modules.Module` into a ``Net``; :func:`mlp` builds cs231n's
-fully connected network as ONE such composition, so every network has its hand-written backward
-chain derived by the combinators (there is no second mechanism)::
+:func:`network` turns a :class:`~fnet.modules.Module` into a ``Net``, so every network has its
+hand-written backward chain derived by the combinators (there is no second mechanism); the ready
+networks (:func:`fnet.mlp`, the CNNs) are compositions too, in :mod:`fnet.models`::
 
     from fnet.modules import dense, relu
     from fnet.combinators import serial
@@ -17,21 +17,19 @@ chain derived by the combinators (there is no second mechanism)::
 ``apply({"params": ..., "batch_stats": ...}, x)`` takes its variables. :class:`fnet.train.FitResult`
 has ``.variables`` and ``.best_variables`` for the same use.
 
-``mlp``'s parameters are the composition's tree. Its layers are named ``dense1``, ``batchnorm1``
-(or ``layernorm1``), ..., so the cs231n names map as::
-
-    W{i}, b{i}             -> params["dense{i}"]["W"], params["dense{i}"]["b"]
-    gamma{i}, beta{i}      -> params["batchnorm{i}"]["gamma"], ...  (or "layernorm{i}")
-    running_mean/var{i}    -> state["batchnorm{i}"].mean, state["batchnorm{i}"].var
-
 ``loss`` is the train-mode loss written with the forward functions only, so ``jax.grad`` can
 differentiate it; ``loss_and_grad`` runs the same forward, keeps the caches and calls the
 module's backward; the two share every forward line (and so the dropout masks for one key).
+A hyperparameter sweep builds one network per trial (:func:`fnet.fit_trials`), so a ``Net``'s
+functions take no hyperparameters.
+
+The ready networks were defined here before :mod:`fnet.models`; their names (``mlp``, ``cnn``,
+``MLPConfig``, ``CNNConfig``, ``from_config``, ...) still resolve here.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import math
 from typing import Callable, NamedTuple
 
@@ -40,11 +38,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnet import _checks, combinators, losses, modules
-from fnet import init as initializers
-from fnet import layers
 from fnet.modules import Module
 
-NORMS = (None, "batchnorm", "layernorm")
+#: The ready networks' names that :mod:`fnet.models` defines, kept resolvable as ``fnet.nets.X``.
+_MODEL_NAMES = ("MLPConfig", "CNNConfig", "NORMS", "mlp", "mlp_module", "cnn", "cnn_module", "from_config",
+                "describe", "describe_cnn")
+
+
+def __getattr__(name):
+    # Lazily: fnet.models builds on this module.
+    if name in _MODEL_NAMES:
+        return getattr(importlib.import_module("fnet.models"), name)
+    raise AttributeError(f"module 'fnet.nets' has no attribute {name!r}")
 
 
 class Variables(NamedTuple):
@@ -115,30 +120,8 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
       ValueError/TypeError: a shape the composition cannot take (naming the position, e.g.
         "serial[3] (dense2): ..."), an unknown loss, an output that does not fit the loss.
     """
-    fn = "network"
-    if not isinstance(module, Module):
-        raise TypeError(f"{fn}: module must be a fnet.modules.Module, got {type(module).__name__}")
-    input_shape = tuple(input_shape)
-    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
-        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
-                         f"got {input_shape}")
-    if loss not in losses.LOSSES:
-        raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")
-    if _checks.is_concrete(weight_decay) and not _non_negative(weight_decay):
-        raise ValueError(f"{fn}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
-    dtype = jnp.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
-    params_spec, state_spec, out = modules.init_shapes(module, (None, *input_shape))
-    if not combinators.is_shape(out) or len(out) < 2:
-        raise ValueError(f"{fn}: the module's output must be one array (N, ...), got shapes {out}")
-    output_shape = tuple(out[1:])
-    if loss == "softmax_cross_entropy" and len(output_shape) != 1:
-        raise ValueError(f"{fn}: softmax_cross_entropy needs scores of shape (N, C), but the module outputs "
-                         f"(N, {', '.join(map(str, output_shape))}); end it with dense(C) (or flatten())")
-    params_spec, state_spec = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
-        (params_spec, state_spec))
+    input_shape, dtype, output_shape, params_spec, state_spec = _network_shapes(module, input_shape, loss,
+                                                                                weight_decay, dtype)
     loss_fn = losses.LOSSES[loss]
 
     def cast(tree):
@@ -201,10 +184,34 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
                name or module.name, config)
 
 
-def _non_negative(value) -> bool:
-    """A concrete finite number >= 0 (NumPy and 0-d JAX scalars too)."""
-    return (not isinstance(value, bool) and np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number)
-            and math.isfinite(value) and value >= 0)
+def _network_shapes(module, input_shape, loss: str, weight_decay, dtype):
+    """:func:`network`'s arguments checked, and the shapes its module gives them: ``(input_shape,
+    dtype, output_shape, params_spec, state_spec)``, the specs with ``dtype`` for float leaves."""
+    fn = "network"
+    if not isinstance(module, Module):
+        raise TypeError(f"{fn}: module must be a fnet.modules.Module, got {type(module).__name__}")
+    input_shape = tuple(input_shape)
+    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
+                         f"got {input_shape}")
+    if loss not in losses.LOSSES:
+        raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")
+    if _checks.is_concrete(weight_decay) and not _checks.non_negative(weight_decay):
+        raise ValueError(f"{fn}: weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {dtype}")
+    params_spec, state_spec, out = modules.init_shapes(module, (None, *input_shape))
+    if not combinators.is_shape(out) or len(out) < 2:
+        raise ValueError(f"{fn}: the module's output must be one array (N, ...), got shapes {out}")
+    output_shape = tuple(out[1:])
+    if loss == "softmax_cross_entropy" and len(output_shape) != 1:
+        raise ValueError(f"{fn}: softmax_cross_entropy needs scores of shape (N, C), but the module outputs "
+                         f"(N, {', '.join(map(str, output_shape))}); end it with dense(C) (or flatten())")
+    params_spec, state_spec = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
+        (params_spec, state_spec))
+    return input_shape, dtype, output_shape, params_spec, state_spec
 
 
 def summary(net_or_module, input_shape=None) -> str:
@@ -297,330 +304,3 @@ def check_data(fn: str, net: Net, name: str, x, y) -> None:
     check_targets(fn, net, f"{name} {'labels' if net.loss_name == 'softmax_cross_entropy' else 'targets'}", len(x), y)
     if net.loss_name != "softmax_cross_entropy" and not np.all(np.isfinite(y)):
         raise ValueError(f"{fn}: {name} targets contain NaN or inf")
-
-
-# --------------------------------------------------------------------------------------------
-# The MLP
-
-
-@dataclasses.dataclass(frozen=True)
-class MLPConfig:
-    """Everything that defines an MLP; JSON-serialisable with :func:`dataclasses.asdict`.
-
-    Fields mirror :func:`mlp`'s arguments.
-    """
-
-    input_dim: int
-    hidden_dims: tuple[int, ...]
-    output_dim: int
-    activation: str = "relu"
-    norm: str | None = None
-    dropout: float = 0.0
-    init: str | float = "he"
-    weight_decay: float = 0.0
-    loss: str = "softmax_cross_entropy"
-    leaky_alpha: float = layers.LEAKY_RELU_ALPHA
-    bn_momentum: float = 0.9
-    norm_eps: float = 1e-5
-    dtype: str = "float32"
-    input_dropout: float = 0.0
-
-    @property
-    def num_layers(self) -> int:
-        """Number of affine layers (hidden layers + the output layer)."""
-        return len(self.hidden_dims) + 1
-
-
-def _validate_config(cfg: MLPConfig) -> None:
-    fn = "mlp"
-    for name in ("input_dim", "output_dim"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {v!r}")
-    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in cfg.hidden_dims):
-        raise ValueError(f"{fn}: hidden_dims must be positive ints, got {cfg.hidden_dims!r}")
-    if cfg.activation not in modules.ACTIVATIONS:
-        raise ValueError(f"{fn}: unknown activation {cfg.activation!r}; choose one of {sorted(modules.ACTIVATIONS)}")
-    if cfg.norm not in NORMS:
-        raise ValueError(f"{fn}: unknown norm {cfg.norm!r}; choose one of {list(NORMS)}")
-    _checks.rate(fn, "dropout", cfg.dropout)
-    _checks.rate(fn, "input_dropout", cfg.input_dropout)
-    if _checks.is_concrete(cfg.weight_decay) and not _non_negative(cfg.weight_decay):
-        raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.loss not in losses.LOSSES:
-        raise ValueError(f"{fn}: unknown loss {cfg.loss!r}; choose one of {sorted(losses.LOSSES)}")
-    if not jnp.issubdtype(jnp.dtype(cfg.dtype), jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {cfg.dtype!r}")
-    initializers.get(cfg.init)
-
-
-def mlp(
-    input_dim: int,
-    hidden_dims,
-    output_dim: int,
-    *,
-    activation: str = "relu",
-    norm: str | None = None,
-    dropout: float = 0.0,
-    input_dropout: float = 0.0,
-    init="he",
-    weight_decay: float = 0.0,
-    loss: str = "softmax_cross_entropy",
-    leaky_alpha: float = layers.LEAKY_RELU_ALPHA,
-    bn_momentum: float = 0.9,
-    norm_eps: float = 1e-5,
-    dtype="float32",
-) -> Net:
-    """cs231n's fully connected network of any depth, as one composition (:func:`mlp_module`).
-
-    Each hidden layer is ``dense -> [batchnorm | layernorm] -> activation -> [dropout]``, the last
-    layer is dense (scores); ``input_dropout`` puts a dropout layer on the inputs first.
-
-    Args:
-      input_dim: D, features per sample (inputs of shape (N, d1, ..., dk) are flattened).
-      hidden_dims: sizes of the hidden layers, e.g. ``[100, 100]``; ``[]`` gives a linear model.
-      output_dim: C, number of scores per sample.
-      activation: "relu", "leaky_relu" (slope ``leaky_alpha``), "sigmoid", "tanh" or "identity"
-        (a linear network).
-      norm: None, "batchnorm" (running statistics in ``state``; ``bn_momentum``, ``norm_eps``)
-        or "layernorm" (``norm_eps``).
-      dropout: drop probability of each hidden unit in train mode, in [0, 1). A rate given as a
-        JAX array (traced in a sweep, see :func:`fnet.fit_trials`, or concrete) always inserts
-        the dropout layers, even at 0, so that every network of a sweep has one structure (the
-        same init keys and dropout masks); a Python or NumPy float inserts them when > 0.
-      input_dropout: drop probability of each input feature in train mode, in [0, 1) (*Deep
-        Learning from Scratch* suggests ~0.2 on the inputs).
-      init: weight initializer: "zeros", "normal" (std 0.01), "xavier", "he", a float std (may
-        be traced), or a callable ``(key, shape, dtype) -> array``. Biases start at 0, gamma at
-        1, beta at 0.
-      weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` on weights only (may
-        be traced).
-      loss: "softmax_cross_entropy" (integer labels of shape (N,)), "mse" (targets of shape
-        (N, C)) or "sigmoid_binary_cross_entropy" (0/1 targets of shape (N, C)).
-      dtype: parameter dtype.
-
-    Returns:
-      A :class:`Net` (see :func:`network`) whose ``config`` is the :class:`MLPConfig`. The params
-      are ``{"dense1": {"W", "b"}, "batchnorm1": {"gamma", "beta"}, ..., "denseL": ...}`` (the
-      mapping from cs231n's names is in the module docstring).
-    """
-    cfg = MLPConfig(
-        input_dim=input_dim,
-        hidden_dims=tuple(hidden_dims),
-        output_dim=output_dim,
-        activation=activation,
-        norm=norm,
-        dropout=dropout,
-        input_dropout=input_dropout,
-        init=init,
-        weight_decay=weight_decay,
-        loss=loss,
-        leaky_alpha=leaky_alpha,
-        bn_momentum=bn_momentum,
-        norm_eps=norm_eps,
-        dtype=jnp.dtype(dtype).name,
-    )
-    return from_config(cfg)
-
-
-def mlp_module(cfg: MLPConfig) -> Module:
-    """The composition of :func:`mlp`: ``serial([dropout], dense, [norm], activation, [dropout], ...,
-    dense)``; a dropout rate given as a JAX array (a sweep's) inserts the dropout layers even at
-    0, so that one compiled program serves every rate of a sweep."""
-    rate = cfg.dropout
-    with_dropout = _present(rate)
-    act = modules.ACTIVATIONS[cfg.activation]
-    children = [modules.dropout(cfg.input_dropout)] if cfg.input_dropout > 0 else []
-    for h in cfg.hidden_dims:
-        children.append(modules.dense(h, init=cfg.init))
-        if cfg.norm == "batchnorm":
-            children.append(modules.batchnorm(momentum=cfg.bn_momentum, eps=cfg.norm_eps))
-        elif cfg.norm == "layernorm":
-            children.append(modules.layernorm(eps=cfg.norm_eps))
-        children.append(act(cfg.leaky_alpha) if cfg.activation == "leaky_relu" else act())
-        if with_dropout:
-            children.append(modules.dropout(rate))
-    children.append(modules.dense(cfg.output_dim, init=cfg.init))
-    return combinators.serial(*children)
-
-
-def _present(rate) -> bool:
-    """Whether a rate needs its layers (or a penalty its term): a JAX array always (a sweep's
-    value, traced or not: every network of a sweep gets one structure), a number when > 0."""
-    return isinstance(rate, jax.Array) or rate > 0
-
-
-def _shown(value) -> str:
-    """A hyperparameter in a network's name; a traced one (a sweep's) has no value to show."""
-    return f"{float(value):g}" if isinstance(value, jax.Array) and _checks.is_concrete(value) else (
-        f"{value}" if _checks.is_concrete(value) else "(traced)")
-
-
-def from_config(config) -> Net:
-    """Build (or rebuild) a ready network from its configuration: an :class:`MLPConfig` or a
-    :class:`CNNConfig`, or the ``dataclasses.asdict`` dict of one (a dict with a "model" key other
-    than "mlp" is a CNN's)."""
-    if isinstance(config, dict):
-        config = dict(config)
-        if config.get("model", "mlp") == "mlp":
-            config.pop("model", None)
-            config = MLPConfig(**dict(config, hidden_dims=tuple(config["hidden_dims"])))
-        else:
-            config = CNNConfig(**dict(config, input_shape=tuple(config["input_shape"]), filters=tuple(config["filters"])))
-    if isinstance(config, CNNConfig):
-        _validate_cnn_config(config)
-        return network(cnn_module(config), config.input_shape, weight_decay=config.weight_decay,
-                       dtype=config.dtype, name=describe_cnn(config), config=config)
-    if not isinstance(config, MLPConfig):
-        raise TypeError(f"from_config: expected an MLPConfig, a CNNConfig or a dict, got {type(config).__name__}")
-    _validate_config(config)
-    return network(mlp_module(config), (config.input_dim,), loss=config.loss,
-                   weight_decay=config.weight_decay, dtype=config.dtype, name=describe(config), config=config)
-
-
-def describe(cfg: MLPConfig) -> str:
-    """Short name of a configuration, e.g. ``"5-[6,6]-3 relu batchnorm dropout=0.3 wd=0.1"``."""
-    parts = [f"{cfg.input_dim}-[{','.join(map(str, cfg.hidden_dims))}]-{cfg.output_dim}", cfg.activation]
-    if cfg.norm:
-        parts.append(cfg.norm)
-    if cfg.input_dropout:
-        parts.append(f"input_dropout={cfg.input_dropout}")
-    if _present(cfg.dropout):
-        parts.append(f"dropout={_shown(cfg.dropout)}")
-    if _present(cfg.weight_decay):
-        parts.append(f"wd={_shown(cfg.weight_decay)}")
-    return " ".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# Ready convolutional networks (images of shape (C, H, W); each one composition)
-
-#: The ready CNNs: ``name -> (description, default filters, default hidden width)``.
-CNN_MODELS = {
-    "cnn": ("conv3x3(f1)-batchnorm-relu-pool2 - conv3x3(f2)-batchnorm-relu-pool2 - dense(h)-relu-dropout - dense(C)",
-            (32, 64), 128),
-    "three_layer_convnet": ("cs231n's ThreeLayerConvNet: conv7x7(f)-relu-pool2 - dense(h)-relu - dense(C)", (32,), 100),
-    "simple_convnet": ("Deep Learning from Scratch's SimpleConvNet: conv5x5(f)-relu-pool2 - dense(h)-relu - dense(C)",
-                       (30,), 100),
-    "deep_convnet": ("Deep Learning from Scratch's DeepConvNet: 3 x [conv3x3-relu-conv3x3-relu-pool2] - "
-                     "dense(h)-relu-dropout - dense(C)-dropout", (16, 16, 32, 32, 64, 64), 50),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class CNNConfig:
-    """Everything that defines a ready CNN; JSON-serialisable with :func:`dataclasses.asdict`.
-
-    Fields:
-      model: a key of :data:`CNN_MODELS`.
-      input_shape: one image's shape (C, H, W).
-      num_classes: C, the number of scores.
-      filters: the convolutions' widths, in order (the model's defaults when empty).
-      hidden: the width of the dense layer before the scores (0: the model's default).
-      dropout: drop probability of the dropout layers (the model's default when None: 0.5 for
-        deep_convnet, 0.25 for cnn, no dropout for the others).
-      init, weight_decay, dtype: as in :func:`mlp`.
-    """
-
-    model: str
-    input_shape: tuple[int, ...]
-    num_classes: int
-    filters: tuple[int, ...] = ()
-    hidden: int = 0
-    dropout: float | None = None
-    init: str | float = "he"
-    weight_decay: float = 0.0
-    dtype: str = "float32"
-
-
-def cnn(model: str, input_shape, num_classes: int, *, filters=(), hidden: int = 0, dropout: float | None = None,
-        init="he", weight_decay: float = 0.0, dtype="float32") -> Net:
-    """A ready convolutional network (see :data:`CNN_MODELS`), as one composition.
-
-    - ``"cnn"``: fnet's default CNN for MNIST-sized images: two conv3x3 (pad 1) blocks with batch
-      norm, ReLU and 2x2 max pooling, then dense(hidden)-ReLU-dropout and the scores.
-    - ``"three_layer_convnet"``: cs231n's ``ThreeLayerConvNet``, conv7x7 (pad 3)-ReLU-2x2 max
-      pool-affine-ReLU-affine.
-    - ``"simple_convnet"``: Deep Learning from Scratch's ``SimpleConvNet`` (ch. 7), conv5x5 (no
-      pad)-ReLU-2x2 max pool-affine-ReLU-affine.
-    - ``"deep_convnet"``: Deep Learning from Scratch's ``DeepConvNet`` (ch. 8, 99.38% on MNIST):
-      three blocks of two conv3x3 (pad 1; the fourth conv pad 2)-ReLU and a 2x2 max pool, then
-      affine(50)-ReLU-dropout(0.5)-affine-dropout(0.5).
-
-    Args:
-      model: the network's name.
-      input_shape: one image's shape (C, H, W), e.g. (1, 28, 28).
-      num_classes: the number of classes.
-      filters, hidden, dropout: override the model's widths and dropout rate (see :class:`CNNConfig`).
-      init, weight_decay, dtype: as in :func:`mlp` (He init by default, as both sources use).
-
-    Returns:
-      A :class:`Net` whose ``config`` is the :class:`CNNConfig`.
-    """
-    return from_config(CNNConfig(model, tuple(input_shape), num_classes, tuple(filters), hidden, dropout, init,
-                                 weight_decay, jnp.dtype(dtype).name))
-
-
-def _validate_cnn_config(cfg: CNNConfig) -> None:
-    fn = "cnn"
-    if cfg.model not in CNN_MODELS:
-        raise ValueError(f"{fn}: unknown model {cfg.model!r}; choose one of {sorted(CNN_MODELS)}")
-    if len(cfg.input_shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in cfg.input_shape):
-        raise ValueError(f"{fn}: input_shape must be one image's shape (C, H, W), got {cfg.input_shape!r}")
-    expected = len(CNN_MODELS[cfg.model][1])
-    if cfg.filters and len(cfg.filters) != expected:
-        raise ValueError(f"{fn}: {cfg.model} has {expected} convolutions, so filters needs {expected} widths, "
-                         f"got {cfg.filters!r}")
-    for name, values in (("filters", cfg.filters), ("hidden", (cfg.hidden,) if cfg.hidden else ())):
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise ValueError(f"{fn}: {name} must be positive ints, got {values!r}")
-    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
-        raise ValueError(f"{fn}: num_classes must be a positive int, got {cfg.num_classes!r}")
-    if cfg.dropout is not None:
-        _checks.rate(fn, "dropout", cfg.dropout)
-    if _checks.is_concrete(cfg.weight_decay) and not _non_negative(cfg.weight_decay):
-        raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
-    initializers.get(cfg.init)
-
-
-def cnn_module(cfg: CNNConfig) -> Module:
-    """The composition of :func:`cnn` for ``cfg``; a dropout rate given as a JAX array (a sweep's)
-    always inserts the dropout layers, as in :func:`mlp_module`."""
-    from fnet.modules import batchnorm, conv2d, dense, dropout, flatten, max_pool, relu
-
-    _, default_filters, default_hidden = CNN_MODELS[cfg.model]
-    f = cfg.filters or default_filters
-    h = cfg.hidden or default_hidden
-    default_rate = {"cnn": 0.25, "deep_convnet": 0.5}.get(cfg.model, 0.0)
-    rate = default_rate if cfg.dropout is None else cfg.dropout
-    with_dropout = _present(rate)
-
-    def conv(width, k, pad):
-        return conv2d(width, k, pad=pad, init=cfg.init)
-
-    drop = [dropout(rate)] if with_dropout else []
-    head = [flatten(), dense(h, init=cfg.init), relu(), *drop, dense(cfg.num_classes, init=cfg.init)]
-    if cfg.model == "cnn":
-        body = [conv(f[0], 3, 1), batchnorm(), relu(), max_pool(2), conv(f[1], 3, 1), batchnorm(), relu(), max_pool(2)]
-    elif cfg.model == "three_layer_convnet":
-        body = [conv(f[0], 7, 3), relu(), max_pool(2)]
-    elif cfg.model == "simple_convnet":
-        body = [conv(f[0], 5, 0), relu(), max_pool(2)]
-    else:  # deep_convnet, as the book's code lays it out (its fourth convolution pads by 2)
-        body = []
-        for i, pads in enumerate(((1, 1), (1, 2), (1, 1))):
-            body += [conv(f[2 * i], 3, pads[0]), relu(), conv(f[2 * i + 1], 3, pads[1]), relu(), max_pool(2)]
-        head = head + drop
-    return combinators.serial(*body, *head)
-
-
-def describe_cnn(cfg: CNNConfig) -> str:
-    """Short name of a CNN configuration, e.g. ``"cnn (1x28x28, filters 32,64, hidden 128)"``."""
-    _, default_filters, default_hidden = CNN_MODELS[cfg.model]
-    shape = "x".join(map(str, cfg.input_shape))
-    parts = [f"filters {','.join(map(str, cfg.filters or default_filters))}", f"hidden {cfg.hidden or default_hidden}"]
-    if cfg.dropout is not None:
-        parts.append(f"dropout={_shown(cfg.dropout)}")
-    if _present(cfg.weight_decay):
-        parts.append(f"wd={_shown(cfg.weight_decay)}")
-    return f"{cfg.model} ({shape}, {', '.join(parts)})"

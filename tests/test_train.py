@@ -250,7 +250,7 @@ def test_fit_takes_an_optax_optimizer_and_matches_fnets(digits):
     nets.mlp(64, [100, 100], 10, dropout=0.1),  # fnet train's default MLP
     nets.mlp(20, [30, 30], 5, norm="batchnorm", init="xavier"),
     nets.mlp(20, [30], 5, init=0.05, dtype="float64"),
-    nets.cnn("cnn", (1, 8, 8), 10, filters=(4, 8), hidden=16),
+    nets.cnn("small_cnn", (1, 8, 8), 10, filters=(4, 8), dense_width=16),
 ], ids=["default-mlp", "xavier-batchnorm", "normal-float64", "cnn"])
 def test_fit_compiles_its_init_faster_with_bitwise_the_same_draws(net):
     # fit compiles net.init at -O1 (3x faster than -O3): the draws must stay bitwise those of XLA's
