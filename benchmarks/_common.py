@@ -1,4 +1,4 @@
-"""Timing helpers shared by the training benchmarks (train_step, mnist_e2e).
+"""The harness shared by the training benchmarks (train_step, conv_step, compose_step, mnist_e2e, ...).
 
 Conventions: every implementation is warmed up (compiled, buffers touched) before timing; the
 timed repetitions of all implementations are INTERLEAVED (rep 1 of each, then rep 2 of each, ...)
@@ -23,6 +23,8 @@ from benchmarks._machine import machine_info, machine_slug
 from fnet import files
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+#: The implementation every other one's time is divided by (``over_fnet_manual_epoch``).
+REFERENCE = "fnet manual epoch"
 
 
 def select_device(device: str) -> None:
@@ -282,6 +284,133 @@ def flax_train_step(state, x, y):
     return state.apply_gradients(grads=grads), loss
 
 
+def torch_linear(w: np.ndarray, b: np.ndarray):
+    """A ``torch.nn.Linear`` holding fnet's dense weights ``W: (in, out)`` and ``b: (out,)``
+    (PyTorch stores the weight transposed, ``(out, in)``)."""
+    import torch
+    from torch import nn
+
+    lin = nn.Linear(*w.shape)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(np.asarray(w).T.copy()))
+        lin.bias.copy_(torch.from_numpy(np.array(b)))
+    return lin
+
+
+def torch_loop(name: str, model, batches_np: list, device: str, compile_model: bool, lr: float) -> Impl:
+    """A PyTorch ``model`` trained as PyTorch's examples do (``torch.optim.Adam(lr)``,
+    ``nn.CrossEntropyLoss``, eager or ``torch.compile``) over ``batches_np`` (a list of NumPy
+    ``(x, y)``) as a :func:`python_loop`."""
+    import torch
+    from torch import nn
+
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compile_model else model
+    batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(x), y)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
+
+
+def numpy_adam(params: list, lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Callable:
+    """The curriculum's Adam on a list of NumPy arrays, updated in place: returns ``update(grads)``
+    (grads in the same order), which does ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with the bias corrections of step ``t``."""
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = [0]
+
+    def update(grads: list) -> None:
+        t[0] += 1
+        for i, (p, g) in enumerate(zip(params, grads)):
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            p -= lr * (m[i] / (1 - b1 ** t[0])) / (np.sqrt(v[i] / (1 - b2 ** t[0])) + eps)
+
+    return update
+
+
+def peers(make_torch: Callable, make_numpy: Callable, numpy_name: str, *, device: str,
+          torch_compile: bool) -> tuple[list, dict]:
+    """The peer implementations that run outside JAX: ``make_torch(name, compile_model=...)`` for
+    "torch eager" and (when ``torch_compile``) "torch compile", ``make_numpy()`` on the CPU only.
+    Returns ``(impls, not_run)``, ``not_run`` saying why each missing one did not run."""
+    impls, not_run = [make_torch("torch eager", compile_model=False)], {}
+    if torch_compile:
+        try:
+            impls.append(make_torch("torch compile", compile_model=True))
+        except Exception as e:  # e.g. no C++ compiler for inductor: record why and go on
+            not_run["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    else:
+        not_run["torch compile"] = "skipped (--no-torch-compile or quick mode)"
+    if device == "cpu":
+        impls.append(make_numpy())
+    else:
+        not_run[numpy_name] = "CPU only"
+    return impls, not_run
+
+
+def time_against_floor(impls: list, *, reps: int, matmul_n: int, flops: dict) -> dict:
+    """Time ``impls`` in ``reps`` interleaved rounds together with a square ``matmul_n`` matmul,
+    which sets the floor (``flops["total"]`` at its median rate) under the same machine load.
+
+    Returns ``{"matmul": its rates, "floor_s": floor per step, "results": {name: per-step
+    medians, x floor, compile seconds, first and last repetition's mean loss, trained, peak
+    memory, x REFERENCE}}``."""
+    matmul = square_matmul(matmul_n)
+    times = interleaved({"matmul": lambda: min(matmul() for _ in range(3)), **{i.name: i.rep for i in impls}}, reps)
+    rates = [2 * matmul_n**3 / t for t in times["matmul"]]
+    peak = {"n": matmul_n, "median_flops_per_s": statistics.median(rates), "best_flops_per_s": max(rates)}
+    floor = flops["total"] / peak["median_flops_per_s"]
+    results = {}
+    for impl in impls:
+        s = summarize(times[impl.name], impl.per_rep_steps)
+        # torch.compile compiles on its first call: first repetition minus a typical one.
+        first = impl.first_call_s - s["median_s"] * impl.per_rep_steps
+        results[impl.name] = {
+            **s,
+            "over_floor": s["median_s"] / floor,
+            "compile_s": impl.compile_s if impl.compile_s is not None else max(first, 0.0),
+            "first_rep_mean_loss": float(np.mean(impl.losses[: impl.per_rep_steps])),
+            "last_rep_mean_loss": float(np.mean(impl.losses[-impl.per_rep_steps :])),
+            "trained": trained(impl.losses, impl.per_rep_steps),
+            "peak_memory": impl.memory,
+        }
+    ref = results[REFERENCE]["median_s"]
+    for r in results.values():
+        r["over_fnet_manual_epoch"] = r["median_s"] / ref
+    return {"matmul": peak, "floor_s": floor, "results": results}
+
+
+def timing_rows(config: dict) -> list[str]:
+    """The Markdown table of a :func:`time_against_floor` configuration record (``results`` and
+    ``not_run``): one row per implementation, then one per implementation that did not run."""
+    lines = ["| implementation | ms/step | x floor | x fnet | compile s | peak MiB (XLA) | mean loss first -> last rep "
+             "| trained |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    for name, r in config["results"].items():
+        mem = f"{r['peak_memory']['peak_bytes'] / 2**20:.2f}" if r["peak_memory"] else "-"
+        lines.append(f"| {name} | {1e3 * r['median_s']:.3f} | {r['over_floor']:.2f} | {r['over_fnet_manual_epoch']:.2f} | "
+                     f"{r['compile_s']:.2f} | {mem} | {r['first_rep_mean_loss']:.3f} -> {r['last_rep_mean_loss']:.3f} | "
+                     f"{'yes' if r['trained'] else 'NO'} |")
+    lines += [f"| {name} | not run: {why} | | | | | | |" for name, why in config["not_run"].items()]
+    return lines
+
+
+def targets_rows(targets: dict) -> list[str]:
+    """A ``## Targets`` Markdown section: ``{name: {"value", "goal", "met"}}``, one row each."""
+    lines = ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
+    return lines + [f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |"
+                    for name, t in targets.items()]
+
+
 def record_header(name: str, device: str) -> dict:
     """The fields every results file starts with: benchmark name, date, machine, load."""
     return {
@@ -300,3 +429,11 @@ def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: b
     files.atomic_write(stem + ".json", json.dumps(record, indent=1, default=float))
     files.atomic_write(stem + ".md", markdown + "\n")
     return stem + ".json", stem + ".md"
+
+
+def publish(record: dict, markdown: str, out_dir: str, name: str, quick: bool) -> tuple[str, str]:
+    """Print ``markdown``, :func:`write_results`, print where; return the JSON and Markdown paths."""
+    print(markdown)
+    paths = write_results(record, markdown, out_dir, name, quick)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return paths

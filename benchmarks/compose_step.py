@@ -90,9 +90,7 @@ def main(argv=None) -> tuple[str, str]:
         print(f"[compose_step] {name} ...", file=sys.stderr, flush=True)
         configs[name] = bench_config(spec, reps=args.reps)
     record.update(quick=args.quick, learning_rate=LR, configs=configs, load_average_after=_common.load_average())
-    table = format_table(record)
-    print(table)
-    return _common.write_results(record, table, args.out, "compose_step", args.quick)
+    return _common.publish(record, format_table(record), args.out, "compose_step", args.quick)
 
 
 if __name__ == "__main__":

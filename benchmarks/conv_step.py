@@ -39,7 +39,6 @@ Peak memory: XLA's ``memory_analysis()`` (JAX implementations only). Results go 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 
 import jax
@@ -59,7 +58,6 @@ QUICK_CONFIGS = {
     "simple": ([(4, 5, 0)], 8, 12, 8, 3, 2),
     "two_conv": ([(4, 3, 1), (8, 3, 1)], 8, 12, 8, 3, 2),
 }
-REFERENCE = "fnet manual epoch"
 PEERS = ("flax+optax", "torch eager", "torch compile", "numpy im2col")
 
 
@@ -148,25 +146,9 @@ def _torch(name, weights, convs, batches_np, device, compile_model):
         mods += [conv, nn.ReLU(), nn.MaxPool2d(2)]
     mods.append(nn.Flatten())
     for i, (w, b) in enumerate(weights[len(convs):]):
-        lin = nn.Linear(*w.shape)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(w.T.copy()))
-            lin.bias.copy_(torch.from_numpy(b.copy()))
+        lin = _common.torch_linear(w, b)
         mods += [lin, nn.ReLU()] if i == 0 else [lin]
-    model = nn.Sequential(*mods).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = nn.CrossEntropyLoss()
-    forward = torch.compile(model) if compile_model else model
-    batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
+    return _common.torch_loop(name, nn.Sequential(*mods), batches_np, device, compile_model, LR)
 
 
 # ------------------------------------------------------------------------------------ NumPy im2col
@@ -200,9 +182,7 @@ def _numpy(weights, convs, batches_np):
     """The book's layers (Convolution via im2col, Pooling via im2col + argmax, Affine, ReLU,
     SoftmaxWithLoss) and Adam, float32."""
     params = [[w.copy(), b.copy()] for w, b in weights]
-    m = [[np.zeros_like(a) for a in p] for p in params]
-    v = [[np.zeros_like(a) for a in p] for p in params]
-    t = [0]
+    adam = _common.numpy_adam([a for p in params for a in p], LR)
 
     def step(x, y):
         caches = []
@@ -248,12 +228,7 @@ def _numpy(weights, convs, batches_np):
             grads[i] = [(dflat2.T @ col).reshape(w.shape), dflat2.sum(axis=0)]
             if i > 0:
                 dh = col2im(dflat2 @ w.reshape(f, -1), in_shape, k, 1, p)
-        t[0] += 1
-        for pi, (p_, g_) in enumerate(zip(params, grads)):
-            for j in range(2):
-                m[pi][j] = 0.9 * m[pi][j] + 0.1 * g_[j]
-                v[pi][j] = 0.999 * v[pi][j] + 0.001 * g_[j] * g_[j]
-                p_[j] -= LR * (m[pi][j] / (1 - 0.9 ** t[0])) / (np.sqrt(v[pi][j] / (1 - 0.999 ** t[0])) + 1e-8)
+        adam([g for g_ in grads for g in g_])
         return loss
 
     return _common.python_loop("numpy im2col", step, batches_np)
@@ -276,42 +251,14 @@ def bench_config(spec, *, reps, device, torch_compile, matmul_n) -> dict:
     impls = [_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"),
              _common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff"),
              _flax(weights, convs, batches, side)]
-    failures = {}
     tdev = _common.torch_device(device)
-    impls.append(_torch("torch eager", weights, convs, batches_np, tdev, compile_model=False))
-    if torch_compile:
-        try:
-            impls.append(_torch("torch compile", weights, convs, batches_np, tdev, compile_model=True))
-        except Exception as e:  # e.g. no C++ compiler for inductor: record why and go on
-            failures["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    else:
-        failures["torch compile"] = "skipped (--no-torch-compile or quick mode)"
-    if device == "cpu":
-        impls.append(_numpy(weights, convs, batches_np))
-    else:
-        failures["numpy im2col"] = "CPU only"
-    matmul = _common.square_matmul(matmul_n)
-    times = _common.interleaved({"matmul": lambda: min(matmul() for _ in range(3)),
-                                 **{impl.name: impl.rep for impl in impls}}, reps)
-    rates = [2 * matmul_n**3 / t for t in times["matmul"]]
-    peak = {"n": matmul_n, "median_flops_per_s": statistics.median(rates), "best_flops_per_s": max(rates)}
+    more, not_run = _common.peers(lambda name, compile_model: _torch(name, weights, convs, batches_np, tdev, compile_model),
+                                  lambda: _numpy(weights, convs, batches_np), "numpy im2col", device=device,
+                                  torch_compile=torch_compile)
     flops = step_flops(convs, hidden, side, batch)
-    floor = flops["total"] / peak["median_flops_per_s"]
-    results = {}
-    for impl in impls:
-        s = _common.summarize(times[impl.name], impl.per_rep_steps)
-        first = impl.first_call_s - s["median_s"] * impl.per_rep_steps
-        results[impl.name] = {**s, "over_floor": s["median_s"] / floor,
-                              "compile_s": impl.compile_s if impl.compile_s is not None else max(first, 0.0),
-                              "trained": _common.trained(impl.losses, impl.per_rep_steps), "peak_memory": impl.memory,
-                              "first_rep_mean_loss": float(np.mean(impl.losses[:impl.per_rep_steps])),
-                              "last_rep_mean_loss": float(np.mean(impl.losses[-impl.per_rep_steps:]))}
-    ref = results[REFERENCE]["median_s"]
-    for r in results.values():
-        r["over_fnet_manual_epoch"] = r["median_s"] / ref
+    timing = _common.time_against_floor(impls + more, reps=reps, matmul_n=matmul_n, flops=flops)
     return {"convs": [list(c) for c in convs], "hidden": hidden, "side": side, "batch": batch, "steps_per_rep": steps,
-            "reps": reps, "params": nets.num_params(net), "flops": flops, "matmul": peak, "floor_s": floor,
-            "results": results, "not_run": failures}
+            "reps": reps, "params": nets.num_params(net), "flops": flops, **timing, "not_run": not_run}
 
 
 def targets(configs: dict) -> dict:
@@ -327,7 +274,7 @@ def targets(configs: dict) -> dict:
             v = mm["peak_bytes"] / ma["peak_bytes"]
             out[f"{cname}: manual / autodiff peak memory"] = {"value": v, "goal": "<= 1.0", "met": v <= 1.0}
         peers = [r[p]["median_s"] for p in PEERS if p in r]
-        v = min(peers) / r[REFERENCE]["median_s"]
+        v = min(peers) / r[_common.REFERENCE]["median_s"]
         out[f"{cname}: fastest peer / fnet manual"] = {"value": v, "goal": ">= 1.0", "met": v >= 1.0}
     return out
 
@@ -344,20 +291,8 @@ def format_table(record: dict) -> str:
         lines += ["", f"## {cname}: {convs} - dense({c['hidden']})-relu-dense(10), {c['side']}x{c['side']}, batch "
                   f"{c['batch']}, {c['params']:,} params, {c['flops']['total'] / 1e6:.1f} MFLOP/step, floor "
                   f"{1e3 * c['floor_s']:.2f} ms ({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), "
-                  f"{c['steps_per_rep']} steps x {c['reps']} reps", "",
-                  "| implementation | ms/step | x floor | x fnet | compile s | peak MiB (XLA) | loss first -> last rep | trained |",
-                  "|---|---:|---:|---:|---:|---:|---|---|"]
-        for name, r in c["results"].items():
-            mem = f"{r['peak_memory']['peak_bytes'] / 2**20:.1f}" if r["peak_memory"] else "-"
-            lines.append(f"| {name} | {1e3 * r['median_s']:.2f} | {r['over_floor']:.2f} | {r['over_fnet_manual_epoch']:.2f} "
-                         f"| {r['compile_s']:.2f} | {mem} | {r['first_rep_mean_loss']:.3f} -> {r['last_rep_mean_loss']:.3f} "
-                         f"| {'yes' if r['trained'] else 'NO'} |")
-        for name, why in c["not_run"].items():
-            lines.append(f"| {name} | not run: {why} | | | | | | |")
-    lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
-    for name, t in record["targets"].items():
-        lines.append(f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
-    return "\n".join(lines)
+                  f"{c['steps_per_rep']} steps x {c['reps']} reps", "", *_common.timing_rows(c)]
+    return "\n".join(lines + _common.targets_rows(record["targets"]))
 
 
 def main(argv=None) -> tuple[str, str]:
@@ -386,9 +321,7 @@ def main(argv=None) -> tuple[str, str]:
                                       matmul_n=256 if args.quick else 2048)
     record.update(quick=args.quick, learning_rate=LR, configs=configs, targets=targets(configs),
                   load_average_after=_common.load_average())
-    table = format_table(record)
-    print(table)
-    return _common.write_results(record, table, args.out, "conv_step", args.quick)
+    return _common.publish(record, format_table(record), args.out, "conv_step", args.quick)
 
 
 if __name__ == "__main__":

@@ -185,9 +185,7 @@ def main(argv=None) -> tuple[str, str]:
                         args.device))
     record["quick"] = args.quick
     record["load_average_after"] = _common.load_average()
-    table = format_table(record)
-    print(table)
-    return _common.write_results(record, table, args.out, "mnist_e2e", args.quick)
+    return _common.publish(record, format_table(record), args.out, "mnist_e2e", args.quick)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 
-from benchmarks._common import write_results
+from benchmarks._common import RESULTS_DIR, publish
 from benchmarks._machine import machine_info
 from fnet import optim
 
@@ -142,14 +141,10 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny tree and a few reps (a smoke test)")
     parser.add_argument("--reps", type=int, default=None, help="timed reps per optimizer (default 50, quick 3)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=RESULTS_DIR)
     args = parser.parse_args(argv)
     record = bench(args.quick, args.reps or (3 if args.quick else 50))
-    table = format_table(record)
-    path, md = write_results(record, table, args.out, "optim_update", args.quick)
-    print(table)
-    print(f"wrote {path} and {md}")
-    return path
+    return publish(record, format_table(record), args.out, "optim_update", args.quick)[0]
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def main(argv=None) -> str:
     if args.reps < 1:
         p.error(f"--reps must be >= 1, got {args.reps}")
     reps = 1 if args.quick else args.reps
-    from benchmarks._common import RESULTS_DIR, load_average, write_results
+    from benchmarks._common import RESULTS_DIR, load_average, publish
     from benchmarks._machine import machine_info
 
     work = tempfile.mkdtemp(prefix="fnet-startup-")
@@ -273,9 +273,7 @@ def main(argv=None) -> str:
     record.update({"benchmark": "startup", "quick": args.quick, "reps": reps, "machine": machine_info(),
                    "load_before": load_before, "load_after": load_average(),
                    "date": datetime.datetime.now().isoformat(timespec="seconds")})
-    markdown = table(record)
-    print(markdown)
-    return write_results(record, markdown, args.out or RESULTS_DIR, "startup", args.quick)[0]
+    return publish(record, table(record), args.out or RESULTS_DIR, "startup", args.quick)[0]
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import time
 import jax
 import numpy as np
 
-from benchmarks._common import write_results
+from benchmarks._common import RESULTS_DIR, publish
 from benchmarks._machine import machine_info
 from fnet import data, nets, optim, schedules, train
 
@@ -225,15 +225,11 @@ def format_table(record: dict) -> str:
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,024 training samples, a tiny net, one epoch (a smoke test)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=RESULTS_DIR)
     parser.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, ~/.cache/fnet)")
     args = parser.parse_args(argv)
     record = bench(args.quick, args.data_dir)
-    table = format_table(record)
-    path, md = write_results(record, table, args.out, "train_datasets", args.quick)
-    print(table)
-    print(f"wrote {path} and {md}")
-    return path
+    return publish(record, format_table(record), args.out, "train_datasets", args.quick)[0]
 
 
 if __name__ == "__main__":

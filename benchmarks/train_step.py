@@ -76,7 +76,6 @@ QUICK_CONFIGS = {
     "medium": (16, (12, 12), 4, 8, 4, 2),
     "large": (16, (16, 16), 4, 8, 4, 2),
 }
-REFERENCE = "fnet manual epoch"
 #: --matmul-precision (JAX's name) -> torch.set_float32_matmul_precision's equivalent
 TORCH_PRECISION = {"float32": "highest", "tensorfloat32": "high", "bfloat16": "medium"}
 PEERS = ("flax+optax", "torch eager", "torch compile", "numpy")
@@ -151,30 +150,13 @@ def _flax(params0, batches, n_layers) -> _common.Impl:
 
 
 def _torch(name, params0, batches_np, n_layers, device, compile_model: bool) -> _common.Impl:
-    import torch
     from torch import nn
 
     mods = []
-    for i in range(1, n_layers + 1):
-        w = np.asarray(params0[f"W{i}"])
-        lin = nn.Linear(*w.shape)
-        with torch.no_grad():  # the same initial weights (torch stores W transposed)
-            lin.weight.copy_(torch.from_numpy(w.T.copy()))
-            lin.bias.copy_(torch.from_numpy(np.array(params0[f"b{i}"])))
+    for i in range(1, n_layers + 1):  # the same initial weights
+        lin = _common.torch_linear(params0[f"W{i}"], params0[f"b{i}"])
         mods += [lin, nn.ReLU()] if i < n_layers else [lin]
-    model = nn.Sequential(*mods).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = nn.CrossEntropyLoss()
-    forward = torch.compile(model) if compile_model else model
-    batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)) for x, y in batches_np]
-    def step(x, y):
-        opt.zero_grad()
-        loss = loss_fn(forward(x), y)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
+    return _common.torch_loop(name, nn.Sequential(*mods), batches_np, device, compile_model, LR)
 
 
 # ------------------------------------------------------------------------------------ numpy
@@ -184,10 +166,7 @@ def _numpy(params0, batches_np, n_layers) -> _common.Impl:
     """The curriculum's from-scratch step: affine/ReLU forward with caches, softmax loss,
     backward in reverse, Adam per parameter (float32 throughout)."""
     params = {k: np.array(v) for k, v in params0.items()}
-    m = {k: np.zeros_like(v) for k, v in params.items()}
-    v = {k: np.zeros_like(p) for k, p in params.items()}
-    t = [0]
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    adam = _common.numpy_adam(list(params.values()), LR)
 
     def step(x, y):
         caches, h = [], x
@@ -211,13 +190,7 @@ def _numpy(params0, batches_np, n_layers) -> _common.Impl:
             grads[f"W{i}"], grads[f"b{i}"] = h_in.T @ da, da.sum(axis=0)
             if i > 1:
                 dh = da @ params[f"W{i}"].T
-        t[0] += 1
-        for k, g in grads.items():
-            m[k] = b1 * m[k] + (1 - b1) * g
-            v[k] = b2 * v[k] + (1 - b2) * g * g
-            m_hat = m[k] / (1 - b1 ** t[0])
-            v_hat = v[k] / (1 - b2 ** t[0])
-            params[k] -= LR * m_hat / (np.sqrt(v_hat) + eps)
+        adam([grads[k] for k in params])
         return loss
 
     return _common.python_loop("numpy", step, batches_np)
@@ -241,62 +214,26 @@ def bench_config(name: str, spec, *, reps: int | None, device: str, torch_compil
     batches = [(jnp.asarray(xb), jnp.asarray(yb)) for xb, yb in batches_np]
     xd, yd = jnp.asarray(x), jnp.asarray(y)
 
-    impls, failures = [], {}
+    impls = []
     impls.append(_fnet_step("fnet manual step", net, params0, batches, "manual"))
     impls.append(_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"))
     impls.append(_fnet_step("fnet autodiff step", net, params0, batches, "autodiff"))
     impls.append(_common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff"))
     impls.append(_flax(flat0, batches, n_layers))
     tdev = _common.torch_device(device)
-    impls.append(_torch("torch eager", flat0, batches_np, n_layers, tdev, compile_model=False))
-    if torch_compile:
-        try:
-            impls.append(_torch("torch compile", flat0, batches_np, n_layers, tdev, compile_model=True))
-        except Exception as e:  # e.g. no C++ compiler for inductor; record why and go on
-            failures["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    else:
-        failures["torch compile"] = "skipped (--no-torch-compile or quick mode)"
-    if device == "cpu":
-        impls.append(_numpy(flat0, batches_np, n_layers))
-    else:
-        failures["numpy"] = "CPU only"
-
-    # The square matmul that sets the floor runs in the same interleaved rounds, so that it sees
-    # the same machine load as the implementations (the machine is shared).
-    matmul = _common.square_matmul(matmul_n)
-    times = _common.interleaved({"matmul": lambda: min(matmul() for _ in range(3)),
-                                 **{impl.name: impl.rep for impl in impls}}, reps)
-    rates = [2 * matmul_n**3 / t for t in times["matmul"]]
-    peak = {"n": matmul_n, "median_flops_per_s": statistics.median(rates), "best_flops_per_s": max(rates)}
+    more, not_run = _common.peers(lambda name, compile_model: _torch(name, flat0, batches_np, n_layers, tdev, compile_model),
+                                  lambda: _numpy(flat0, batches_np, n_layers), "numpy", device=device,
+                                  torch_compile=torch_compile)
     flops = step_flops(dims, batch)
-    floor = flops["total"] / peak["median_flops_per_s"]
-    results = {}
-    for impl in impls:
-        s = _common.summarize(times[impl.name], impl.per_rep_steps)
-        # torch.compile compiles on its first call: first repetition minus a typical one.
-        first = impl.first_call_s - s["median_s"] * impl.per_rep_steps
-        results[impl.name] = {
-            **s,
-            "over_floor": s["median_s"] / floor,
-            "compile_s": impl.compile_s if impl.compile_s is not None else max(first, 0.0),
-            "first_rep_mean_loss": float(np.mean(impl.losses[: impl.per_rep_steps])),
-            "last_rep_mean_loss": float(np.mean(impl.losses[-impl.per_rep_steps :])),
-            "trained": _common.trained(impl.losses, impl.per_rep_steps),
-            "peak_memory": impl.memory,
-        }
-    ref = results[REFERENCE]["median_s"]
-    for r in results.values():
-        r["over_fnet_manual_epoch"] = r["median_s"] / ref
+    timing = _common.time_against_floor(impls + more, reps=reps, matmul_n=matmul_n, flops=flops)
     return {
         "dims": list(dims),
         "batch": batch,
         "steps_per_rep": steps,
         "reps": reps,
         "flops": flops,
-        "matmul": peak,
-        "floor_s": floor,
-        "results": results,
-        "not_run": failures,
+        **timing,
+        "not_run": not_run,
         "gather": _gather_cost(xd, yd, batch),
     }
 
@@ -332,11 +269,11 @@ def targets(configs: dict) -> dict:
     if "small" in configs:
         r = configs["small"]["results"]
         peers = [r[p]["median_s"] for p in PEERS if p in r]
-        fastest_peer = min(peers) / r[REFERENCE]["median_s"]
+        fastest_peer = min(peers) / r[_common.REFERENCE]["median_s"]
         add("small: fastest peer / fnet manual epoch", fastest_peer, ">= 2", fastest_peer >= 2)
-        add("small: fnet manual epoch / floor", r[REFERENCE]["over_floor"], "<= 2.5", r[REFERENCE]["over_floor"] <= 2.5)
+        add("small: fnet manual epoch / floor", r[_common.REFERENCE]["over_floor"], "<= 2.5", r[_common.REFERENCE]["over_floor"] <= 2.5)
     if "large" in configs:
-        v = configs["large"]["results"][REFERENCE]["over_floor"]
+        v = configs["large"]["results"][_common.REFERENCE]["over_floor"]
         add("large: fnet manual epoch / floor", v, "<= 1.15", v <= 1.15)
     for cname, c in configs.items():
         r = c["results"]
@@ -372,23 +309,10 @@ def format_table(record: dict) -> str:
             f"{c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s (sets the floor), best "
             f"{c['matmul']['best_flops_per_s'] / 1e9:.1f} GFLOP/s.",
             "",
-            "| implementation | ms/step | x floor | x fnet | compile s | peak MiB (XLA) | mean loss first -> last rep | trained |",
-            "|---|---:|---:|---:|---:|---:|---|---|",
+            *_common.timing_rows(c),
         ]
-        for name, r in c["results"].items():
-            mem = f"{r['peak_memory']['peak_bytes'] / 2**20:.2f}" if r["peak_memory"] else "-"
-            lines.append(
-                f"| {name} | {1e3 * r['median_s']:.3f} | {r['over_floor']:.2f} | {r['over_fnet_manual_epoch']:.2f} | "
-                f"{r['compile_s']:.2f} | {mem} | {r['first_rep_mean_loss']:.3f} -> {r['last_rep_mean_loss']:.3f} | "
-                f"{'yes' if r['trained'] else 'NO'} |"
-            )
-        for name, why in c["not_run"].items():
-            lines.append(f"| {name} | not run: {why} | | | | | | |")
         lines.append(f"\nmake_epoch's shuffle + gather alone: {1e3 * c['gather']['per_step_s']:.4f} ms/step.")
-    lines += ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
-    for name, t in record["targets"].items():
-        lines.append(f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _common.targets_rows(record["targets"]))
 
 
 def main(argv=None) -> tuple[str, str]:
@@ -432,9 +356,7 @@ def main(argv=None) -> tuple[str, str]:
         )
     record.update(quick=args.quick, learning_rate=LR, configs=configs, targets=targets(configs),
                   load_average_after=_common.load_average())
-    table = format_table(record)
-    print(table)
-    return _common.write_results(record, table, args.out, "train_step", args.quick)
+    return _common.publish(record, format_table(record), args.out, "train_step", args.quick)
 
 
 if __name__ == "__main__":

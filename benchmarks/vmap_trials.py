@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks._common import write_results
+from benchmarks._common import RESULTS_DIR, publish
 from benchmarks._machine import machine_info
 from fnet import data, nets, optim, search, train, trials
 
@@ -222,7 +222,11 @@ def bench(quick: bool, fit_trials: int) -> dict:
         acc_diff = float(np.max(np.abs(vmapped.history["train_acc"][i] - looped[i].history["train_acc"][0])))
         loss_diff = float(np.max(np.abs(vmapped.history["train_loss"][i] - looped[i].history["train_loss"][0])))
         compared.append({"trial": i, "max_abs_param_diff": param_diff, "max_abs_train_acc_diff": acc_diff,
-                         "max_abs_train_loss_diff": loss_diff})
+                         "max_abs_train_loss_diff": loss_diff,
+                         # The scales the differences are rounding of.
+                         "max_abs_param": max(float(jnp.max(jnp.abs(one))) for one in
+                                              jax.tree_util.tree_leaves(looped[i].params)),
+                         "max_train_loss": float(np.max(looped[i].history["train_loss"]))})
     final_acc = vmapped.history["train_acc"][:, -1]
     return {
         "benchmark": "vmap_trials",
@@ -270,14 +274,10 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 tiny trials (a smoke test)")
     parser.add_argument("--fit-trials", type=int, default=5, help="trials timed in the fit() loop (default 5)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--out", default=RESULTS_DIR)
     args = parser.parse_args(argv)
     record = bench(args.quick, args.fit_trials)
-    table = format_table(record)
-    path, md = write_results(record, table, args.out, "vmap_trials", args.quick)
-    print(table)
-    print(f"wrote {path} and {md}")
-    return path
+    return publish(record, format_table(record), args.out, "vmap_trials", args.quick)[0]
 
 
 if __name__ == "__main__":

@@ -82,15 +82,16 @@ def same_shape(fn: str, name: str, x, ref_name: str, ref) -> None:
         )
 
 
-def upstream(fn: str, dout, out_shape) -> None:
+def upstream(fn: str, dout, out_shape, name: str = "dout") -> None:
     """Check that the upstream gradient ``dout`` of a backward pass has the forward output's shape
-    (broadcasting a wrong shape would give silently wrong gradients)."""
+    (broadcasting a wrong shape would give silently wrong gradients); ``name`` is the argument's
+    name in messages (e.g. "dnext_c" for a layer with two outputs)."""
     dtype = getattr(dout, "dtype", None)
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dout must be a floating-point array, got {type(dout).__name__} of dtype {dtype}")
+        raise TypeError(f"{fn}: {name} must be a floating-point array, got {type(dout).__name__} of dtype {dtype}")
     if shape_of(dout) != tuple(out_shape):
-        raise ValueError(f"{fn}: dout has shape {shape_of(dout)} but the forward output has shape {tuple(out_shape)}; "
-                         "dout must have the output's shape")
+        raise ValueError(f"{fn}: {name} has shape {shape_of(dout)} but the forward output has shape "
+                         f"{tuple(out_shape)}; {name} must have the output's shape")
 
 
 def labels(fn: str, name: str, y, n: int, num_classes: int) -> None:
@@ -163,3 +164,19 @@ def tree(fn: str, name: str, value, ref_name: str, ref, *, shapes: bool = True) 
     """Raise a ValueError naming the paths (and shapes) where the pytree ``value`` differs from ``ref``."""
     if msg := tree_mismatch(value, ref, shapes):
         raise ValueError(f"{fn}: {name} does not match {ref_name}: {msg}")
+
+
+def token_ids(fn: str, name: str, x, vocab_size: int) -> None:
+    """Check integer token ids (any shape): an integer dtype, and values in [0, vocab_size) when
+    concrete (a float array of ids is a TypeError: rounding would pick the wrong rows)."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:  # a list or scalar; never call np.asarray on a tracer
+        dtype = np.asarray(x).dtype
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{fn}: {name} must be integer token ids, got dtype {dtype} (shape {shape_of(x)})")
+    if is_concrete(x) and np.size(x) > 0:
+        x_np = np.asarray(x)
+        lo, hi = int(x_np.min()), int(x_np.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"{fn}: {name} must lie in [0, {vocab_size}) for a vocabulary of {vocab_size}, "
+                             f"got values in [{lo}, {hi}] (shape {shape_of(x)})")

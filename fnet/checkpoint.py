@@ -1,45 +1,67 @@
-"""Save and load pytrees of arrays (params, batch-norm state, optimizer state) as NumPy ``.npz``.
+"""Save and load pytrees of arrays (params, batch-norm state, optimizer state) as safetensors files.
 
-Format (version 1): an uncompressed ``.npz`` archive, readable with plain NumPy, holding
+Format (version 2): a `safetensors <https://github.com/huggingface/safetensors>`_ file, readable
+with ``safetensors.numpy.load_file`` (and so by PyTorch, flax and Hugging Face tools), holding
 
-- ``leaf_0``, ``leaf_1``, ...: the leaves in ``jax.tree_util`` flatten order. dtypes NumPy cannot
-  store natively are stored as raw bits: ``bfloat16`` and other ``ml_dtypes`` types as unsigned
-  integers of the same width, typed PRNG keys as their ``uint32`` key data;
-- ``__fnet_checkpoint__``: UTF-8 JSON (as a uint8 array, so no pickle is ever needed) with the
-  format version, the user's ``metadata`` dict, and for every leaf its path (``jax.tree_util.keystr``
-  and the raw path entries), dtype, shape, and whether it was a Python scalar.
+- one tensor per leaf, named by its tree path: ``params/dense1/W`` for ``tree["params"]["dense1"]["W"]``
+  (dict keys, sequence indices and NamedTuple/dataclass field names joined by ``/``; a ``~`` or
+  ``/`` inside a key is written ``~0`` / ``~1``; a tree that is a single array: the name ``""``).
+  dtypes that ``safetensors.numpy`` cannot hold are stored as raw bits: ``bfloat16`` and other
+  ``ml_dtypes`` types as unsigned integers of the same width (``U16`` for bfloat16), wider ones
+  (``complex128``) as ``U8`` with a trailing axis of the item size; typed PRNG keys as their
+  ``uint32`` key data;
+- in the safetensors metadata (string -> string), under :data:`METADATA_KEY`, fnet's header as
+  JSON: the format and version, the user's ``metadata`` dict, and for every leaf in
+  ``jax.tree_util`` flatten order its tensor name, path (``jax.tree_util.keystr`` and the raw path
+  entries), dtype, shape, and whether it was a Python scalar or a PRNG key.
 
 ``load(path)`` rebuilds plain nested dicts (for dict keys and NamedTuple/dataclass fields) and lists
 (for list/tuple indices) from the paths, with NumPy leaves; empty subtrees (``None``, ``()``, ``{}``)
-have no leaves and are not restored. ``load(path, like=tree)`` restores the exact structure of
-``tree`` (NamedTuples included) after checking every path, shape and dtype; ``like`` may hold arrays
-or ``jax.ShapeDtypeStruct`` (e.g. from ``jax.eval_shape``). Values round-trip bit for bit.
+have no leaves and are not restored (a tree without leaves loads as ``{}``). ``load(path, like=tree)``
+restores the exact structure of ``tree`` (NamedTuples included) after checking every path, shape and
+dtype; ``like`` may hold arrays or ``jax.ShapeDtypeStruct`` (e.g. from ``jax.eval_shape``). Values
+round-trip bit for bit.
 
-Writes are atomic and never follow links (:func:`fnet.files.atomic_open`): the archive goes to a new
-temporary file beside ``path``, is fsynced and renamed over ``path``; a failed save leaves any previous
-file untouched. Reading checks the JSON header and every member's size against the file's own size
-BEFORE allocating anything, so a crafted or random file is refused as a
-:class:`CorruptCheckpointError` ("corrupt checkpoint: ...") without reading a byte of pickle.
+Writes are atomic and never follow links (:func:`fnet.files.atomic_open`): the file goes to a new
+temporary beside ``path``, is fsynced and renamed over ``path``; a failed save leaves any previous
+file untouched. Reading opens only a regular file (a FIFO or a folder is refused without waiting),
+checks the 8-byte header length against the file's size and :data:`MAX_HEADER_BYTES`, then every
+tensor's dtype, shape and byte range against the file's size and fnet's header, BEFORE allocating
+anything: a crafted or random file is refused as a :class:`CorruptCheckpointError` ("corrupt
+checkpoint: ..."), and nothing in the file is ever executed. A ``.npz`` checkpoint of earlier fnet
+versions is refused in one line (:class:`LegacyCheckpointError`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zipfile
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors.numpy
 
 from fnet import files
 
 FORMAT = "fnet.checkpoint"
-VERSION = 1
-_HEADER = "__fnet_checkpoint__"
+VERSION = 2
+#: The safetensors metadata key that holds fnet's JSON header.
+METADATA_KEY = "fnet.checkpoint"
+#: The largest safetensors header fnet reads (safetensors' own limit).
+MAX_HEADER_BYTES = 100_000_000
 _PYTHON_SCALARS = (bool, int, float)  # bool first: bool is a subclass of int
+#: safetensors dtype codes and the NumPy dtypes ``safetensors.numpy`` reads them as.
+_DTYPES = {code: np.dtype(t) for code, t in (
+    ("BOOL", np.bool_), ("U8", np.uint8), ("I8", np.int8), ("U16", np.uint16), ("I16", np.int16),
+    ("F16", np.float16), ("U32", np.uint32), ("I32", np.int32), ("F32", np.float32), ("U64", np.uint64),
+    ("I64", np.int64), ("F64", np.float64), ("C64", np.complex64))}
+_NATIVE = set(_DTYPES.values())
+_RESERVED = "__metadata__"  # the safetensors header's own key; no tensor may have this name
 
 
 def _path_entry(fn: str, entry) -> list:
@@ -58,6 +80,21 @@ def _path_entry(fn: str, entry) -> list:
     raise TypeError(f"{fn}: unsupported pytree key {entry!r}")
 
 
+def _tensor_name(entries: list) -> str:
+    """The tensor name of a leaf: its path entries' keys joined by ``/`` (``~`` and ``/`` escaped)."""
+    return "/".join(str(key).replace("~", "~0").replace("/", "~1") for _, key in entries)
+
+
+def _storage(dtype: np.dtype) -> tuple[np.dtype, tuple]:
+    """``(storage dtype, extra trailing axis)`` of a leaf dtype: itself where safetensors.numpy
+    has it, else its bits as an unsigned int of its width, or as bytes (a trailing axis)."""
+    if dtype in _NATIVE:
+        return dtype, ()
+    if dtype.itemsize in (1, 2, 4, 8):
+        return np.dtype(f"u{dtype.itemsize}"), ()
+    return np.dtype(np.uint8), (dtype.itemsize,)
+
+
 def _encode_leaf(fn: str, path: str, leaf) -> tuple[np.ndarray, dict]:
     """Return the array to store and the leaf's JSON record."""
     record: dict[str, Any] = {"path": path, "python": None, "key_impl": None}
@@ -72,10 +109,11 @@ def _encode_leaf(fn: str, path: str, leaf) -> tuple[np.ndarray, dict]:
             f"{fn}: leaf at {path} has dtype {arr.dtype}; only numeric and boolean arrays and Python "
             f"scalars can be saved (put other values in metadata)"
         )
+    if arr.dtype.byteorder == ">":  # the file is little-endian
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
     record.update(dtype=arr.dtype.name, shape=list(arr.shape))
-    if arr.dtype.kind == "V":  # bfloat16, float8, int4 (ml_dtypes): store the bits
-        arr = arr.view(f"u{arr.dtype.itemsize}")
-    return arr, record
+    storage, extra = _storage(arr.dtype)
+    return np.ascontiguousarray(arr).reshape(-1).view(storage).reshape(arr.shape + extra), record
 
 
 def save(path, tree, metadata: dict | None = None) -> None:
@@ -85,7 +123,8 @@ def save(path, tree, metadata: dict | None = None) -> None:
         path: file to write; its directory must exist. An existing file is replaced only once the
             new one is complete and fsynced.
         tree: pytree whose leaves are arrays (NumPy, JAX, including bfloat16 and typed PRNG keys)
-            or Python bool/int/float; dict keys must be str or int.
+            or Python bool/int/float; dict keys must be str or int, and two leaves may not have
+            the same tensor name (e.g. the keys ``0`` and ``"0"`` of one dict).
         metadata: optional JSON-serializable dict (epoch, config, ...), read back by
             :func:`load_metadata`.
 
@@ -93,138 +132,179 @@ def save(path, tree, metadata: dict | None = None) -> None:
         TypeError: a leaf or dict key that cannot be stored, or metadata that is not JSON.
     """
     fn = "checkpoint.save"
-    path = Path(path)
-    leaves_with_paths, _ = jax.tree_util.tree_flatten_with_path(tree)
-    arrays, records = {}, []
-    for i, (key_path, leaf) in enumerate(leaves_with_paths):
+    tensors, records = {}, {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         arr, record = _encode_leaf(fn, jax.tree_util.keystr(key_path), leaf)
         record["entries"] = [_path_entry(fn, e) for e in key_path]
-        arrays[f"leaf_{i}"] = arr
-        records.append(record)
-    header = {"format": FORMAT, "version": VERSION, "metadata": metadata or {}, "leaves": records}
+        name = record["tensor"] = _tensor_name(record["entries"])
+        if name in records or name == _RESERVED:
+            other = f"the leaf at {records[name]['path']}" if name in records else "safetensors' own header"
+            raise TypeError(f"{fn}: the leaf at {record['path']} would be stored as tensor {name!r}, the name of "
+                            f"{other}; rename its key")
+        tensors[name], records[name] = arr, record
+    header = {"format": FORMAT, "version": VERSION, "metadata": metadata or {}, "leaves": list(records.values())}
     try:
         text = json.dumps(header)
     except TypeError as e:
         raise TypeError(f"{fn}: metadata must be JSON-serializable: {e}") from None
-    arrays[_HEADER] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-
+    data = safetensors.numpy.save(tensors, metadata={METADATA_KEY: text})
     with files.atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+        f.write(data)
 
 
 class CorruptCheckpointError(ValueError):
     """A file that is not a well-formed fnet checkpoint (truncated, random bytes, a crafted header)."""
 
 
+class LegacyCheckpointError(CorruptCheckpointError):
+    """A checkpoint in the ``.npz`` format of earlier fnet versions, which this one does not read."""
+
+
 def _corrupt(fn: str, path, detail: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"{fn}: corrupt checkpoint: {path} is not a readable fnet checkpoint: {detail}")
 
 
-def _member(fn, path, archive: zipfile.ZipFile, name: str, file_size: int) -> zipfile.ZipInfo:
-    """The archive member ``<name>.npy``, checked to be stored uncompressed and to fit in the
-    file, so that reading it can never allocate more than the file's own size."""
-    try:
-        info = archive.getinfo(f"{name}.npy")
-    except KeyError:
-        raise _corrupt(fn, path, f"member {name} is missing") from None
-    if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size or info.file_size > file_size:
-        raise _corrupt(fn, path, f"member {name} claims {info.file_size} bytes (stored as {info.compress_size}, "
-                                 f"compression {info.compress_type}) in a file of {file_size} bytes")
-    return info
+def _open_regular(fn: str, path: Path):
+    """``(file, size)`` of ``path`` opened for reading, refused unless a regular file; opening
+    does not block (a FIFO would wait for a writer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))  # FileNotFoundError as documented
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device"
+        raise _corrupt(fn, path, f"it is {kind}, not a regular file")
+    return os.fdopen(fd, "rb", buffering=0), info.st_size
 
 
-def _npy_header(f) -> tuple[tuple, bool, np.dtype]:
-    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``f``, positioned at its data."""
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(f)
-    return tuple(shape), fortran, dtype
-
-
-def _read_npy(fn, path, archive, info: zipfile.ZipInfo, shape: tuple | None, dtype: np.dtype) -> np.ndarray:
-    """Read one ``.npy`` member whose header must say ``dtype`` (and ``shape``, unless None); the
-    array is allocated only after the header and the member's size agree with them."""
-    with archive.open(info) as f:
-        found_shape, fortran, found_dtype = _npy_header(f)
-        shape = found_shape if shape is None else shape
-        if found_dtype.hasobject or found_shape != shape or found_dtype != dtype or fortran:
-            raise ValueError(f"should be {dtype.name}{list(shape)}, found {found_dtype.name}{list(found_shape)}"
-                             + (" in Fortran order" if fortran else ""))
-        nbytes = math.prod(shape) * dtype.itemsize
-        if info.file_size != f.tell() + nbytes:
-            raise _corrupt(fn, path, f"member {info.filename} holds {info.file_size - f.tell()} data bytes, "
-                                     f"expected {nbytes} for {dtype.name}{list(shape)}")
-        arr = np.empty(shape, dtype)
-        if nbytes and f.readinto(memoryview(arr.reshape(-1).view(np.uint8))) != nbytes:
-            raise _corrupt(fn, path, f"member {info.filename} is truncated")
-        return arr
+def _fill(f, buffer) -> bool:
+    """Read exactly ``len(buffer)`` bytes into ``buffer``; False if the file ends first."""
+    view, got = memoryview(buffer).cast("B"), 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            return False
+        got += n
+    return True
 
 
 def _check_header(fn, path, header) -> None:
-    """Validate the JSON header's layout and every leaf record before any leaf is read."""
+    """Validate fnet's JSON header and every leaf record before any tensor is read."""
     if not isinstance(header, dict):
-        raise _corrupt(fn, path, "the header is not a JSON object")
+        raise _corrupt(fn, path, "fnet's header is not a JSON object")
     if header.get("format") != FORMAT or header.get("version") != VERSION:
         raise _corrupt(fn, path, f"format {header.get('format')!r} version {header.get('version')!r}, "
                                  f"expected {FORMAT!r} version {VERSION}")
     if not isinstance(header.get("metadata"), dict) or not isinstance(header.get("leaves"), list):
-        raise _corrupt(fn, path, "the header needs a 'metadata' object and a 'leaves' list")
+        raise _corrupt(fn, path, "fnet's header needs a 'metadata' object and a 'leaves' list")
     for i, r in enumerate(header["leaves"]):
-        ok = (isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("dtype"), str)
-              and isinstance(r.get("shape"), list)
-              and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in r["shape"])
+        ok = (isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("tensor"), str)
+              and isinstance(r.get("dtype"), str) and _sizes(r.get("shape"))
               and isinstance(r.get("entries"), list) and r.get("python") in (None, "bool", "int", "float")
               and (r.get("key_impl") is None or isinstance(r.get("key_impl"), str)))
         if not ok:
             raise _corrupt(fn, path, f"leaf record {i} is malformed: {str(r)[:200]}")
         try:
-            jnp.dtype(r["dtype"])
-        except TypeError:
-            raise _corrupt(fn, path, f"leaf record {i} has an unknown dtype {r['dtype']!r}") from None
+            dtype = np.dtype(jnp.dtype(r["dtype"]))
+        except (TypeError, ValueError, SyntaxError):  # NumPy parses some dtype strings as Python literals
+            raise _corrupt(fn, path, f"leaf record {i} has an unknown dtype {r['dtype'][:50]!r}") from None
+        # Only what save writes (a named numeric or boolean dtype): never a view as Python objects.
+        if dtype.kind not in "biufcV" or dtype.name != r["dtype"] or dtype.fields or dtype.subdtype:
+            raise _corrupt(fn, path, f"leaf record {i} has dtype {r['dtype'][:50]!r}, not a numeric or boolean one")
 
 
-def _storage_dtype(record: dict) -> np.dtype:
-    """The dtype a leaf is stored with: ml_dtypes types (bfloat16, ...) as unsigned ints of their width."""
-    dtype = np.dtype(jnp.dtype(record["dtype"]))
-    return np.dtype(f"u{dtype.itemsize}") if dtype.kind == "V" else dtype
+def _sizes(value) -> bool:
+    """True for a JSON list of ints >= 0 (a shape, or a byte range)."""
+    return isinstance(value, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value)
+
+
+def _tensor_table(fn, path, table: dict, data_size: int) -> dict:
+    """name -> ``(dtype, shape, begin, end)`` of every tensor in the safetensors header ``table``,
+    each checked to fit the data section (of ``data_size`` bytes), which they must tile exactly."""
+    specs = {}
+    for name, info in table.items():
+        if not (isinstance(info, dict) and _sizes(info.get("shape")) and _sizes(info.get("data_offsets"))
+                and len(info["data_offsets"]) == 2 and info["data_offsets"][0] <= info["data_offsets"][1]):
+            raise _corrupt(fn, path, f"tensor {name!r} has a malformed entry: {str(info)[:200]}")
+        if info.get("dtype") not in _DTYPES:
+            raise _corrupt(fn, path, f"tensor {name!r} has dtype {str(info.get('dtype'))[:50]!r}, not one of "
+                                     f"{', '.join(_DTYPES)}")
+        dtype, shape, (begin, end) = _DTYPES[info["dtype"]], tuple(info["shape"]), info["data_offsets"]
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        if end > data_size or end - begin != nbytes:
+            raise _corrupt(fn, path, f"tensor {name!r} ({info['dtype']}{list(shape)}, {nbytes} bytes) claims bytes "
+                                     f"{begin}..{end} of a data section of {data_size} bytes")
+        specs[name] = (dtype, shape, begin, end)
+    end = 0
+    for name, (_, _, begin, stop) in sorted(specs.items(), key=lambda item: item[1][2:]):
+        if begin != end:
+            raise _corrupt(fn, path, f"tensor {name!r} starts at byte {begin} of the data section, expected {end} "
+                                     f"(tensors overlap or leave a gap)")
+        end = stop
+    if end != data_size:
+        raise _corrupt(fn, path, f"the tensors hold {end} bytes of a data section of {data_size} bytes")
+    return specs
+
+
+def _header_and_table(fn, path, f, size: int) -> tuple[dict, dict, int]:
+    """fnet's header, the checked tensor table and the data section's offset in the file."""
+    length = bytearray(8)
+    if size < 8 or not _fill(f, length):
+        raise _corrupt(fn, path, f"{size} bytes, too short for a safetensors file")
+    if length[:4] == b"PK\x03\x04":
+        raise LegacyCheckpointError(f"{fn}: {path} is a checkpoint in the .npz format of earlier fnet versions; "
+                                    f"fnet now reads and writes safetensors checkpoints: train again, or load it "
+                                    f"with the fnet version that wrote it")
+    n = int.from_bytes(length, "little")
+    if n > size - 8 or n > MAX_HEADER_BYTES:
+        raise _corrupt(fn, path, f"the header claims {n} bytes in a file of {size} bytes (at most "
+                                 f"{MAX_HEADER_BYTES} are read)")
+    raw = bytearray(n)
+    if not _fill(f, raw):
+        raise _corrupt(fn, path, "the file ends inside its header")
+    try:
+        table = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _corrupt(fn, path, f"the header is not UTF-8 JSON ({e})") from None
+    meta = table.pop(_RESERVED, None) if isinstance(table, dict) else None
+    if not isinstance(meta, dict) or not isinstance(meta.get(METADATA_KEY), str):
+        raise _corrupt(fn, path, f"no fnet header (a JSON object with a string at {_RESERVED}.{METADATA_KEY})")
+    try:
+        header = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise _corrupt(fn, path, f"fnet's header in the metadata is not JSON ({e})") from None
+    _check_header(fn, path, header)
+    return header, _tensor_table(fn, path, table, size - 8 - n), 8 + n
 
 
 def _read(path, fn: str, *, with_leaves: bool = True) -> tuple[dict, list[np.ndarray]]:
-    """Read the header and (optionally) all leaves, cross-checked; any inconsistency is a
+    """Read fnet's header and (optionally) all leaves, cross-checked; any inconsistency is a
     :class:`CorruptCheckpointError` (a ValueError) naming the file and what is wrong."""
     path = Path(path)
-    file_size = path.stat().st_size  # FileNotFoundError for a missing file, as documented
-    try:
-        with zipfile.ZipFile(path) as archive:
-            raw = _read_npy(fn, path, archive, _member(fn, path, archive, _HEADER, file_size), None, np.dtype(np.uint8))
-            if raw.ndim != 1:
-                raise _corrupt(fn, path, f"the header member has shape {raw.shape}, expected a uint8 vector")
-            try:
-                header = json.loads(raw.tobytes().decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise _corrupt(fn, path, f"the header is not UTF-8 JSON ({e})") from None
-            _check_header(fn, path, header)
-            records = header["leaves"] if with_leaves else []
-            claimed = sum(math.prod(r["shape"]) * _storage_dtype(r).itemsize for r in records)
-            if claimed > file_size:
-                raise _corrupt(fn, path, f"the header claims {claimed} bytes of leaves in a file of {file_size} bytes")
-            leaves = []
-            for i, record in enumerate(records):
-                storage = _storage_dtype(record)
-                member = _member(fn, path, archive, f"leaf_{i}", file_size)
-                try:
-                    arr = _read_npy(fn, path, archive, member, tuple(record["shape"]), storage)
-                except CorruptCheckpointError:
-                    raise
-                except ValueError as e:
-                    raise _corrupt(fn, path, f"leaf at {record['path']} {e}") from None
-                dtype = np.dtype(jnp.dtype(record["dtype"]))
-                leaves.append(arr.view(dtype) if dtype != storage else arr)
-    except CorruptCheckpointError:
-        raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as e:
-        # zipfile's and NumPy's own errors on a broken archive or .npy member header.
-        raise _corrupt(fn, path, f"{type(e).__name__}: {e}") from None
+    f, size = _open_regular(fn, path)
+    with f:
+        header, specs, data_start = _header_and_table(fn, path, f, size)
+        records = header["leaves"]
+        names = [r["tensor"] for r in records]
+        if sorted(names) != sorted(specs):
+            raise _corrupt(fn, path, f"fnet's header lists the tensors {sorted(set(names))[:5]}, the file holds "
+                                     f"{sorted(specs)[:5]}")
+        layouts = []
+        for record in records:
+            dtype = np.dtype(jnp.dtype(record["dtype"]))
+            storage, extra = _storage(dtype)
+            shape = tuple(record["shape"])
+            found_dtype, found_shape, begin, _ = specs[record["tensor"]]
+            if (found_dtype, found_shape) != (storage, shape + extra):
+                raise _corrupt(fn, path, f"leaf at {record['path']} should be {storage.name}{list(shape + extra)}, "
+                                         f"found {found_dtype.name}{list(found_shape)}")
+            layouts.append((dtype, storage, shape + extra, shape, begin))
+        leaves = []
+        for dtype, storage, stored_shape, shape, begin in layouts if with_leaves else ():
+            arr = np.empty(stored_shape, storage)
+            f.seek(data_start + begin)
+            if arr.size and not _fill(f, arr.reshape(-1).view(np.uint8)):
+                raise _corrupt(fn, path, "the file ended while it was read")
+            leaves.append(arr.reshape(-1).view(dtype).reshape(shape))
     return header, leaves
 
 
@@ -238,7 +318,10 @@ def _restore_leaf(record: dict, arr: np.ndarray):
 
 
 def _nest(items: list[tuple[list, Any]]):
-    """Rebuild nested dicts/lists from ``(path entries, value)`` pairs in flatten order."""
+    """Rebuild nested dicts/lists from ``(path entries, value)`` pairs in flatten order (no pairs:
+    a tree without leaves, ``{}``)."""
+    if not items:
+        return {}
     if len(items) == 1 and not items[0][0]:
         return items[0][1]
     groups: dict[Any, list] = {}

@@ -9,9 +9,7 @@ interrupt handler (for a caller of ``main`` in its own program too) before the s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
-import json
 import math
 import os
 import signal
@@ -32,13 +30,6 @@ TRAIN_DEFAULTS = {
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "lr_decay": 0.95, "early_stopping": None,
     "grad": "manual", "seed": 0,
 }
-#: The options that define a run, stored in config.json; a resumed run takes them from there, and
-#: one given on the command line must equal the stored value. epochs and early_stopping may change
-#: (to extend a run), the others (device, data_dir, quiet, ...) do not change what is computed.
-RUN_OPTIONS = ("data", "model", "hidden", "filters", "dense_width", "activation", "norm", "dropout", "weight_decay",
-               "init", "optimizer", "lr", "schedule", "lr_decay", "epochs", "batch_size", "early_stopping", "grad",
-               "seed")
-RESUMABLE_CHANGES = ("epochs", "early_stopping")
 
 
 def _cmd_gradcheck(args) -> int:
@@ -114,7 +105,7 @@ def _parse_init(text: str):
 
 def _check_train_options(args) -> None:
     """Every option's range, before anything is read or written; one clear message each."""
-    from fnet import init, models
+    from fnet import init, models, runs
 
     def number(option, value, ok, rule):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
@@ -127,7 +118,7 @@ def _check_train_options(args) -> None:
         number("dropout", args.dropout, lambda v: 0 <= v < 1, "in [0, 1) (the probability of dropping a unit)")
     if models.MODELS[args.model].images and args.hidden:
         raise ValueError(f"--hidden sets the MLP's hidden sizes; --model {args.model} takes --dense-width (the width "
-                         f"of its dense layer), got --hidden {_show(args.hidden)}")
+                         f"of its dense layer), got --hidden {runs.show(args.hidden)}")
     if not models.MODELS[args.model].images and (args.filters or args.dense_width):
         raise ValueError(f"--filters and --dense-width are a CNN's; --model {args.model} takes --hidden")
     for option in ("epochs", "batch_size"):
@@ -146,44 +137,20 @@ def _check_train_options(args) -> None:
             raise ValueError(f"--{option} must be one of {', '.join(choices)}, got {getattr(args, option)!r}")
 
 
-def _stored_options(run_dir) -> dict:
-    """The run options recorded in ``run_dir/config.json`` (as parsed values), checked."""
-    from fnet import models
+def _resolve_train_options(args, stored) -> None:
+    """Fill in every option left unset: from the stored run (:class:`fnet.runs.RunOptions`) when
+    resuming, else the defaults and the data set's preset. A resumed run refuses options that
+    differ from the stored ones (:func:`fnet.runs.resume_options`)."""
+    from fnet import data, models, runs
 
-    config = _read_config(run_dir)
-    stored = config.get("args")
-    if isinstance(stored, dict):  # a run saved before the zoo's renames reads as today's
-        stored = models.upgrade_run_options(stored)
-    if not isinstance(stored, dict) or any(k not in stored for k in RUN_OPTIONS):
-        missing = [k for k in RUN_OPTIONS if not isinstance(stored, dict) or k not in stored]
-        raise ValueError(f"{os.path.join(run_dir, 'config.json')}: field 'args' lacks {', '.join(missing)}")
-    stored = {k: stored[k] for k in RUN_OPTIONS}
-    stored["hidden"], stored["filters"] = tuple(stored["hidden"]), tuple(stored["filters"])
-    return stored
-
-
-def _resolve_train_options(args, stored: dict | None) -> None:
-    """Fill in every option left unset: from the stored run when resuming, else the defaults and
-    the data set's preset. A resumed run refuses options that differ from the stored ones."""
-    from fnet import data, models
-
-    args.data = data.canonical_name(args.data if args.data is not None else (stored or TRAIN_DEFAULTS)["data"])
+    args.data = data.canonical_name(args.data if args.data is not None else
+                                    stored.data if stored is not None else TRAIN_DEFAULTS["data"])
     if args.model is not None:
         args.model = _model_name(args.model)
     if stored is not None:
-        differ = [k for k in RUN_OPTIONS if getattr(args, k) is not None and getattr(args, k) != stored[k]
-                  and k not in RESUMABLE_CHANGES]
-        if differ:
-            shown = "; ".join(f"--{k.replace('_', '-')} {_show(getattr(args, k))} given, the run has {_show(stored[k])}"
-                              for k in differ)
-            raise ValueError(f"--resume: options differ from the run's {os.path.join(args.out, 'config.json')}: {shown}. "
-                             "Resume with the run's own options (or leave them out), or start a new run with another --out")
-        if args.epochs is not None and args.epochs != stored["epochs"] and stored["schedule"] == "cosine":
-            raise ValueError(f"--resume: --epochs cannot change from {stored['epochs']} for a run with --schedule "
-                             f"cosine (the schedule's length is the run's total number of steps)")
-        for k in RUN_OPTIONS:
-            if getattr(args, k) is None:
-                setattr(args, k, stored[k])
+        resumed = runs.resume_options(stored, {k: getattr(args, k) for k in runs.RUN_OPTIONS}, args.out)
+        for k in runs.RUN_OPTIONS:
+            setattr(args, k, getattr(resumed, k))
         return
     args.model = _model_name(args.model or TRAIN_DEFAULTS["model"])
     for option, value in {**TRAIN_DEFAULTS, **models.preset(args.model, args.data)}.items():
@@ -198,10 +165,6 @@ def _model_name(text: str) -> str:
         return models.canonical_name(text)
     except ValueError:
         raise ValueError(f"--model must be one of {', '.join(models.MODELS)}, got {text!r}") from None
-
-
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _make_learning_rate(args, steps_per_epoch: int):
@@ -259,93 +222,8 @@ def _load_data(args, data_dir):
                                         **({} if flatten or args.data not in data.IMAGE_DATASETS else {"flatten": False})))
 
 
-def _check_out_kind(args, out, kind: str) -> None:
-    """Refuse, before anything is touched, an output path that the options may not use."""
-    from fnet import rundir
-
-    marker = rundir.MARKER
-    if args.resume and args.overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: continue the run, or replace it")
-    if args.resume and kind != rundir.RUN:
-        what = "does not exist" if kind == rundir.MISSING else f"is not an fnet run folder (it has no {marker})"
-        raise ValueError(f"--resume: {out} {what}; there is no run to continue")
-    if kind == rundir.OTHER:
-        raise FileExistsError(f"{out} exists and is not an fnet run folder (it has no {marker}); fnet will not write "
-                              f"into it{' or delete it' if args.overwrite else ''}: choose a new --out")
-    if kind == rundir.RUN and not (args.resume or args.overwrite):
-        raise FileExistsError(f"output directory {out} already exists; pass --resume to continue it or --overwrite to replace it")
-
-
-def _open_run_dir(args, out, kind: str, stored: dict | None, config: dict):
-    """Create (or reuse) the run folder, lock it for this process, and leave it ready: emptied for
-    --overwrite, stale temporaries removed, marker and config written. The first side effects of
-    `fnet train`, done only once every option and the data were validated.
-
-    Returns:
-      the held lock (:class:`fnet.files.FolderLock`).
-    """
-    import fnet
-    from fnet import files, rundir
-
-    if kind == rundir.MISSING:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            out.mkdir()
-        except FileExistsError:  # another process created it since: look again, under the lock
-            pass
-    lock = rundir.lock(out)
-    try:
-        now = rundir.inspect(out)
-        if now != kind and not (kind == rundir.MISSING and now == rundir.EMPTY):
-            _check_out_kind(args, out, now)  # it changed since it was validated: the same rules apply
-        if args.resume and _stored_options(out) != stored:
-            raise ValueError(f"--resume: {out / 'config.json'} changed while this run was starting; try again")
-        if args.overwrite and now == rundir.RUN:
-            rundir.clear(out)
-        files.remove_stale_temporaries(out)
-        if not args.resume or rundir.read_marker(out) is None:
-            rundir.write_marker(out, fnet.__version__)
-        files.write_json(out / "config.json", config)
-    except BaseException:
-        lock.release()
-        raise
-    return lock
-
-
-def _read_config(run_dir) -> dict:
-    """``run_dir/config.json`` as a dict; a missing, unreadable or malformed file is an error
-    naming the file (and the JSON position)."""
-    path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found; is {run_dir} a directory written by `fnet train`?") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it was edited or damaged") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} cannot be read: {e}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(config).__name__}")
-    return config
-
-
-def _write_outputs(run_dir, history: dict, quiet: bool) -> list[str]:
-    """Write history.json and curves.png; returns the names written."""
-    from fnet import plots, train
-
-    train.save_history(os.path.join(run_dir, "history.json"), history)
-    written = ["history.json"]
-    if history["epoch"]:
-        if plots.training_curves(history, os.path.join(run_dir, "curves.png")):
-            written.append("curves.png")
-        elif not quiet:
-            print("note: matplotlib is not installed, so curves.png was not written (pip install 'fnet[plot]')")
-    return written
-
-
 def _cmd_train(args) -> int:
-    from fnet import data, distributed, plots, rundir, train
+    from fnet import data, distributed, plots, runs
 
     mesh = None
     if args.distributed:  # before anything touches a device
@@ -355,34 +233,25 @@ def _cmd_train(args) -> int:
         mesh = distributed.data_mesh()
     lead = distributed.is_lead()  # only process 0 prints and writes files
     args.quiet = bool(args.quiet) or not lead
-    out = rundir.check_out_path(args.out or os.path.join(
+    out = runs.check_out_path(args.out or os.path.join(
         "runs", f"{data.canonical_name(args.data or TRAIN_DEFAULTS['data'])}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
     args.out = str(out)
-    kind = rundir.inspect(out)
+    kind = runs.inspect(out)
     if lead:  # the other processes of a distributed run leave the folder to process 0
-        _check_out_kind(args, out, kind)
-    stored = _stored_options(out) if args.resume else None
+        runs.check_out_kind(out, kind, resume=args.resume, overwrite=args.overwrite)
+    stored = runs.stored_options(out) if args.resume else None
     _resolve_train_options(args, stored)
     _check_train_options(args)
-    if args.resume and (out / train.CHECKPOINT_NAME).exists():
-        from fnet import checkpoint
-
-        checkpoint.load_metadata(out / train.CHECKPOINT_NAME)  # a damaged checkpoint is refused here
-
-    import jax
+    if args.resume:
+        runs.check_checkpoint(out)
 
     if args.device:
         _select_device(args.device)
     ds = _load_data(args, args.data_dir)
     net, opt = _build_run(args, ds)
-    config = {
-        "command": "train",
-        "args": {k: v for k, v in vars(args).items() if k != "func"},
-        "net": dataclasses.asdict(net.config),
-        "dataset": {"name": ds.name, "train": len(ds.x_train), "val": len(ds.x_val), "test": len(ds.x_test)},
-        "jax": {"version": jax.__version__, "device": str(jax.devices()[0])},
-    }
-    lock = _open_run_dir(args, out, kind, stored, config) if lead else None
+    config = runs.new_config({k: v for k, v in vars(args).items() if k != "func"}, net.config, ds)
+    lock = runs.start(out, kind, resume=args.resume, overwrite=args.overwrite, stored=stored, config=config) \
+        if lead else None
     importing = plots.import_pyplot_in_background() if lead else None  # for curves.png at the end
     try:
         return _train_in(args, out, ds, net, opt, mesh, lead)
@@ -393,8 +262,17 @@ def _cmd_train(args) -> int:
             lock.release()
 
 
+def _write_outputs(run_dir, history: dict, quiet: bool) -> None:
+    """history.json and curves.png (:func:`fnet.runs.write_outputs`), with a note when matplotlib
+    is missing for the curves."""
+    from fnet import runs
+
+    if runs.CURVES_NAME not in runs.write_outputs(run_dir, history) and history["epoch"] and not quiet:
+        print(f"note: matplotlib is not installed, so {runs.CURVES_NAME} was not written (pip install 'fnet[plot]')")
+
+
 def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
-    from fnet import files, nets, train
+    from fnet import nets, runs, train
 
     regression = ds.num_classes == 0
     if not args.quiet:
@@ -416,78 +294,43 @@ def _train_in(args, out, ds, net, opt, mesh, lead: bool) -> int:
         raise
     if not lead:
         return 0
-    finished_before = args.resume and result.epochs_run == 0
-    results_path = out / "results.json"
-    if finished_before:
+    if args.resume and result.epochs_run == 0:  # finished before
         done = len(result.history["epoch"])
         how = "stopped early" if result.stopped_early else f"all {args.epochs} epochs done"
-        missing = [n for n in ("history.json", "curves.png", "results.json") if not (out / n).exists()]
+        missing = runs.missing_outputs(out)
         print(f"run {out} already finished ({done} epochs, {how}); nothing to train"
               + (f"; regenerating {', '.join(missing)}" if missing else "; its outputs are all present"))
-        if "history.json" in missing or "curves.png" in missing:
+        if runs.HISTORY_NAME in missing or runs.CURVES_NAME in missing:
             _write_outputs(out, result.history, args.quiet)
-        if "results.json" not in missing:
+        if runs.RESULTS_NAME not in missing:
             return 0
     else:
         _write_outputs(out, result.history, args.quiet)
     test = train.evaluate(net, result.best_params, result.best_state, ds.x_test, ds.y_test)
-    files.write_json(results_path, {"best_epoch": result.best_epoch, "test": test})
+    runs.write_results(out, result.best_epoch, test)
     metric = f"test loss {test['loss']:.4f}" if regression else f"test accuracy {100 * test['accuracy']:.2f}%"
     print(f"{metric} (params of epoch {result.best_epoch}, best on validation); run saved in {out}")
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    import jax
+    from fnet import runs, train
 
-    from fnet import checkpoint, models, train
-
-    run_dir = args.run_dir
-    config_path = os.path.join(run_dir, "config.json")
-    ckpt_path = os.path.join(run_dir, train.CHECKPOINT_NAME)
-    config = _read_config(run_dir)
-    if not os.path.exists(ckpt_path):
-        raise FileNotFoundError(f"evaluate: {ckpt_path} not found; is {run_dir} a directory written by `fnet train`?")
+    run = runs.load(args.run_dir)
     try:
-        stored = _stored_options(run_dir)
-        run_args = argparse.Namespace(**{**config["args"], **stored})
-        _check_train_options(run_args)
-        ds = _load_data(run_args, args.data_dir or config["args"].get("data_dir"))
-        net, opt = _build_run(run_args, ds)
+        _check_train_options(run.options)
+        ds = _load_data(run.options, args.data_dir or run.data_dir)
+        net, opt = _build_run(run.options, ds)
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"evaluate: {config_path} does not describe a run fnet can rebuild: {e}") from None
-    # The "net" section records what the options built; an edit of it (or of the options) shows here.
-    built = json.loads(json.dumps(dataclasses.asdict(net.config)))
-    recorded = config.get("net")
-    if isinstance(recorded, dict):  # a run saved before the zoo's renames reads as today's
-        recorded = models.upgrade_config(recorded)
-    if recorded != built:
-        differ = sorted(built) if not isinstance(recorded, dict) else \
-            [k for k in sorted(set(built) | set(recorded)) if recorded.get(k) != built.get(k)]
-        shown = "; ".join(f"net.{k} is {recorded.get(k) if isinstance(recorded, dict) else None!r}, the options "
-                          f"build {built.get(k)!r}" for k in differ)
-        raise ValueError(f"evaluate: {config_path} is inconsistent: {shown}")
-    params, state = jax.eval_shape(net.init, jax.random.PRNGKey(0))
-    like = {"params": params, "state": state, "opt_state": jax.eval_shape(opt.init, params),
-            "best_params": params, "best_state": state}
-    try:
-        tree = checkpoint.load(ckpt_path, like=like)
-    except checkpoint.CorruptCheckpointError:
-        raise
-    except ValueError as e:
-        raise ValueError(f"evaluate: {ckpt_path} does not match {config_path} (options {_describe_options(stored)}): "
-                         f"{e}") from None
-    test = train.evaluate(net, tree["best_params"], tree["best_state"], ds.x_test, ds.y_test)
+        raise ValueError(f"evaluate: {run.config_path} does not describe a run fnet can rebuild: {e}") from None
+    runs.check_net(run, net.config)
+    params, state = runs.load_best(run, net, opt)
+    test = train.evaluate(net, params, state, ds.x_test, ds.y_test)
     if ds.num_classes == 0:
-        print(f"{run_dir}: test loss {test['loss']:.4f} on {len(ds.x_test)} {ds.name} samples")
+        print(f"{args.run_dir}: test loss {test['loss']:.4f} on {len(ds.x_test)} {ds.name} samples")
     else:
-        print(f"{run_dir}: test accuracy {100 * test['accuracy']:.2f}% on {len(ds.x_test)} {ds.name} samples")
+        print(f"{args.run_dir}: test accuracy {100 * test['accuracy']:.2f}% on {len(ds.x_test)} {ds.name} samples")
     return 0
-
-
-def _describe_options(stored: dict) -> str:
-    return " ".join(f"--{k.replace('_', '-')} {_show(stored[k])}" for k in ("data", "model", "hidden", "filters", "norm",
-                                                                            "optimizer"))
 
 
 def _cmd_data_download(args) -> int:
@@ -508,18 +351,18 @@ def _cmd_experiment(args) -> int:
             print(f"{name:<24} {mod.DESCRIPTION}")
         return 0
     mod = experiments.get(args.name)
-    os.makedirs(args.out, exist_ok=True)
+    json_path, png_path = experiments.check_outputs(args.out, args.name)
     t0 = time.perf_counter()
     result = mod.run(quick=args.quick, data_dir=args.data_dir)
     elapsed = time.perf_counter() - t0
-    json_path = os.path.join(args.out, f"{args.name}.json")
     files.write_json(json_path, result)
+    experiments.record_outputs(args.out, json_path)
     print(mod.summary(result))
-    png_path = os.path.join(args.out, f"{args.name}.png")
     if plots.pyplot() is None:
         print(f"note: matplotlib is not installed, so {png_path} was not written (pip install 'fnet[plot]')")
     else:
         mod.plot(result, png_path)
+        experiments.record_outputs(args.out, png_path)
         print(f"wrote {json_path} and {png_path} ({elapsed:.1f} s)")
     return 0
 

@@ -27,6 +27,7 @@ the whole path.
 from __future__ import annotations
 
 import itertools
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -74,8 +75,9 @@ def _child_keys(key, n: int):
 
 
 def is_shape(shape) -> bool:
-    """True for one shape (a tuple of ints or None), False for a tuple of shapes (branches)."""
-    return isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)
+    """True for one shape (a tuple of ints, Python or NumPy, or None), False for a tuple of shapes
+    (branches)."""
+    return isinstance(shape, tuple) and all(d is None or isinstance(d, numbers.Integral) for d in shape)
 
 
 def serial(*children) -> Module:
@@ -88,6 +90,13 @@ def serial(*children) -> Module:
     Returns:
       A :class:`~fnet.modules.Module` with params/state ``{child name: ...}`` (children with
       parameters/state only) and cache ``(child caches, ...)``.
+
+    >>> import jax
+    >>> from fnet import combinators, modules
+    >>> net = combinators.serial(modules.dense(4), modules.tanh(), ("head", modules.dense(3)))
+    >>> params, state, output_shape = net.init(jax.random.PRNGKey(0), (None, 5))
+    >>> jax.tree.map(lambda a: a.shape, params), state, output_shape
+    ({'dense1': {'W': (5, 4), 'b': (4,)}, 'head': {'W': (4, 3), 'b': (3,)}}, {}, (None, 3))
     """
     return _serial("serial", children)
 
@@ -186,8 +195,7 @@ def parallel(*children) -> Module:
 
 def fan_out(n: int = 2) -> Module:
     """``x -> (x, ..., x)`` (``n`` copies); backward: ``dx = dy_1 + ... + dy_n``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"fan_out: n must be a positive int, got {n!r}")
+    n = _checks.integer("fan_out", "n", n, minimum=1)
 
     def init(key, input_shape):
         del key
@@ -236,8 +244,7 @@ def fan_in_concat(axis: int = -1) -> Module:
     """Concatenate the branches along ``axis`` (the feature axis by default; 1 for the channels of
     images); backward: ``dy`` split at the branches' sizes along ``axis``."""
     fn = "fan_in_concat"
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise TypeError(f"{fn}: axis must be an int, got {axis!r}")
+    axis = _checks.integer(fn, "axis", axis)
 
     def init(key, input_shape):
         del key
@@ -270,7 +277,20 @@ def fan_in_concat(axis: int = -1) -> Module:
 def residual(block: Module) -> Module:
     """``y = x + block(x)`` (the block must keep the shape), as
     ``serial(fan_out(2), parallel(block, identity()), fan_in_sum())``: backward
-    ``dx = dy + dblock^T(dy)``. Params ``{"branches": {"block": <block's params>}}``."""
+    ``dx = dy + dblock^T(dy)``. Params ``{"branches": {"block": <block's params>}}``.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from fnet import combinators, modules
+    >>> block = combinators.residual(modules.dense(2, init="zeros"))   # the block adds 0 at first
+    >>> params, state, _ = block.init(jax.random.PRNGKey(0), (None, 2))
+    >>> y, _, cache = block.forward(params, state, jnp.array([[1.0, -1.0]]), train=False)
+    >>> dx, dparams = block.backward(params, cache, jnp.array([[1.0, 2.0]]))
+    >>> print(y, dx)                                                   # dx = dy + W^T dy, W = 0
+    [[ 1. -1.]] [[1. 2.]]
+    >>> print(dparams["branches"]["block"]["W"])                      # x^T dy
+    [[ 1.  2.]
+     [-1. -2.]]
+    """
     if not isinstance(block, Module):
         raise TypeError(f"residual: block must be a Module, got {type(block).__name__}")
     body = _serial("residual", (("split", fan_out(2)), ("branches", parallel(("block", block), ("skip", identity()))),

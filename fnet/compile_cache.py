@@ -20,19 +20,38 @@ next process that builds the same program (``jax_compilation_cache_dir``).
   exist): delete the cache folder to get rid of one.
 - A cache that cannot be used never fails a run: an unwritable folder is reported once and the
   run goes on uncached; an unreadable (corrupted) entry is reported once and compiled again.
+- fnet writes its cache only into a folder it owns (:func:`fnet.files.claim_folder`): a new or
+  empty folder, one it marked before, or one holding nothing but JAX cache entries (an earlier
+  fnet's cache). ``/``, ``~``, the current folder and a folder with other files are refused
+  (reported once; the run goes on uncached), so ``FNET_CACHE_DIR`` can never scatter entries
+  among a user's files.
+- Bounded reads: JAX reads an entry whole and cannot be interrupted while it does, so before
+  JAX sees the folder, fnet removes every entry that is not a regular file (a symlink to
+  ``/dev/urandom`` or a FIFO would make the read endless) or is larger than
+  :data:`MAX_ENTRY_BYTES`. The folder is fnet's, so nothing of a user's is removed.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import stat
 import sys
 import warnings
 from pathlib import Path
+
+from fnet import files
 
 ENV_DIR = "FNET_CACHE_DIR"
 ENV_SWITCH = "FNET_COMPILE_CACHE"
 _JAX_CACHE_WARNINGS = r"Error (reading|writing) persistent compilation cache entry"
 _reported: set[str] = set()
+#: The largest cache entry fnet lets JAX read. A compiled fnet program is kilobytes to a few MB;
+#: anything far larger was not written by JAX for fnet.
+MAX_ENTRY_BYTES = 256 << 20
+#: JAX's entry names (jaxlib 0.10's LRUCache): "<program>-<sha256>-cache" and "...-atime".
+_ENTRY_NAME = re.compile(r"^.+-[0-9a-f]{64}-(cache|atime)$")
 
 
 def default_dir() -> Path:
@@ -55,13 +74,47 @@ def _note(kind: str, message: str) -> None:
         print(f"fnet: note: {message}", file=sys.stderr)
 
 
+def _only_cache_entries(names: list) -> bool:
+    """True for a folder an earlier fnet filled: JAX's entries and fnet's hidden files only."""
+    return all(_ENTRY_NAME.match(n) or n.startswith(".") for n in names)
+
+
+def _remove_unsafe_entries(folder: Path) -> None:
+    """Delete the entries of fnet's own cache folder that JAX could not read in bounded time:
+    anything under an entry's name but a regular file (links are never followed), and files over
+    :data:`MAX_ENTRY_BYTES`."""
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not _ENTRY_NAME.match(entry.name):
+                continue  # JAX reads nothing else (fnet's marker, lock and probe files)
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode) and info.st_size <= MAX_ENTRY_BYTES:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(entry.path)  # never follows links inside
+                removed.append(entry.name)
+                continue
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    if removed:
+        _note("unsafe-entries", f"removed {len(removed)} entries from the compilation cache {folder} that were not "
+                                f"regular files or held over {MAX_ENTRY_BYTES:,} bytes (e.g. {removed[0]})")
+
+
 def _usable(folder: Path) -> str | None:
-    """Why ``folder`` cannot hold the cache, or None: it must be (made) a folder we can write to."""
+    """Why ``folder`` cannot hold the cache, or None: it must be a folder fnet owns (made one if
+    new or empty) that we can write to."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        files.claim_folder(folder, kind="cache", option=ENV_DIR if os.environ.get(ENV_DIR) else "cache folder",
+                           what="fnet's compilation cache", example=f"{ENV_DIR}=~/.cache/fnet/jax",
+                           adopt=_only_cache_entries)
+        _remove_unsafe_entries(folder)
         probe = folder / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+    except files.UnsafeFolderError as e:
+        return str(e)
     except OSError as e:
         return f"{type(e).__name__}: {e.strerror or e}"
     return None

@@ -5,13 +5,21 @@
 Any JAX program written with such functions (``jax.grad``, ``jax.vjp``, under ``jit`` or
 ``vmap``) then differentiates through fnet's hand-derived rules instead of JAX's autodiff of the
 forward. :func:`module_vjp` is the one bridge for modules, leaf or composed, and :data:`LOSSES`
-wraps the losses of :mod:`fnet.losses`::
+wraps the losses of :mod:`fnet.losses`. ``jax.grad`` then gives exactly the hand-written chain:
 
-    from fnet import custom_vjp as cv, modules as fm, combinators as fc
-    f = cv.module_vjp(fc.serial(fm.dense(100), fm.relu(), fm.dense(10)))
-    def loss(params, x, y):
-        return cv.LOSSES["softmax_cross_entropy"](f(params, x)[0], y)
-    grads = jax.grad(loss)(params, x, y)     # runs serial's derived backward and the loss's dscores
+>>> import jax, jax.numpy as jnp
+>>> from fnet import combinators, custom_vjp, losses, modules
+>>> net = combinators.serial(modules.dense(8), modules.relu(), modules.dense(3))
+>>> params, state, _ = net.init(jax.random.PRNGKey(0), (None, 5))
+>>> x, y = jax.random.normal(jax.random.PRNGKey(1), (4, 5)), jnp.array([0, 2, 1, 2])
+>>> f = custom_vjp.module_vjp(net)
+>>> def loss(params, x, y):
+...     return custom_vjp.LOSSES["softmax_cross_entropy"](f(params, x)[0], y)
+>>> grads = jax.grad(loss)(params, x, y)     # runs serial's derived backward and the loss's dscores
+>>> scores, _, cache = net.forward(params, state, x, train=True)
+>>> _, manual = net.backward(params, cache, losses.softmax_cross_entropy(scores, y)[1])
+>>> jax.tree.all(jax.tree.map(jnp.array_equal, grads, manual))
+True
 
 Non-differentiable arguments (one design for all): every keyword argument, and every positional
 argument listed in ``nondiff_argnums`` (leaky ReLU's ``alpha``, dropout's ``rate`` and ``key``,
@@ -26,11 +34,13 @@ hyperparameters or targets.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Callable
 
 import jax
 
-from fnet import losses
+from fnet import _checks, losses
+from fnet.modules import Module
 
 
 def manual_vjp(forward, backward, *, nondiff_argnums=()):
@@ -51,25 +61,24 @@ def manual_vjp(forward, backward, *, nondiff_argnums=()):
     Args:
       forward: ``forward(*args, **options) -> (out, cache)``, pure and jit-able.
       backward: ``backward(dout, cache) -> grads`` for the differentiable arguments.
-      nondiff_argnums: indices (non-negative ints) of positional arguments that are not
-        differentiated.
+      nondiff_argnums: an index, or a sequence of indices, of positional arguments that are not
+        differentiated: ints >= 0, Python or NumPy.
 
     Returns:
       ``f(*args, **options) -> out``; jit-able and vmappable like ``forward``.
 
     Raises:
       TypeError: if ``forward``/``backward`` are not callable or ``nondiff_argnums`` holds
-        something other than non-negative ints.
+        something other than ints (a bool, a float).
+      ValueError: if ``nondiff_argnums`` holds a negative index.
     """
     fn = "manual_vjp"
     for name, value in (("forward", forward), ("backward", backward)):
         if not callable(value):
             raise TypeError(f"{fn}: {name} must be callable, got {type(value).__name__}")
-    if isinstance(nondiff_argnums, int):
+    if not isinstance(nondiff_argnums, Iterable):
         nondiff_argnums = (nondiff_argnums,)
-    nondiff = frozenset(nondiff_argnums)
-    if any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in nondiff):
-        raise TypeError(f"{fn}: nondiff_argnums must be non-negative ints, got {tuple(nondiff_argnums)!r}")
+    nondiff = frozenset(_checks.integer(fn, "nondiff_argnums", i, minimum=0) for i in nondiff_argnums)
     name = getattr(forward, "__name__", repr(forward))
 
     @functools.wraps(forward)
@@ -144,8 +153,6 @@ def module_vjp(module) -> Callable:
       ``f(params, x, *, state=None, train=True, key=None) -> (y, new_state)``; jit-able and
       vmappable.
     """
-    from fnet.modules import Module
-
     if not isinstance(module, Module):
         raise TypeError(f"module_vjp: module must be a fnet.modules.Module, got {type(module).__name__}")
 

@@ -24,7 +24,9 @@ import json
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
+from typing import Callable
 
 TEMP_SUFFIX = ".tmp"
 PART_SUFFIX = ".part"
@@ -54,10 +56,14 @@ def create_temporary(folder, name: str, suffix: str = TEMP_SUFFIX) -> tuple[int,
 def atomic_open(path, mode: str = "wb", *, encoding: str | None = None):
     """Open a temporary beside ``path`` for writing; on a clean exit it replaces ``path``.
 
-    Usage::
-
-        with atomic_open("run/config.json", "w") as f:
-            json.dump(config, f)
+    >>> import json, pathlib, tempfile
+    >>> from fnet.files import atomic_open
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "config.json"
+    ...     with atomic_open(path, "w") as f:
+    ...         json.dump({"learning_rate": 0.1}, f)
+    ...     print(path.read_text(), sorted(p.name for p in path.parent.iterdir()))
+    {"learning_rate": 0.1} ['config.json']
 
     Args:
       path: the final file; its folder must exist. A symlink at ``path`` is replaced, never
@@ -80,6 +86,11 @@ def atomic_open(path, mode: str = "wb", *, encoding: str | None = None):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # e.g. a full disk on write: say which file could not be written
+            raise OSError(e.errno, f"{e.strerror or e}; {path} was not written (left as it was)", str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -192,3 +203,139 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Folders fnet writes into: the one set of rules for run folders, experiment outputs and the
+# compilation cache.
+
+MISSING, EMPTY, OWNED, OTHER = "missing", "empty", "owned", "other"
+#: The marker of a folder fnet created (or adopted) for its experiment outputs or its cache.
+FOLDER_MARKER = ".fnet-folder.json"
+_FOLDER_FORMAT = "fnet.folder"
+
+
+class UnsafeFolderError(ValueError):
+    """A folder fnet refuses to write into (or to write into the way it was asked to)."""
+
+
+def refuse_special(path, *, option: str, what: str, example: str) -> Path:
+    """Refuse a path that fnet must never write into or empty: the filesystem root, the home
+    folder, the current folder and every ancestor of it, compared after resolving links.
+
+    Args:
+      path: the folder as the user gave it (``~`` is expanded).
+      option: how the user gave it, for the message, e.g. "--out" or "FNET_CACHE_DIR".
+      what: what fnet would make of it, e.g. "a run folder".
+      example: a safe alternative, e.g. "--out runs/my-run".
+
+    Returns:
+      ``path`` as a :class:`~pathlib.Path` (``~`` expanded).
+
+    Raises:
+      UnsafeFolderError: "<option> <path>: refusing to use <why> (<resolved>) as <what>; ...".
+    """
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == Path(resolved.anchor):
+        why = "the filesystem root"
+    elif resolved == Path.home().resolve():
+        why = "your home folder"
+    elif resolved == cwd:
+        why = "the current folder"
+    elif resolved in cwd.parents:
+        why = "a folder that contains the current folder"
+    else:
+        return path
+    raise UnsafeFolderError(f"{option} {path}: refusing to use {why} ({resolved}) as {what}; name a new folder, "
+                            f"e.g. {example}")
+
+
+def folder_state(path, is_owned: Callable[[Path], bool]) -> str:
+    """What ``path`` is to fnet: :data:`MISSING`; :data:`EMPTY` (a folder holding nothing but
+    fnet's lock file and temporaries, e.g. one a killed process left); :data:`OWNED` (a folder
+    for which ``is_owned(path)`` is true, i.e. that holds fnet's marker); :data:`OTHER` (a file,
+    a symlink, or a folder with a user's files)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return MISSING
+    if path.is_symlink() and not path.is_dir() or not path.is_dir():
+        return OTHER
+    if is_owned(path):
+        return OWNED
+    leftovers = [n for n in os.listdir(path) if n != LOCK_NAME and not is_temporary(n)]
+    return OTHER if leftovers else EMPTY
+
+
+def read_folder_marker(path, kind: str) -> dict | None:
+    """The record of the :data:`FOLDER_MARKER` of ``path`` if it marks a folder of ``kind``."""
+    try:
+        record = json.loads(read_regular(Path(path) / FOLDER_MARKER, limit=1 << 20, what="folder marker"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != _FOLDER_FORMAT or record.get("kind") != kind:
+        return None
+    return record
+
+
+def write_folder_marker(path, kind: str, written=()) -> None:
+    """Mark ``path`` as fnet's folder of ``kind``; ``written`` lists the files fnet wrote there."""
+    write_json(Path(path) / FOLDER_MARKER, {"format": _FOLDER_FORMAT, "kind": kind, "written": sorted(written)})
+
+
+def claim_folder(path, *, kind: str, option: str, what: str, example: str,
+                 adopt: Callable[[list], bool] | None = None) -> Path:
+    """Make ``path`` a folder that fnet owns for ``kind`` ("experiments", "cache"), or check that
+    it is one, before anything is written there.
+
+    - :func:`refuse_special` paths are refused;
+    - a missing folder is created (with its parents) and marked; an empty one is marked;
+    - a folder marked for ``kind`` is used as it is;
+    - any other folder is refused, unless ``adopt(names)`` accepts its entries (e.g. a cache
+      folder that an earlier fnet filled with JAX's entries only), and then marked.
+
+    Raises:
+      UnsafeFolderError: naming the option, the path and why.
+    """
+    path = refuse_special(path, option=option, what=what, example=example)
+    state = folder_state(path, lambda p: read_folder_marker(p, kind) is not None)
+    if state == OTHER and path.is_dir() and not path.is_symlink() and adopt is not None and adopt(os.listdir(path)):
+        state = EMPTY
+    if state == OTHER:
+        kind_of = "a file" if path.exists() and not path.is_dir() else "a symbolic link" if path.is_symlink() else \
+            f"a folder that fnet did not create (no {FOLDER_MARKER})"
+        raise UnsafeFolderError(f"{option} {path}: refusing to write into {kind_of}; name a new or empty folder, "
+                                f"e.g. {example}")
+    if state == MISSING:
+        path.mkdir(parents=True, exist_ok=True)
+    if state != OWNED:
+        write_folder_marker(path, kind)
+    return path
+
+
+def read_regular(path, *, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, read only if it is one and holds at most ``limit``
+    bytes: a symlink, FIFO, device or folder is refused before anything is read (a FIFO would
+    block, a device could never end), and so is a file over the limit.
+
+    Raises:
+      OSError: the file cannot be opened (missing, a symlink: ELOOP).
+      ValueError: "<what> <path> is not a regular file" / "... holds N bytes, more than ...".
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file; refusing to read it")
+        if info.st_size > limit:
+            raise ValueError(f"{what} {path} holds {info.st_size:,} bytes, more than the {limit:,} such a file "
+                             "can hold; refusing to read it")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grew while being read
+        raise ValueError(f"{what} {path} grew past {limit:,} bytes while being read; refusing it")
+    return data

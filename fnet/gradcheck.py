@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, losses, models, modules, nets, xla_options
-from fnet.modules import Module
+from fnet import _checks, combinators, layers, losses, models, modules, nets, xla_options
+from fnet.modules import Module, recurrent
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
 AUTODIFF_TOL = 1e-7
@@ -54,13 +54,15 @@ def numerical_gradient(f: Callable, x, h: float = 1e-5, *, batch_size: int = 409
       f: JAX-traceable function of ``x`` returning a scalar.
       x: an array or a pytree of arrays (use float64 for meaningful results).
       h: step (default 1e-5, good for float64; use ~1e-3 in float32).
-      batch_size: number of elements perturbed at once: the 2 * batch_size evaluations of ``f``
-        run as one vmapped batch (``jax.lax.map`` over batches when there are more elements).
-        Works eagerly and under ``jit`` (where the whole difference quotient is one program).
+      batch_size: number of elements perturbed at once (a positive int, Python or NumPy): the
+        2 * batch_size evaluations of ``f`` run as one vmapped batch (``jax.lax.map`` over
+        batches when there are more elements). Works eagerly and under ``jit`` (where the whole
+        difference quotient is one program).
 
     Returns:
       A pytree like ``x`` with the numerical gradient.
     """
+    batch_size = _checks.integer("numerical_gradient", "batch_size", batch_size, minimum=1)
     flat, unravel = ravel_pytree(x)
     if flat.size == 0:
         return x
@@ -84,6 +86,13 @@ def rel_error(a, b, *, floor: float = 1e-8) -> float:
 
     Raises:
       ValueError: if the trees or shapes differ.
+
+    >>> import numpy as np
+    >>> from fnet import gradcheck
+    >>> print(f"{gradcheck.rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.000002])):.1e}")  # 2e-6 / 4
+    5.0e-07
+    >>> gradcheck.rel_error(np.array([1.0]), np.array([np.nan]))
+    inf
     """
     la, ta = jax.tree_util.tree_flatten(a)
     lb, tb = jax.tree_util.tree_flatten(b)
@@ -232,7 +241,8 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
       input_shape: a concrete input shape with the batch axis, e.g. ``(4, 3)`` or ``(2, 1, 6, 6)``
         (a tuple of shapes for a module that takes branches).
       train: check the train-mode (True) or eval-mode pass.
-      x: the input to use (default: standard normal values).
+      x: the input to use (default: standard normal values). Integer leaves (token ids) are held
+        fixed and not checked; ``backward`` must return None in their place.
       params: the parameters to check at (default: random ones, see above); pass them for a module
         whose parameters must lie in a domain, e.g. a positive scale.
       h: the finite-difference step.
@@ -242,8 +252,13 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
 
     Raises:
       ValueError: ``backward`` returned a ``dx``/``dparams`` of the wrong structure or shapes.
+
+    >>> from fnet import gradcheck, modules
+    >>> result = gradcheck.check_module(modules.dense(3), (4, 5))
+    >>> result.passed, list(result.leaves)
+    (True, ['params.W', 'params.b', 'x'])
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_checks.integer("check_module", "seed", seed, minimum=0))
     key = _check_key(seed)
     with jax.enable_x64(True):
         random_params, state = _generic_point(rng, lambda k: module.init(k, input_shape)[:2], key)
@@ -255,10 +270,23 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
             x = x[0] if single else tuple(x)
         x = _float64(x)
         out = jax.eval_shape(lambda p, x: module.forward(p, state, x, train=train, key=key)[0], params, x)
-        context = {"state": state, "dy": _normal_like(rng, out), "key": key}
+        # Integer leaves of x (token ids) have no gradient: they stay fixed in the context, and
+        # backward returns None in their place, so its dx leaves are x's float leaves, in order.
+        leaves, treedef = jax.tree_util.tree_flatten(x)
+        fixed = [not jnp.issubdtype(jnp.result_type(a), jnp.floating) for a in leaves]
+        diff_x = tuple(a for a, f in zip(leaves, fixed) if not f) if any(fixed) else x
+        context = {"state": state, "dy": _normal_like(rng, out), "key": key,
+                   "ids": tuple(a for a, f in zip(leaves, fixed) if f)}
+
+        def module_input(inputs, ctx):
+            if not any(fixed):
+                return inputs["x"]
+            floats, ids = iter(inputs["x"]), iter(ctx["ids"])
+            return jax.tree_util.tree_unflatten(treedef, [next(ids) if f else next(floats) for f in fixed])
 
         def forward(inputs, ctx):
-            return module.forward(inputs["params"], ctx["state"], inputs["x"], train=train, key=ctx["key"])
+            return module.forward(inputs["params"], ctx["state"], module_input(inputs, ctx), train=train,
+                                  key=ctx["key"])
 
         def scalar(inputs, ctx):
             leaves = zip(jax.tree_util.tree_leaves(forward(inputs, ctx)[0]), jax.tree_util.tree_leaves(ctx["dy"]))
@@ -266,9 +294,9 @@ def check_module(module: Module, input_shape, *, seed: int = 0, train: bool = Tr
 
         def manual(inputs, ctx):
             dx, dparams = module.backward(inputs["params"], forward(inputs, ctx)[2], ctx["dy"])
-            return {"x": dx, "params": dparams}
+            return {"x": tuple(jax.tree_util.tree_leaves(dx)) if any(fixed) else dx, "params": dparams}
 
-        return _compiled_check(name or module.name, scalar, {"x": x, "params": params}, manual, context, h)
+        return _compiled_check(name or module.name, scalar, {"x": diff_x, "params": params}, manual, context, h)
 
 
 def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None) -> CheckResult:
@@ -280,7 +308,7 @@ def check_network(net: nets.Net, x, y, *, seed: int = 0, name: str | None = None
       net: a float64 network (``dtype="float64"``).
       x: float64 inputs of shape (N, *net.input_shape); y: targets for the net's loss.
     """
-    key = _check_key(seed)
+    key = _check_key(_checks.integer("check_network", "seed", seed, minimum=0))
     with jax.enable_x64(True):
         params, state = _generic_point(np.random.default_rng(seed), lambda k: tuple(net.init(k)), key)
         context = {"x": x, "y": y, "state": state, "key": key}
@@ -327,8 +355,9 @@ def _away_from_zero(rng: np.random.Generator, shape):
 
 def check_layers(seed: int = 0) -> list[CheckResult]:
     """Three-way check of every leaf module (each wraps one :mod:`fnet.layers` pair; the
-    convolutional ones on tiny images) and every loss, in float64 on small random inputs."""
-    rng = np.random.default_rng(seed)
+    convolutional ones on tiny images, the recurrent ones on tiny sequences), the recurrent
+    steps, and every loss, in float64 on small random inputs."""
+    rng = np.random.default_rng(_checks.integer("check_layers", "seed", seed, minimum=0))
     normal = rng.standard_normal
     n, d = 6, 5
     checks = [
@@ -360,6 +389,7 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
                 name="batchnorm (images, train)"),
         partial(check_module, modules.groupnorm(2), (2, 4, 3, 3), seed=seed, name="groupnorm (2 groups)"),
     ]
+    checks += _recurrent_checks(rng, seed)
     checks += [
         partial(_loss_check, "softmax_cross_entropy", losses.softmax_cross_entropy, normal((n, d)),
                 rng.integers(0, d, n)),
@@ -372,6 +402,63 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
     return _run(checks)
 
 
+def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], CheckResult]]:
+    """The steps of :mod:`fnet.layers.recurrent` as layer pairs, the sequences through their modules (with
+    the initial state from the input and the last state out), and temporal_softmax_loss in both
+    normalizations; tiny sizes (N = 2, T = 3, D = 2, H = 3), since finite differences perturb
+    every weight."""
+    normal = rng.standard_normal
+    rm = recurrent
+    n, t, d, h, v = 2, 3, 2, 3, 5
+    seq = (n, t, d)
+
+    def weights(gates):
+        return {"Wx": PARAM_SCALE * normal((d, gates * h)), "Wh": PARAM_SCALE * normal((h, gates * h)),
+                "b": PARAM_SCALE * normal(gates * h)}
+
+    step = {"x": normal((n, d)), "prev_h": normal((n, h))}
+    ids = np.array([[0, 3, 3], [1, 3, 0]])  # repeated ids: their rows' gradients add up
+    y, mask = rng.integers(0, v, (n, t)), np.array([[True, True, False], [True, False, False]])
+    return [
+        partial(_pair_check, "rnn_step", layers.rnn_step_forward, layers.rnn_step_backward,
+                {**step, **weights(1)}, (normal((n, h)),)),
+        partial(_pair_check, "lstm_step", layers.lstm_step_forward, layers.lstm_step_backward,
+                {**step, "prev_c": normal((n, h)), **weights(4)}, (normal((n, h)), normal((n, h)))),
+        partial(_pair_check, "gru_step", layers.gru_step_forward, layers.gru_step_backward,
+                {**step, **weights(3), "bh": PARAM_SCALE * normal(h)}, (normal((n, h)),)),
+        partial(_pair_check, "lstm_forward (c0 = 0)", layers.lstm_forward, layers.lstm_backward,
+                {"x": normal(seq), "h0": normal((n, h)), **weights(4)}, (normal((n, t, h)),)),
+        partial(check_module, rm.rnn(h, initial_state=True, return_sequences=False), (seq, (n, h)), seed=seed,
+                name="rnn (h0 from the input, last state)"),
+        partial(check_module, rm.lstm(h, initial_state=True, return_state=True), (seq, (n, h), (n, h)), seed=seed,
+                name="lstm (h0, c0 from the input; states and last c out)"),
+        partial(check_module, rm.gru(h), seq, seed=seed, name="gru (all states)"),
+        partial(check_module, rm.embedding(v, d), ids.shape, x=ids, seed=seed, name="embedding (repeated ids)"),
+        partial(check_module, rm.temporal_dense(v), seq, seed=seed, name="temporal_dense (temporal affine)"),
+        *(partial(_loss_check, f"temporal_softmax_loss ({norm})",
+                  partial(losses.temporal_softmax_loss, mask=mask, normalize=norm), normal((n, t, v)), y)
+          for norm in losses.TEMPORAL_NORMALIZATIONS),
+    ]
+
+
+def _pair_check(name, forward, backward, inputs: dict, douts: tuple):
+    """Three-way check of a layer pair ``(*outs, cache) = forward(*args)``, ``grads =
+    backward(*douts, cache)``, with ``inputs`` the arguments by name in the forward's order."""
+    names = list(inputs)
+
+    def outputs(a):
+        out = forward(*(a[k] for k in names))  # not a.values(): a traced dict has sorted keys
+        return out[:-1], out[-1]
+
+    def scalar(a):
+        return sum(jnp.sum(o * g) for o, g in zip(outputs(a)[0], douts))
+
+    def manual(a):
+        return dict(zip(names, backward(*douts, outputs(a)[1])))
+
+    return three_way(name, scalar, inputs, manual)
+
+
 def _loss_check(name, loss_fn, scores, y):
     return three_way(name, lambda p: loss_fn(p["scores"], y)[0], {"scores": scores},
                      lambda p: {"scores": loss_fn(p["scores"], y)[1]})
@@ -382,6 +469,7 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
     from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
     from fnet.modules import dense, tanh
 
+    seed = _checks.integer("check_combinators", "seed", seed, minimum=0)
     n, d = 5, 4
     branches = parallel(serial(dense(3), tanh()), dense(3))
     return _run([
@@ -400,11 +488,12 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     (each activation once, the norms in turn), each with dropout and weight decay (every branch
     of the derived chain), an MSE and a BCE head, a residual MLP and a two-branch network written
     as compositions, and a small CNN (fnet's ``cnn``: convolutions, batch norm on images,
-    pooling, dropout)."""
+    pooling, dropout), and a 2-layer LSTM language model (embedding, LSTM, dropout, LSTM, temporal
+    dense, temporal softmax loss)."""
     from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
     from fnet.modules import batchnorm, dense, dropout, relu, tanh
 
-    rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(_checks.integer("check_networks", "seed", seed, minimum=0) + 1)
     n, d, c = 8, 5, 3
     x, y = rng.standard_normal((n, d)), rng.integers(0, c, n)
     checks = []
@@ -427,7 +516,32 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     small_cnn = models.cnn("small_cnn", (1, 6, 6), c, filters=(2, 3), dense_width=4, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
                           name=small_cnn.name))
+    rm, v = recurrent, 5
+    lm = serial(rm.embedding(v, 3), rm.lstm(4), dropout(0.3), rm.lstm(4), rm.temporal_dense(v))
+    tokens = rng.integers(0, v, (2, 4))
+    checks.append(partial(_language_model_check, lm, tokens[:, :-1], tokens[:, 1:], seed=seed,
+                          name="2-layer LSTM language model"))
     return _run(checks)
+
+
+def _language_model_check(module: Module, ids, y, *, seed: int, name: str) -> CheckResult:
+    """Three-way check of a language model's loss (:func:`fnet.losses.temporal_softmax_loss` of
+    the scores of integer ``ids``, every token counted) with respect to its parameters, at a
+    generic point as :func:`check_network` (the network layer takes float inputs only)."""
+    key = _check_key(seed)
+    with jax.enable_x64(True):
+        params, state = _generic_point(np.random.default_rng(seed), lambda k: module.init(k, ids.shape)[:2], key)
+        context = {"ids": ids, "y": y, "mask": np.ones(y.shape, bool), "state": state, "key": key}
+
+        def loss(p, ctx):
+            scores, _, cache = module.forward(p, ctx["state"], ctx["ids"], train=True, key=ctx["key"])
+            return losses.temporal_softmax_loss(scores, ctx["y"], ctx["mask"]), cache
+
+        def manual(p, ctx):
+            (_, dscores), cache = loss(p, ctx)
+            return module.backward(p, cache, dscores)[1]
+
+        return _compiled_check(name, lambda p, ctx: loss(p, ctx)[0][0], params, manual, context, 1e-5)
 
 
 def format_report(rows: list[CheckResult], *, verbose: bool = False) -> str:

@@ -12,7 +12,7 @@ from fnet import checkpoint, files, optim
 #: The per-epoch lists of ``FitResult.history`` (and of a run folder's history.json).
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "samples_per_s")
 #: The file name of fit's checkpoint in its ``checkpoint_dir``.
-CHECKPOINT_NAME = "checkpoint.npz"
+CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 class Progress(NamedTuple):

@@ -15,6 +15,7 @@ inputs one output sees (as equinox and PyTorch count it). The scales are the sou
 from __future__ import annotations
 
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +57,17 @@ def fan_in(shape, fn: str = "fan_in") -> int:
         >= 3: (out, in, *kernel)) for a convolution.
 
     Returns:
-      ``shape[0]`` for rank 1 and 2, ``prod(shape[1:])`` for rank >= 3.
+      ``shape[0]`` for rank 1 and 2, ``prod(shape[1:])`` for rank >= 3, a Python int.
+
+    Raises:
+      TypeError: a dimension is not an int (Python or NumPy).
+      ValueError: a negative dimension, or a fan-in of 0.
+
+    >>> from fnet import init
+    >>> init.fan_in((784, 100)), init.fan_in((16, 3, 5, 5))     # a dense matrix; 16 filters of 3x5x5
+    (784, 75)
     """
-    shape = tuple(shape)
+    shape = tuple(_checks.integer(fn, f"shape[{i}]", d, minimum=0) for i, d in enumerate(shape))
     n = shape[0] if 1 <= len(shape) <= 2 else math.prod(shape[1:]) if shape else 0
     if n < 1:
         raise ValueError(f"{fn}: shape must have a positive fan-in, got shape {shape}")
@@ -71,7 +80,14 @@ def xavier(key, shape, dtype=jnp.float32):
 
 
 def he(key, shape, dtype=jnp.float32):
-    """He init, N(0, 2 / n_in) with ``n_in = fan_in(shape)``."""
+    """He init, N(0, 2 / n_in) with ``n_in = fan_in(shape)``.
+
+    >>> import jax
+    >>> from fnet import init
+    >>> W = init.he(jax.random.PRNGKey(0), (1000, 500))
+    >>> print(W.dtype, f"{float(W.std()) / (2 / 1000) ** 0.5:.2f}")    # std / sqrt(2 / n_in)
+    float32 1.00
+    """
     return normal(math.sqrt(2.0 / fan_in(shape, "he")))(key, shape, dtype)
 
 
@@ -81,9 +97,8 @@ INITIALIZERS = {"zeros": zeros, "normal": normal(0.01), "xavier": xavier, "he": 
 
 
 def get(spec):
-    """Resolve an initializer spec: a name in :data:`INITIALIZERS`, a float std (a Python or
-    NumPy float, or a 0-d float array, which may be traced: a sweep over init scales), or a
-    callable.
+    """Resolve an initializer spec: a name in :data:`INITIALIZERS`, a std (a Python or NumPy
+    number, or a 0-d float array, which may be traced: a sweep over init scales), or a callable.
 
     Raises:
       ValueError: for an unknown name or a negative std.
@@ -95,7 +110,7 @@ def get(spec):
             return INITIALIZERS[spec]
         except KeyError:
             raise ValueError(f"init.get: unknown initializer {spec!r}; choose one of {sorted(INITIALIZERS)} or a float std") from None
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
         if spec < 0:
             raise ValueError(f"init.get: std must be >= 0, got {spec}")
         return normal(float(spec))

@@ -239,23 +239,15 @@ def num_params(net: Net) -> int:
     return sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(params))
 
 
-def _weight_mask(params):
-    from fnet import optim  # the one rule for "a weight": innermost key starting with "W"
-
-    return optim.weights_only(params)
-
-
 def l2_penalty(params, lam):
-    """The L2 penalty on the weights of ``params`` (the leaves whose innermost key starts with "W")
-    and its gradient, a tree like ``params`` (``lam * W`` on weights, 0 elsewhere)::
+    """The L2 penalty on the weights of ``params`` (:func:`fnet.modules.is_weight`) and its
+    gradient, a tree like ``params`` (``lam * W`` on weights, 0 elsewhere)::
 
         penalty = 0.5 * lam * sum_W sum(W**2),   dW = lam * W
+
+    :func:`fnet.losses.l2_weight_decay` over the whole tree, masked to the weights.
     """
-    mask = _weight_mask(params)
-    weights = [p for p, m in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)) if m]
-    penalty, _ = losses.l2_weight_decay(weights, lam)
-    grads = jax.tree_util.tree_map(lambda p, m: (lam * p).astype(p.dtype) if m else jnp.zeros_like(p), params, mask)
-    return penalty, grads
+    return losses.l2_weight_decay(params, lam, mask=modules.weight_mask(params))
 
 
 def check_input(fn: str, x, input_shape: tuple):

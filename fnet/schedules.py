@@ -27,6 +27,8 @@ from typing import Callable
 import jax.numpy as jnp
 from jax import dtypes
 
+from fnet import _checks
+
 Schedule = Callable[[object], object]
 
 
@@ -44,9 +46,13 @@ def _float_step(step):
     return jnp.asarray(step).astype(dtypes.canonicalize_dtype(jnp.float64))
 
 
-def _positive_int(fn: str, name: str, n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{fn}: {name} must be a positive int, got {n!r}")
+def _check(fn: str, name: str, steps, **values) -> int:
+    """``steps`` as a positive int (NumPy ints accepted) after checking that every concrete value
+    is finite: a NaN or infinite rate would only show up as a NaN loss many steps later."""
+    for key, value in values.items():
+        if not callable(value):
+            _checks.finite(fn, key, value)
+    return _checks.integer(fn, name, steps, minimum=1)
 
 
 def constant(value) -> Schedule:
@@ -69,8 +75,14 @@ def step_decay(init_value, decay_rate, steps_per_epoch: int) -> Schedule:
       init_value: rate of the first epoch (float or array).
       decay_rate: factor per epoch, e.g. 0.95 (cs231n's default is 1.0, no decay).
       steps_per_epoch: updates per epoch (positive int), e.g. ``N // batch_size``.
+
+    >>> from fnet import schedules
+    >>> lr = schedules.step_decay(0.1, 0.5, steps_per_epoch=10)
+    >>> [round(float(lr(step)), 6) for step in (0, 9, 10, 25)]
+    [0.1, 0.1, 0.05, 0.025]
     """
-    _positive_int("step_decay", "steps_per_epoch", steps_per_epoch)
+    steps_per_epoch = _check("step_decay", "steps_per_epoch", steps_per_epoch, init_value=init_value,
+                             decay_rate=decay_rate)
 
     def schedule(step):
         epoch = jnp.floor(_float_step(step) / steps_per_epoch)
@@ -87,7 +99,8 @@ def exponential(init_value, decay_rate, transition_steps: int, *, staircase: boo
 
     With ``staircase=True`` this equals :func:`step_decay`.
     """
-    _positive_int("exponential", "transition_steps", transition_steps)
+    transition_steps = _check("exponential", "transition_steps", transition_steps, init_value=init_value,
+                              decay_rate=decay_rate)
 
     def schedule(step):
         p = _float_step(step) / transition_steps
@@ -101,7 +114,7 @@ def inverse_time(init_value, decay_rate, decay_steps: int = 1) -> Schedule:
 
         lr(s) = init_value / (1 + decay_rate * s / decay_steps)
     """
-    _positive_int("inverse_time", "decay_steps", decay_steps)
+    decay_steps = _check("inverse_time", "decay_steps", decay_steps, init_value=init_value, decay_rate=decay_rate)
 
     def schedule(step):
         return init_value / (1 + decay_rate * _float_step(step) / decay_steps)
@@ -115,7 +128,7 @@ def cosine(init_value, decay_steps: int, alpha=0.0) -> Schedule:
 
         lr(s) = init_value * ((1 - alpha) * (1 + cos(pi * min(s, T) / T)) / 2 + alpha),  T = decay_steps
     """
-    _positive_int("cosine", "decay_steps", decay_steps)
+    decay_steps = _check("cosine", "decay_steps", decay_steps, init_value=init_value, alpha=alpha)
 
     def schedule(step):
         frac = jnp.minimum(_float_step(step), decay_steps) / decay_steps
@@ -132,9 +145,16 @@ def warmup(schedule, warmup_steps: int, init_value=0.0) -> Schedule:
 
     The rate is continuous at ``s = W``. ``warmup_steps = 0`` returns ``schedule`` unchanged
     (a float becomes :func:`constant`).
+
+    >>> from fnet import schedules
+    >>> lr = schedules.warmup(schedules.cosine(1.0, decay_steps=4), warmup_steps=2)
+    >>> [round(float(lr(step)), 6) for step in range(8)]
+    [0.0, 0.5, 1.0, 0.853553, 0.5, 0.146447, 0.0, 0.0]
     """
-    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-        raise ValueError(f"warmup: warmup_steps must be a non-negative int, got {warmup_steps!r}")
+    _checks.finite("warmup", "init_value", init_value)
+    if not callable(schedule):
+        _checks.finite("warmup", "schedule", schedule)
+    warmup_steps = _checks.integer("warmup", "warmup_steps", warmup_steps, minimum=0)
     after = schedule if callable(schedule) else constant(schedule)
     if warmup_steps == 0:
         return after

@@ -370,7 +370,7 @@ def fit(
       params, state: start from these (finite values) instead of ``net.init``.
       early_stopping: stop after this many epochs without a better validation accuracy.
       train_eval_samples: training accuracy is measured in eval mode on this many samples.
-      checkpoint_dir: if given, ``checkpoint.npz`` there is rewritten atomically after every
+      checkpoint_dir: if given, ``checkpoint.safetensors`` there is rewritten atomically after every
         epoch (params, state, optimizer state, best params and history).
       resume: continue from the checkpoint in ``checkpoint_dir`` (a run resumed after epoch k
         ends with bitwise the same params as an uninterrupted run with the same seed). A run

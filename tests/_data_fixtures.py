@@ -1,5 +1,6 @@
-"""Helpers for tests that need the real MNIST/Fashion-MNIST files (the ``shared_data_dir``
-fixture itself is in conftest.py).
+"""Helpers for the data tests: skipping (or failing) when the real MNIST/Fashion-MNIST files are
+missing (the ``shared_data_dir`` fixture itself is in conftest.py), and a guard for tests that
+plant a FIFO where a data file is expected.
 
 The files are found only through ``$FNET_DATA`` (a folder with ``mnist/`` and ``fashion-mnist/``
 sub-folders, or with the files themselves). Without them the tests are skipped, unless
@@ -7,7 +8,9 @@ sub-folders, or with the files themselves). Without them the tests are skipped, 
 silently turn the real-data checks into skips.
 """
 
+import contextlib
 import os
+import threading
 
 import pytest
 
@@ -16,3 +19,23 @@ def skip_or_fail(reason: str):
     if os.environ.get("FNET_REQUIRE_DATA") == "1":
         pytest.fail(f"{reason} (FNET_REQUIRE_DATA=1, so this is an error rather than a skip)")
     pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def unblocked_fifo(fifo, after: float = 10.0):
+    """Within the block, a read that blocks on the FIFO ``fifo`` ends after ``after`` seconds: a
+    writer opens and closes it, so the reader sees end-of-file and the test fails instead of
+    hanging. With no reader the writer's open fails at once (ENXIO) and nothing happens."""
+
+    def end_blocked_reads():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    timer = threading.Timer(after, end_blocked_reads)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -52,6 +52,13 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
+def bench_peers():
+    """The peer libraries the benchmarks compare against (the ``bench`` extra): ``{name: module}``
+    for flax, optax and torch; the test is skipped when one is not installed."""
+    return {name: pytest.importorskip(name) for name in ("flax", "optax", "torch")}
+
+
+@pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     """The folder named by ``$FNET_DATA``; skips (or fails) when it is unset or missing."""
     value = os.environ.get("FNET_DATA")

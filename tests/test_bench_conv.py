@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytest.importorskip("flax")
-pytest.importorskip("torch")
 
 
 @pytest.fixture
@@ -41,7 +39,7 @@ def test_im2col_and_col2im_are_adjoint(benchmarks):
     np.testing.assert_allclose(np.sum(col * g), np.sum(x * cs.col2im(g, x.shape, 3, 1, 1)), rtol=1e-12)
 
 
-def test_conv_step_quick(benchmarks, tmp_path):
+def test_conv_step_quick(benchmarks, bench_peers, tmp_path):
     json_path, md_path = map(pathlib.Path, benchmarks.conv_step.main(["--quick", "--threads", "1", "--out", str(tmp_path)]))
     record = json.loads(json_path.read_text())
     assert record["quick"] and set(record["configs"]) == {"simple", "two_conv"}

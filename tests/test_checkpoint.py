@@ -1,6 +1,7 @@
 """fnet.checkpoint: bit-exact round trips of pytrees (NamedTuple states, bfloat16, Python scalars,
-PRNG keys), `like=` checks, corrupt files and atomic writes."""
+PRNG keys) through safetensors files, `like=` checks, corrupt and old-format files and atomic writes."""
 
+import json
 import os
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors.numpy
 
 from fnet import checkpoint
 
@@ -56,17 +58,14 @@ def assert_bitwise_equal(a, b):
         if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
         xa, ya = np.asarray(x), np.asarray(y)
-        assert xa.shape == ya.shape
-        if xa.dtype.kind in "fcV":
-            xa, ya = xa.view(f"u{xa.dtype.itemsize}"), ya.view(f"u{ya.dtype.itemsize}")
-        np.testing.assert_array_equal(xa, ya)
+        assert xa.shape == ya.shape and xa.tobytes() == ya.tobytes()
 
     jax.tree.map(same, a, b)
 
 
 def test_round_trip_with_like_restores_exact_structure_and_dtypes(tmp_path):
     tree = make_tree()
-    path = tmp_path / "ckpt.npz"
+    path = tmp_path / "ckpt.safetensors"
     checkpoint.save(path, tree)
     restored = checkpoint.load(path, like=tree)
     assert_bitwise_equal(tree, restored)
@@ -87,8 +86,8 @@ def test_round_trip_special_float_values_bitwise(tmp_path):
 
 def test_load_without_like_gives_plain_nested_containers(tmp_path):
     tree = make_tree()
-    checkpoint.save(tmp_path / "c.npz", tree)
-    plain = checkpoint.load(tmp_path / "c.npz")
+    checkpoint.save(tmp_path / "c.safetensors", tree)
+    plain = checkpoint.load(tmp_path / "c.safetensors")
     assert set(plain) == {"params", "bn_state", "opt_state", "epoch", "lr", "done", "key", "mask"}
     state = plain["opt_state"][0]  # NamedTuple -> dict of its fields; tuple -> list
     assert isinstance(plain["opt_state"], list) and isinstance(state, dict)
@@ -138,13 +137,55 @@ def test_metadata(tmp_path):
     assert checkpoint.load_metadata(tmp_path / "n") == {}
 
 
+def test_an_empty_tree_round_trips(tmp_path):
+    for empty in ({}, [], None, ()):
+        checkpoint.save(tmp_path / "e", empty, metadata={"epoch": 0})
+        assert checkpoint.load(tmp_path / "e") == {}
+        if empty is not None:  # like=None: no `like`
+            assert checkpoint.load(tmp_path / "e", like=empty) == empty
+        assert checkpoint.load_metadata(tmp_path / "e") == {"epoch": 0}
+
+
+def test_safetensors_reads_the_file_with_tensors_named_by_their_tree_path(tmp_path):
+    tree = make_tree()
+    checkpoint.save(tmp_path / "c", tree, metadata={"epoch": 3})
+    tensors = safetensors.numpy.load_file(tmp_path / "c")
+    assert set(tensors) == {"params/W1", "params/b1", "params/W2", "params/gamma", "bn_state/0/mean", "bn_state/0/var",
+                            "bn_state/1/steps", "opt_state/0/count", "opt_state/0/mu/W1", "opt_state/0/mu/b1",
+                            "opt_state/0/mu/W2", "opt_state/0/mu/gamma", "opt_state/0/nu/W1", "opt_state/0/nu/b1",
+                            "opt_state/0/nu/W2", "opt_state/0/nu/gamma", "epoch", "lr", "done", "key", "mask"}
+    np.testing.assert_array_equal(tensors["params/W1"], tree["params"]["W1"])
+    # bfloat16 as its bits (uint16), a typed PRNG key as its uint32 key data, a Python int as an int64 scalar
+    np.testing.assert_array_equal(tensors["params/gamma"], np.asarray(tree["params"]["gamma"]).view(np.uint16))
+    np.testing.assert_array_equal(tensors["key"], jax.random.key_data(tree["key"]))
+    assert tensors["epoch"].shape == () and tensors["epoch"] == 3
+    header = json.loads(safetensors.safe_open(tmp_path / "c", "np").metadata()[checkpoint.METADATA_KEY])
+    assert header["format"] == checkpoint.FORMAT and header["metadata"] == {"epoch": 3}
+    gamma = next(r for r in header["leaves"] if r["tensor"] == "params/gamma")
+    assert gamma["dtype"] == "bfloat16" and gamma["path"] == "['params']['gamma']"
+
+
+def test_wide_and_odd_dtypes_and_keys_round_trip(tmp_path):
+    """complex128 (wider than any safetensors.numpy dtype: stored as bytes), float8, keys holding
+    "/" or "~" (escaped, so they cannot collide with nesting) and a bare array at the root."""
+    import ml_dtypes
+
+    tree = {"c128": np.array([1 + 2j, -0.0 - 1j]), "f8": np.arange(4, dtype=ml_dtypes.float8_e4m3fn),
+            "a/b": np.ones(1), "a": {"b": np.zeros(1)}, "~1": np.full(2, 7, np.int8)}
+    checkpoint.save(tmp_path / "w", tree)
+    assert_bitwise_equal(tree, checkpoint.load(tmp_path / "w", like=tree))
+    assert set(safetensors.numpy.load_file(tmp_path / "w")) == {"c128", "f8", "a~1b", "a/b", "~01"}
+    checkpoint.save(tmp_path / "r", np.arange(3.0))
+    assert set(safetensors.numpy.load_file(tmp_path / "r")) == {""}
+
+
 # ---------------------------------------------------------------------------------------------
 # mismatches and corrupt files
 
 
 def test_like_with_different_shape_or_dtype_names_the_leaf(tmp_path):
     tree = make_tree()
-    path = tmp_path / "c.npz"
+    path = tmp_path / "c.safetensors"
     checkpoint.save(path, tree)
     wrong_shape = jax.tree.map(lambda x: x, tree)
     wrong_shape["params"]["W1"] = jnp.zeros((5, 5), jnp.float32)
@@ -162,7 +203,7 @@ def test_like_with_different_shape_or_dtype_names_the_leaf(tmp_path):
 
 def test_like_with_different_paths_lists_them(tmp_path):
     tree = make_tree()
-    path = tmp_path / "c.npz"
+    path = tmp_path / "c.safetensors"
     checkpoint.save(path, tree)
     fewer = dict(tree)
     del fewer["lr"]
@@ -181,7 +222,7 @@ def test_like_with_different_paths_lists_them(tmp_path):
 
 @pytest.mark.parametrize("cut", [0, 10, 0.5, -1])
 def test_truncated_file_is_a_clear_error(tmp_path, cut):
-    path = tmp_path / "c.npz"
+    path = tmp_path / "c.safetensors"
     checkpoint.save(path, make_tree())
     content = path.read_bytes()
     n = int(len(content) * cut) if isinstance(cut, float) else (cut % len(content))
@@ -192,18 +233,29 @@ def test_truncated_file_is_a_clear_error(tmp_path, cut):
         checkpoint.load_metadata(path)
 
 
-def test_other_npz_and_inconsistent_leaves_are_rejected(tmp_path):
-    np.savez(tmp_path / "plain.npz", a=np.ones(3))
-    with pytest.raises(ValueError, match="not a readable fnet checkpoint"):
-        checkpoint.load(tmp_path / "plain.npz")
-    path = tmp_path / "c.npz"
+def test_other_safetensors_files_and_inconsistent_leaves_are_rejected(tmp_path):
+    safetensors.numpy.save_file({"a": np.ones(3)}, tmp_path / "plain.safetensors")
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="not a readable fnet checkpoint: no fnet header"):
+        checkpoint.load(tmp_path / "plain.safetensors")
+    path = tmp_path / "c.safetensors"
     checkpoint.save(path, {"w": np.ones((2, 3), np.float32)})
-    with np.load(path) as f:
-        members = dict(f)
-    members["leaf_0"] = np.ones((3, 2), np.float32)
-    np.savez(path, **members)
+    header = safetensors.safe_open(path, "np").metadata()
+    safetensors.numpy.save_file({"w": np.ones((3, 2), np.float32)}, path, metadata=header)
     with pytest.raises(ValueError, match=r"corrupt checkpoint: .* leaf at \['w'\] should be float32\[2, 3\], found float32\[3, 2\]"):
         checkpoint.load(path)
+    safetensors.numpy.save_file({"v": np.ones((2, 3), np.float32)}, path, metadata=header)
+    with pytest.raises(ValueError, match=r"fnet's header lists the tensors \['w'\], the file holds \['v'\]"):
+        checkpoint.load(path)
+
+
+def test_an_npz_checkpoint_of_earlier_versions_is_named_in_one_line(tmp_path):
+    np.savez(tmp_path / "old.npz", leaf_0=np.ones(3), __fnet_checkpoint__=np.frombuffer(b"{}", np.uint8))
+    for read in (checkpoint.load, checkpoint.load_metadata):
+        with pytest.raises(checkpoint.LegacyCheckpointError) as e:
+            read(tmp_path / "old.npz")
+        message = str(e.value)
+        assert "\n" not in message and "in the .npz format of earlier fnet versions" in message
+        assert "safetensors" in message and "train again, or load it with the fnet version that wrote it" in message
 
 
 def test_missing_file_is_file_not_found(tmp_path):
@@ -218,11 +270,13 @@ def test_missing_file_is_file_not_found(tmp_path):
         ({"o": object()}, None, r"leaf at \['o'\] has dtype object"),
         ({(1, 2): np.ones(1)}, None, r"dict key \(1, 2\) must be a str or int"),
         ({"w": np.ones(1)}, {"bad": np.ones(1)}, "metadata must be JSON-serializable"),
+        ({"__metadata__": np.ones(1)}, None,
+         r"the leaf at \['__metadata__'\] would be stored as tensor '__metadata__', the name of safetensors' own header"),
     ],
 )
 def test_save_rejects_unsupported_values_and_writes_nothing(tmp_path, tree, metadata, message):
     with pytest.raises(TypeError, match=f"checkpoint.save: {message}"):
-        checkpoint.save(tmp_path / "c.npz", tree, metadata=metadata)
+        checkpoint.save(tmp_path / "c.safetensors", tree, metadata=metadata)
     assert os.listdir(tmp_path) == []
 
 
@@ -230,34 +284,27 @@ def test_save_rejects_unsupported_values_and_writes_nothing(tmp_path, tree, meta
 # atomic writes
 
 
-@pytest.mark.parametrize("failing", ["savez", "replace"])
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch, failing):
-    path = tmp_path / "c.npz"
+    path = tmp_path / "c.safetensors"
     old = {"w": np.arange(3.0)}
     checkpoint.save(path, old)
     before = path.read_bytes()
 
-    def broken_savez(file, **arrays):
-        file.write(b"PK\x03\x04 half an archive")
-        raise OSError("disk full")
+    def broken(*args):
+        raise OSError("disk full" if failing == "fsync" else "rename failed")
 
-    def broken_replace(src, dst):
-        raise OSError("rename failed")
-
-    if failing == "savez":
-        monkeypatch.setattr(np, "savez", broken_savez)
-    else:
-        monkeypatch.setattr(os, "replace", broken_replace)
+    monkeypatch.setattr(os, failing, broken)  # after the new file's bytes were written to the temporary
     with pytest.raises(OSError, match="disk full|rename failed"):
         checkpoint.save(path, {"w": np.arange(5.0)})
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["c.npz"]  # no temp files left behind
+    assert os.listdir(tmp_path) == ["c.safetensors"]  # no temp files left behind
     np.testing.assert_array_equal(checkpoint.load(path, like=old)["w"], old["w"])
 
 
 def test_save_overwrites_and_uses_path_as_given(tmp_path):
-    path = tmp_path / "state"  # no .npz suffix added
+    path = tmp_path / "state"  # no suffix added
     checkpoint.save(path, {"w": np.zeros(2)})
     checkpoint.save(path, {"w": np.ones(2)})
     assert os.listdir(tmp_path) == ["state"]

@@ -96,12 +96,15 @@ SECTIONS = {
                      "batchnorm (eval)", "layernorm", "dropout", "softmax", "flatten", "conv2d (3x3, pad 1)",
                      "conv2d (2x3, stride 2: floor rule)", "max_pool (2x2, stride 2)",
                      "max_pool (3x3, stride 1: overlapping)", "avg_pool (2x2, stride 1)", "global_avg_pool",
-                     "batchnorm (images, train)", "groupnorm (2 groups)", "softmax_cross_entropy",
+                     "batchnorm (images, train)", "groupnorm (2 groups)", "rnn_step", "lstm_step", "gru_step",
+                     "lstm_forward (c0 = 0)", "rnn (h0 from the input", "lstm (h0, c0 from the input", "gru (all states)",
+                     "embedding (repeated ids)", "temporal_dense", "temporal_softmax_loss (batch)",
+                     "temporal_softmax_loss (tokens)", "softmax_cross_entropy",
                      "mean_squared_error", "sigmoid_binary_cross_entropy", "l2_weight_decay"),
     "check_combinators": ("serial", "parallel", "fan_out + fan_in_sum", "fan_in_concat", "residual"),
     "check_networks": ("relu layernorm dropout", "leaky_relu batchnorm dropout", "sigmoid dropout",
                        "tanh layernorm dropout", "identity batchnorm dropout", "mse", "residual MLP", "two-branch network",
-                       "small_cnn"),
+                       "small_cnn", "2-layer LSTM language model"),
 }
 
 

@@ -12,6 +12,7 @@ import math
 import chex
 import numpy as np
 import pytest
+import safetensors.numpy
 from _cli_helpers import one_line_error, snapshot, train
 
 from fnet import checkpoint, cli, data, schedules
@@ -35,13 +36,18 @@ def test_train_writes_the_run_and_evaluate_reproduces_its_test_accuracy(tmp_path
     assert cli.main(["train", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "epoch 3/3" in printed  # progress lines without --quiet
-    assert {"history.json", "curves.png", "checkpoint.npz", "config.json", "results.json"} <= set(snapshot(out))
+    assert {"history.json", "curves.png", "checkpoint.safetensors", "config.json", "results.json"} <= set(snapshot(out))
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [1, 2, 3] and set(history) == set(fnet_train.HISTORY_KEYS)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((out / "config.json").read_text())
     assert config["net"]["hidden_dims"] == [16] and config["args"]["epochs"] == 3
-    assert checkpoint.load_metadata(out / "checkpoint.npz")["epoch"] == 3
+    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 3
+    # The checkpoint is a plain safetensors file, its tensors named by their tree path.
+    tensors = safetensors.numpy.load_file(out / "checkpoint.safetensors")
+    best = checkpoint.load(out / "checkpoint.safetensors")["best_params"]
+    np.testing.assert_array_equal(tensors["best_params/dense1/W"], best["dense1"]["W"])
+    assert {"params/dense1/W", "params/dense2/b", "opt_state/count"} <= set(tensors)
     accuracy = json.loads((out / "results.json").read_text())["test"]["accuracy"]
 
     assert cli.main(["evaluate", str(out)]) == 0
@@ -96,7 +102,7 @@ def test_resume_continues_the_run_exactly(tmp_path, capsys):
     h_whole, h_parts = (json.loads((d / "history.json").read_text()) for d in (whole, parts))
     assert h_parts["epoch"] == [1, 2, 3]
     assert h_parts["train_loss"] == h_whole["train_loss"] and h_parts["val_acc"] == h_whole["val_acc"]
-    a, b = (checkpoint.load(d / "checkpoint.npz")["params"] for d in (whole, parts))
+    a, b = (checkpoint.load(d / "checkpoint.safetensors")["params"] for d in (whole, parts))
     chex.assert_trees_all_equal(a, b)
 
 
@@ -169,8 +175,8 @@ def test_nan_loss_names_epoch_and_step_and_keeps_history_and_checkpoint(tmp_path
     assert "the training loss became nan at epoch 2, step" in line and "the checkpoint of epoch 1" in line
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == [1] and math.isfinite(history["train_loss"][0])
-    assert checkpoint.load_metadata(out / "checkpoint.npz")["epoch"] == 1
-    assert np.all(np.isfinite(checkpoint.load(out / "checkpoint.npz")["params"]["dense1"]["W"]))
+    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 1
+    assert np.all(np.isfinite(checkpoint.load(out / "checkpoint.safetensors")["params"]["dense1"]["W"]))
     assert (out / "curves.png").exists() and (out / "config.json").exists()
     assert not (out / "results.json").exists()
 

@@ -112,7 +112,7 @@ def test_train_resume_and_evaluate_a_cnn_on_digits(tmp_path, capsys):
     assert cli.main(["train", *CNN_SMALL, "--out", str(parts), "--resume"]) == 0
     h_whole, h_parts = (json.loads((d / "history.json").read_text()) for d in (whole, parts))
     assert h_parts["train_loss"] == h_whole["train_loss"]  # bitwise resume, as for the MLP
-    a, b = (fnet.checkpoint.load(d / "checkpoint.npz")["params"] for d in (whole, parts))
+    a, b = (fnet.checkpoint.load(d / "checkpoint.safetensors")["params"] for d in (whole, parts))
     chex.assert_trees_all_equal(a, b)
     config = json.loads((whole / "config.json").read_text())
     assert config["net"]["model"] == "small_cnn" and config["net"]["input_shape"] == [1, 8, 8]

@@ -40,8 +40,22 @@ def test_the_cache_fills_is_reused_and_survives_a_corrupted_entry(tmp_path):
     assert third.returncode == 0, third.stderr
     lines = third.stderr.strip().splitlines()
     assert len(lines) == 1 and "a compilation cache entry could not be read" in lines[0], third.stderr
-    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b", "c")]
-    assert results[0] == results[1] == results[2]
+    # Entries that JAX would read forever (and without answering Ctrl-C): a symlink to an endless
+    # device and a FIFO with no writer. They are removed before JAX sees the folder.
+    for i, name in enumerate(entries):
+        if name.startswith("."):
+            continue
+        (cache / name).unlink()
+        if i % 2:
+            (cache / name).symlink_to("/dev/urandom")
+        else:
+            os.mkfifo(cache / name)
+    fourth = _fnet(*RUN, cache=cache, out=tmp_path / "d")
+    assert fourth.returncode == 0, fourth.stderr
+    assert "removed" in fourth.stderr and "not regular files" in fourth.stderr, fourth.stderr
+    assert all((cache / n).is_file() and not (cache / n).is_symlink() for n in os.listdir(cache))
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("a", "b", "c", "d")]
+    assert results[0] == results[1] == results[2] == results[3]
 
 
 def test_the_cache_can_be_turned_off(tmp_path):
@@ -87,3 +101,37 @@ def test_a_cache_warning_caught_by_matplotlibs_style_reader_becomes_the_one_note
     style_log.warning("In %s: %s", "classic.mplstyle", jax_warning)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fnet: note: a compilation cache entry could not be read"), lines
+
+
+def test_the_cache_is_written_only_into_a_folder_fnet_owns(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for refused, why in (("/", "the filesystem root"), (tmp_path / "home", "your home folder"),
+                         (tmp_path, "the current folder")):
+        assert why in compile_cache._usable(compile_cache.Path(refused))
+    user = tmp_path / "photos"
+    user.mkdir()
+    (user / "cat.jpg").write_bytes(b"\xff\xd8")
+    assert "did not create" in compile_cache._usable(user)
+    assert sorted(os.listdir(user)) == ["cat.jpg"]
+    # An earlier fnet's cache (JAX's entries only, no marker) is adopted; so is a new folder.
+    old = tmp_path / "old-cache"
+    old.mkdir()
+    entry = old / f"jit_step-{'ab' * 32}-cache"
+    entry.write_bytes(b"entry")
+    assert compile_cache._usable(old) is None and entry.read_bytes() == b"entry"
+    assert compile_cache._usable(tmp_path / "new" / "jax") is None
+
+
+def test_oversized_and_special_entries_are_removed_before_jax_reads_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(compile_cache, "_reported", set())
+    monkeypatch.setattr(compile_cache, "MAX_ENTRY_BYTES", 10)
+    cache = tmp_path / "cache"
+    assert compile_cache._usable(cache) is None
+    (cache / f"jit_a-{'0' * 64}-cache").write_bytes(b"small")
+    (cache / f"jit_b-{'1' * 64}-cache").write_bytes(b"x" * 11)
+    (cache / f"jit_c-{'2' * 64}-cache").symlink_to("/dev/zero")
+    assert compile_cache._usable(cache) is None
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [f"jit_a-{'0' * 64}-cache"]
+    assert "removed 2 entries" in capsys.readouterr().err

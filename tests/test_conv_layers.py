@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnet import layers
+from fnet.layers import conv
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
 AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp
@@ -405,6 +406,36 @@ def test_stride_and_pad_take_an_int_or_a_pair():
     assert (cache.stride, cache.pad) == ((2, 2), (1, 1)) and type(cache.stride[0]) is int
 
 
+@settings(deadline=None, max_examples=60)
+@given(hw=st.tuples(st.integers(1, 9), st.integers(1, 9)), window=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+       stride=st.tuples(st.integers(1, 4), st.integers(1, 4)), pad=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+def test_output_size_is_lax_s_floor_rule_or_a_named_error(hw, window, stride, pad):
+    shape = (None, 3, *hw)
+    if any(k > n + 2 * p for k, n, p in zip(window, hw, pad)):
+        with pytest.raises(ValueError, match=r"f: the \d+x\d+ kernel is larger than the (padded )?input"):
+            conv.output_size("f", shape, window, stride, pad, "kernel")
+        return
+    want = jax.lax.conv_general_shape_tuple((1, 3, *hw), (1, 3, *window), stride, [(p, p) for p in pad],
+                                            ("NCHW", "OIHW", "NCHW"))[2:]
+    assert conv.output_size("f", shape, window, stride, pad) == tuple(int(n) for n in want)
+    if not any(pad):
+        assert conv.output_size("f", shape, window, stride) == jax.lax.reduce_window_shape_tuple(
+            (1, 3, *hw), (1, 1, *window), (1, 1, *stride), [(0, 0)] * 4)[2:]
+
+
+def test_integer_arguments_take_numpy_integers_as_python_ints():
+    pool = dict(pool_height=np.int64(2), pool_width=np.int32(3), stride=(np.uint8(1), np.int64(2)))
+    out, cache = jax.eval_shape(lambda x: layers.max_pool_forward(x, **pool), X)
+    assert out.shape == jax.eval_shape(lambda x: layers.max_pool_forward(x, pool_height=2, pool_width=3,
+                                                                         stride=(1, 2)), X)[0].shape
+    assert all(type(d) is int for d in (*cache.window, *cache.stride))
+    _, cache = jax.eval_shape(lambda x: layers.conv_forward(x, W, B, stride=np.int32(2), pad=(np.int64(1), 0)), X)
+    assert (cache.stride, cache.pad) == ((2, 2), (1, 0)) and all(type(d) is int for d in (*cache.stride, *cache.pad))
+    gamma, beta = jnp.ones(3), jnp.zeros(3)
+    chex.assert_trees_all_equal(layers.spatial_groupnorm_forward(X, gamma, beta, np.int64(3))[0],
+                                layers.spatial_groupnorm_forward(X, gamma, beta, 3)[0])
+
+
 def test_mixed_float_dtypes_are_promoted():
     x, w, b = jnp.ones((1, 1, 4, 4), jnp.float32), jnp.ones((2, 1, 3, 3)), jnp.zeros(2)
     out, cache = jax.eval_shape(lambda x: layers.conv_forward(x, w, b), x)
@@ -480,6 +511,10 @@ BAD_INPUTS = {
                           r"conv_forward: stride must be an int, got 1\.5"),
     "conv stride triple": (lambda: layers.conv_forward(X, W, B, stride=(1, 1, 1)), ValueError,
                            r"conv_forward: stride must be an int or a pair \(h, w\), got \(1, 1, 1\)"),
+    "conv stride bool": (lambda: layers.conv_forward(X, W, B, stride=True), TypeError,
+                         r"conv_forward: stride must be an int, got True \(bool\)"),
+    "conv pad numpy float": (lambda: layers.conv_forward(X, W, B, pad=(np.float64(1), 1)), TypeError,
+                             r"conv_forward: pad\[0\] must be an int, got np.float64\(1.0\)"),
     "conv negative pad": (lambda: layers.conv_forward(X, W, B, pad=-1), ValueError,
                           r"conv_forward: pad must be an int >= 0, got -1"),
     "conv integer x": (lambda: layers.conv_forward(jnp.ones((2, 3, 5, 5), jnp.int32), W, B), TypeError,
@@ -490,6 +525,8 @@ BAD_INPUTS = {
         r"\(5x5\); x has shape \(2, 3, 5, 5\)"),
     "max pool width 0": (lambda: layers.max_pool_forward(X, pool_height=2, pool_width=0, stride=1), ValueError,
                          r"max_pool_forward: pool_width must be a positive int, got 0"),
+    "max pool height float": (lambda: layers.max_pool_forward(X, pool_height=2.0, pool_width=2, stride=1), TypeError,
+                              r"max_pool_forward: pool_height must be an int, got 2.0"),
     "max pool flat x": (lambda: layers.max_pool_forward(jnp.ones((4, 25)), **POOL), ValueError,
                         r"max_pool_forward: x has shape \(4, 25\) but images need shape \(N, C, H, W\)"),
     "avg pool stride 0": (lambda: layers.avg_pool_forward(X, pool_height=2, pool_width=2, stride=(0, 1)), ValueError,
@@ -501,6 +538,8 @@ BAD_INPUTS = {
         r"spatial_groupnorm_forward: G = 4 does not divide the 6 channels of x \(shape \(2, 6, 3, 3\)\)"),
     "groupnorm G 0": (lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(3), 0), ValueError,
                       r"spatial_groupnorm_forward: G must be a positive int, got 0"),
+    "groupnorm G bool": (lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(3), True), TypeError,
+                         r"spatial_groupnorm_forward: G must be an int, got True"),
     "groupnorm beta shape": (
         lambda: layers.spatial_groupnorm_forward(X, jnp.ones(3), jnp.zeros(5), 1), ValueError,
         r"spatial_groupnorm_forward: beta has shape \(5,\) but x has shape \(2, 3, 5, 5\); "

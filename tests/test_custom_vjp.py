@@ -140,11 +140,22 @@ def test_manual_vjp_turns_a_layer_pair_into_a_function():
     chex.assert_trees_all_close(got, layers.affine_backward(dout, (X, W)), rtol=1e-15)
 
 
+def test_nondiff_argnums_accepts_numpy_ints():
+    grads = [jax.grad(lambda x: jnp.sum(cv.manual_vjp(layers.leaky_relu_forward, layers.leaky_relu_backward,
+                                                      nondiff_argnums=argnums)(x, 0.1)))(X)
+             for argnums in (1, (1,), np.int64(1), [np.int32(1)])]
+    for g in grads[1:]:
+        chex.assert_trees_all_equal(g, grads[0])
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="manual_vjp: forward must be callable"):
         cv.manual_vjp(None, layers.relu_backward)
-    with pytest.raises(TypeError, match="manual_vjp: nondiff_argnums must be non-negative ints"):
+    with pytest.raises(ValueError, match=r"manual_vjp: nondiff_argnums must be an int >= 0, got -1"):
         cv.manual_vjp(layers.relu_forward, layers.relu_backward, nondiff_argnums=(-1,))
+    for bad, shown in ((True, r"True \(bool\)"), ((0, 1.0), r"1.0 \(float\)"), (np.float64(1), "np.float64")):
+        with pytest.raises(TypeError, match=rf"manual_vjp: nondiff_argnums must be an int, got {shown}"):
+            cv.manual_vjp(layers.leaky_relu_forward, layers.leaky_relu_backward, nondiff_argnums=bad)
     too_few = cv.manual_vjp(layers.affine_forward, lambda dout, cache: layers.affine_backward(dout, cache)[:2])
     W, b = jnp.ones((D, 3)), jnp.zeros(3)
     with pytest.raises(ValueError, match=r"manual_vjp\(affine_forward\): backward returned 2 gradient\(s\) but there are 3"):

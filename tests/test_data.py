@@ -6,8 +6,11 @@ import gzip
 import hashlib
 import http.server
 import os
+import re
 import socket
 import threading
+import tracemalloc
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from _data_fixtures import skip_or_fail
+from _data_fixtures import skip_or_fail, unblocked_fifo
 
 from fnet import data
 
@@ -182,6 +185,47 @@ def test_check_dataset_rejects_bad_regression_targets():
         data.check_dataset(dataclasses.replace(ds, y_test=ds.y_test[:3]))
 
 
+# Every integer argument: a NumPy integer means what the Python int means; a bool or a float is
+# refused with the function and the argument named (a bool would silently be 0 or 1).
+INTEGER_ARGUMENTS = [
+    ("one_hot", "num_classes", lambda v: data.one_hot(np.array([0, 1, 2]), v), 3),
+    ("sin", "n", lambda v: data.sin(n=v), 20),
+    ("spiral", "n_per_class", lambda v: data.spiral(n_per_class=v), 10),
+    ("spiral", "num_classes", lambda v: data.spiral(n_per_class=10, num_classes=v), 3),
+    ("planar", "n", lambda v: data.planar(n=v), 20),
+    ("linear", "n", lambda v: data.linear(n=v), 20),
+    ("sin", "seed", lambda v: data.sin(n=20, seed=v), 3),
+    ("train_val_test_split", "seed",
+     lambda v: data.train_val_test_split(np.arange(20), np.arange(20), seed=v), 3),
+    ("load", "seed", lambda v: data.load("spiral", n_per_class=10, seed=v), 3),
+]
+
+
+def _parts(result):
+    return dataclasses.astuple(result)[:6] if isinstance(result, data.Dataset) else result
+
+
+@pytest.mark.parametrize("fn, name, call, good", INTEGER_ARGUMENTS, ids=lambda a: a if isinstance(a, str) else "")
+def test_integer_arguments_accept_numpy_ints_and_refuse_bools_and_floats(fn, name, call, good):
+    chex.assert_trees_all_equal(_parts(call(np.int64(good))), _parts(call(good)))
+    for bad, shown in ((True, r"True \(bool\)"), (float(good), rf"{float(good)} \(float\)"),
+                       (np.float32(good), r"np.float32")):
+        with pytest.raises(TypeError, match=rf"{fn}: {name} must be an int, got {shown}"):
+            call(bad)
+
+
+def test_sizes_and_seeds_have_lower_bounds():
+    with pytest.raises(ValueError, match=r"one_hot: num_classes must be a positive int, got 0"):
+        data.one_hot(np.array([0]), 0)
+    with pytest.raises(ValueError, match=r"planar: n must be an int >= 2 \(one point per class at least\), got 1"):
+        data.planar(n=1)
+    with pytest.raises(ValueError, match=r"load: seed must be an int >= 0, got -1"):
+        data.load("sin", seed=-1)
+    rng = np.random.default_rng(7)
+    a = data.train_val_test_split(np.arange(20), np.arange(20), seed=rng)
+    chex.assert_trees_all_equal(a, data.train_val_test_split(np.arange(20), np.arange(20), seed=7))
+
+
 # ---------------------------------------------------------------------------------------------
 # synthetic sets
 
@@ -270,6 +314,70 @@ def test_read_idx_truncated_and_corrupt_files(tmp_path):
         with pytest.raises(ValueError, match=message) as e:
             data.read_idx(path)
         assert str(e.value).startswith(f"read_idx: {path} "), name
+
+
+def gzip_bomb(header_shape=(10, 28, 28), zeros=50_000_000) -> bytes:
+    """A gzip stream of a valid uint8 IDX file for ``header_shape`` followed by ``zeros`` extra zero
+    bytes (50 MB compress to about 50 KB: deflate's limit is ~1032:1)."""
+    head = idx_bytes(np.zeros(header_shape, np.uint8))
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    return z.compress(head) + z.compress(bytes(zeros)) + z.flush()
+
+
+def peak_traced_memory(call) -> int:
+    """Peak bytes allocated through Python's and NumPy's allocators while ``call()`` runs."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_read_idx_gzip_bomb_is_refused_with_bounded_memory(tmp_path):
+    path = tmp_path / "bomb-images-idx3-ubyte.gz"
+    path.write_bytes(gzip_bomb())
+    assert path.stat().st_size < 100_000
+
+    def read():
+        with pytest.raises(ValueError, match=r"has trailing bytes: expected 7840 bytes of uint8 data for shape "
+                                             r"\(10, 28, 28\), found more than 7840$"):
+            data.read_idx(path)
+
+    # The whole 50 MB would be decompressed before the check without the header's bound; reading
+    # the 7840 bytes it implies and one more costs at most one 1 MiB chunk plus gzip's buffers.
+    assert peak_traced_memory(read) < 2 * 2**20
+
+
+def test_read_idx_header_claiming_more_than_the_file_can_hold(tmp_path, monkeypatch):
+    path = tmp_path / "claims-images-idx3-ubyte.gz"
+    head = idx_bytes(np.zeros((1, 1, 1), np.uint8))[:4] + np.array([60000, 2800, 2800], ">u4").tobytes()
+    path.write_bytes(gzip.compress(head + bytes(100)))
+
+    def read():
+        with pytest.raises(ValueError, match=r"is truncated: expected 470400000000 bytes .* found at most \d+ \(a "
+                                             r"\d+-byte gzip file decompresses to at most 1032 times its size\)"):
+            data.read_idx(path)
+
+    assert peak_traced_memory(read) < 2**20  # refused before the 470 GB are allocated
+    # A claim that a gzip file could hold but memory cannot: refused before it is allocated too.
+    path.write_bytes(gzip_bomb(zeros=0))
+    monkeypatch.setattr(data.idx, "available_memory", lambda: 4000)
+    with pytest.raises(ValueError, match=r"claims shape \(10, 28, 28\): 7,840 bytes \(0.0 GiB\) of data, more "
+                                         r"than the 4,000 bytes of memory available"):
+        data.read_idx(path)
+
+
+def test_read_idx_reads_only_regular_files(tmp_path):
+    fifo = tmp_path / "fifo-images-idx3-ubyte.gz"
+    os.mkfifo(fifo)  # reading it would block forever: refused before any read
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    with unblocked_fifo(fifo):
+        for path in (fifo, link, tmp_path, Path("/dev/zero")):
+            with pytest.raises(ValueError, match=f"^read_idx: {re.escape(str(path))} is not a regular file"):
+                data.read_idx(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from fnet import gradcheck, mlp
 from fnet.gradcheck import CheckResult, LeafErrors, format_report, numerical_gradient, rel_error
+from fnet.modules import dense
 
 
 def test_numerical_gradient_on_a_pytree():
@@ -34,6 +35,20 @@ def test_numerical_gradient_on_an_array_with_small_batches():
     assert rel_error(g, jnp.exp(x)) < 1e-9
     g = numerical_gradient(lambda x: jnp.sum(x ** 2), x, h=1e-3)
     assert rel_error(g, 2 * x, floor=1e-6) < 1e-9
+
+
+def test_integer_arguments_accept_numpy_ints_and_refuse_bools_and_floats():
+    x = jnp.linspace(-1.0, 1.0, 5)
+    chex.assert_trees_all_equal(numerical_gradient(jnp.sum, x, batch_size=np.int64(2)),
+                                numerical_gradient(jnp.sum, x, batch_size=2))
+    for bad, shown in ((True, r"True \(bool\)"), (2.0, r"2.0 \(float\)")):
+        with pytest.raises(TypeError, match=rf"numerical_gradient: batch_size must be an int, got {shown}"):
+            numerical_gradient(jnp.sum, x, batch_size=bad)
+    for check in (gradcheck.check_layers, gradcheck.check_combinators, gradcheck.check_networks):
+        with pytest.raises(TypeError, match=rf"{check.__name__}: seed must be an int, got 0.0"):
+            check(seed=0.0)
+    with pytest.raises(ValueError, match=r"check_module: seed must be an int >= 0, got -1"):
+        gradcheck.check_module(dense(2), (3, 4), seed=-1)
 
 
 def test_numerical_gradient_of_empty_input():

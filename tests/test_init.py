@@ -85,6 +85,23 @@ def test_fan_in_of_dense_and_conv_weights():
     assert abs(w.std() / math.sqrt(2 / 200) - 1) < 0.02
 
 
+def test_fan_in_takes_numpy_integer_dimensions_as_python_ints():
+    n = init.fan_in((np.int64(784), np.int32(100)))
+    assert n == 784 and type(n) is int
+    assert init.fan_in((np.int64(16), np.uint8(3), 5, np.int64(5))) == 75
+
+
+@pytest.mark.parametrize("shape, exc, msg", [
+    ((2.0, 3), TypeError, r"he: shape\[0\] must be an int, got 2.0"),
+    ((3, True), TypeError, r"he: shape\[1\] must be an int, got True"),
+    ((3, np.float32(2)), TypeError, r"he: shape\[1\] must be an int, got np.float32\(2.0\)"),
+    ((-3, 2), ValueError, r"he: shape\[0\] must be an int >= 0, got -3"),
+], ids=["float", "bool", "numpy float", "negative"])
+def test_fan_in_refuses_non_integer_and_negative_dimensions(shape, exc, msg):
+    with pytest.raises(exc, match=msg):
+        init.he(KEY, shape)
+
+
 # --------------------------------------------------------------------------------------------
 # init.get
 # --------------------------------------------------------------------------------------------
@@ -99,6 +116,9 @@ def test_get_float_int_and_callable():
     w = np.asarray(init.get(0.2)(KEY, (N_IN, N_OUT), jnp.float64))
     assert abs(w.std() / 0.2 - 1) < 0.02
     chex.assert_trees_all_equal(init.get(0)(KEY, (2, 2)), jnp.zeros((2, 2)))
+    # NumPy numbers are stds too
+    chex.assert_trees_all_equal(init.get(np.float32(0.2))(KEY, (2, 2)), init.get(0.2)(KEY, (2, 2)))
+    chex.assert_trees_all_equal(init.get(np.int64(0))(KEY, (2, 2)), jnp.zeros((2, 2)))
 
     def custom(key, shape, dtype=jnp.float32):
         return jnp.full(shape, 7.0, dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from absl.testing import parameterized
 
-from fnet import losses
+from fnet import losses, modules
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
 
@@ -85,6 +85,29 @@ def test_l2_weight_decay_traced_lambda_and_dtype():
     assert grads["W"].dtype == jnp.float32
     penalty, grads = losses.l2_weight_decay({}, 0.5)
     assert float(penalty) == 0.0 and grads == {}
+
+
+def test_l2_weight_decay_masked_to_the_weights_of_a_parameter_tree():
+    """With ``mask=modules.weight_mask(params)`` the penalty and gradient are those of the "W" leaves
+    alone (as if only they were passed), and every other leaf gets an exact zero gradient."""
+    rng = np.random.default_rng(1)
+    params = {"dense1": {"W": jnp.asarray(rng.standard_normal((4, 3))), "b": jnp.asarray(rng.standard_normal(3))},
+              "batchnorm1": {"gamma": jnp.ones(3), "beta": jnp.zeros(3)},
+              "dense2": {"W": jnp.asarray(rng.standard_normal((3, 2))), "b": jnp.asarray(rng.standard_normal(2))}}
+    mask = modules.weight_mask(params)
+    assert mask == {"dense1": {"W": True, "b": False}, "batchnorm1": {"gamma": False, "beta": False},
+                    "dense2": {"W": True, "b": False}}
+    penalty, grads = losses.l2_weight_decay(params, 0.3, mask=mask)
+    alone, alone_grads = losses.l2_weight_decay([params["dense1"]["W"], params["dense2"]["W"]], 0.3)
+    assert float(penalty) == float(alone)
+    chex.assert_trees_all_equal([grads["dense1"]["W"], grads["dense2"]["W"]], alone_grads)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        if not modules.is_weight(path):
+            assert not np.any(np.asarray(g)), jax.tree_util.keystr(path)
+    auto = jax.grad(lambda p: losses.l2_weight_decay(p, 0.3, mask=mask)[0])(params)
+    assert rel_error(grads, auto) < 1e-7
+    with pytest.raises(ValueError, match=r"l2_weight_decay: mask does not match weights: missing \['dense2'\]"):
+        losses.l2_weight_decay(params, 0.3, mask={k: v for k, v in mask.items() if k != "dense2"})
 
 
 def test_mse_half_convention():

@@ -15,8 +15,8 @@ import fnet
 from fnet import gradcheck, nets, optim
 from fnet import train as fnet_train
 from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
-from fnet.modules import (BatchNormState, Module, batchnorm, dense, dropout, flatten, identity, layernorm, leaky_relu,
-                          relu, sigmoid, softmax, tanh)
+from fnet.modules import (BatchNormState, Module, avg_pool, batchnorm, conv2d, dense, dropout, flatten, groupnorm,
+                          identity, init_shapes, layernorm, leaky_relu, max_pool, relu, sigmoid, softmax, tanh)
 
 N = 4
 
@@ -119,6 +119,50 @@ def test_bad_children_and_names_are_refused():
         dense(0)
     with pytest.raises(ValueError, match=r"dropout: rate must be in \[0, 1\), got 1.5"):
         dropout(1.5)
+
+
+IMAGES = (None, 4, 8, 8)
+#: Every integer argument of a module or combinator constructor:
+#: name -> (build from the value, function, argument as the message names it, minimum, input shape).
+SIZE_ARGUMENTS = {
+    "dense units": (lambda v: dense(v), "dense", "units", 1, (None, 5)),
+    "conv2d filters": (lambda v: conv2d(v, 3), "conv2d", "filters", 1, IMAGES),
+    "conv2d kernel_size": (lambda v: conv2d(2, v), "conv2d", "kernel_size", 1, IMAGES),
+    "conv2d kernel_size pair": (lambda v: conv2d(2, (3, v)), "conv2d", r"kernel_size\[1\]", 1, IMAGES),
+    "conv2d stride": (lambda v: conv2d(2, 3, stride=v), "conv2d", "stride", 1, IMAGES),
+    "conv2d pad": (lambda v: conv2d(2, 3, pad=v), "conv2d", "pad", 0, IMAGES),
+    "max_pool pool_size": (lambda v: max_pool(v), "max_pool", "pool_size", 1, IMAGES),
+    "avg_pool stride": (lambda v: avg_pool(2, stride=(v, 2)), "avg_pool", r"stride\[0\]", 1, IMAGES),
+    "groupnorm groups": (lambda v: groupnorm(v), "groupnorm", "groups", 1, IMAGES),
+    "fan_out n": (lambda v: fan_out(v), "fan_out", "n", 1, (None, 5)),
+    "fan_in_concat axis": (lambda v: serial(fan_out(2), fan_in_concat(v)), "fan_in_concat", "axis", None, IMAGES),
+}
+
+
+@pytest.mark.parametrize("to_numpy", [np.int64, np.int32, np.uint8, np.array], ids=["int64", "int32", "uint8", "0-d"])
+@pytest.mark.parametrize("name", list(SIZE_ARGUMENTS))
+def test_integer_arguments_take_numpy_integers_as_python_ints(name, to_numpy):
+    build, _, _, _, input_shape = SIZE_ARGUMENTS[name]
+    python, numpy = build(2), build(to_numpy(2))
+    assert numpy.info == python.info
+    shape = init_shapes(numpy, input_shape)[2]
+    assert shape == init_shapes(python, input_shape)[2]
+    assert all(type(d) is int for d in jax.tree_util.tree_leaves(shape))  # no NumPy scalar leaks into shapes
+
+
+@pytest.mark.parametrize("name, bad", [(name, bad) for name, case in SIZE_ARGUMENTS.items()
+                                       for bad in ("bool", "float", "numpy float", "string", "below minimum")
+                                       if bad != "below minimum" or case[3] is not None])
+def test_integer_arguments_refuse_bools_floats_and_out_of_range_naming_the_argument(name, bad):
+    build, fn, arg, minimum, _ = SIZE_ARGUMENTS[name]
+    if bad == "below minimum":
+        bound = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        with pytest.raises(ValueError, match=rf"{fn}: {arg} must be {bound}, got {minimum - 1}"):
+            build(minimum - 1)
+        return
+    value = {"bool": True, "float": 2.0, "numpy float": np.float32(2), "string": "2"}[bad]
+    with pytest.raises(TypeError, match=rf"{fn}: {arg} must be an int, got (True|.*2)"):
+        build(value)
 
 
 def test_a_wrong_backward_is_caught_by_the_gradient_check_with_a_clear_message():

@@ -2,7 +2,7 @@
 of activation, normalization, dropout and weight decay; jit; batch-norm state; dropout; weight
 decay on weights only; argument checks; the cs231n-name mapping of the parameters.
 
-The 48-combination test runs eagerly: all combinations share the same layer shapes, so after the
+The combination test runs eagerly: all combinations share the same layer shapes, so after the
 first few every op is already compiled, whereas a jit per combination costs ~4x more."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import fnet
 from fnet import mlp, nets, optim
 from fnet.gradcheck import leaf_name, rel_error
 
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
 COMBOS = list(itertools.product(ACTIVATIONS, nets.NORMS, (0.0, 0.3), (0.0, 0.1)))
 N, D, H, C = 8, 5, 6, 3
 
@@ -87,9 +87,17 @@ def test_manual_grad_equals_jax_grad_all_combinations(index):
         assert not np.allclose(new_state["batchnorm1"].mean, state["batchnorm1"].mean)
 
 
-def test_the_combinations_cover_everything():
-    assert len(COMBOS) == 48
-    assert {1 + i % 5 for i in range(48)} == {1, 2, 3, 4, 5}
+def test_the_combinations_cover_the_librarys_activations_norms_and_losses():
+    """Every activation and norm that fnet.mlp accepts has combinations above, every loss a case
+    (the combinations' default, the heads' others), and every depth 1..5 occurs: adding one of
+    them to the library without a case here fails."""
+    activations, norms, dropouts, decays = map(set, zip(*COMBOS))
+    assert activations == set(fnet.modules.ACTIVATIONS)
+    assert norms == set(nets.NORMS)
+    assert {0.0} < dropouts and {0.0} < decays  # with and without each
+    (heads,) = [m for m in test_regression_and_binary_heads.pytestmark if m.name == "parametrize"]
+    assert {mlp.__kwdefaults__["loss"]} | {loss for loss, _ in heads.args[1]} == set(fnet.losses.LOSSES)
+    assert {1 + i % 5 for i in range(len(COMBOS))} == {1, 2, 3, 4, 5}
 
 
 @pytest.mark.parametrize("loss, norm", [("mse", "batchnorm"), ("sigmoid_binary_cross_entropy", "layernorm")])

@@ -222,31 +222,31 @@ def test_adam_eps_default_follows_the_form():
 # ----------------------------------------------------------------------------- bad hyperparameters
 
 REJECTED = [
-    (lambda: optim.sgd(-0.1), "sgd: learning_rate must be >= 0, got -0.1"),
-    (lambda: optim.sgd(float("nan")), "sgd: learning_rate must be >= 0, got nan"),
+    (lambda: optim.sgd(-0.1), "sgd: learning_rate must be a finite number >= 0, got -0.1"),
+    (lambda: optim.sgd(float("nan")), "sgd: learning_rate must be a finite number >= 0, got nan"),
     (lambda: optim.momentum(momentum=1.5), "momentum: momentum must be in [0, 1], got 1.5"),
     (lambda: optim.momentum(momentum=-0.1), "momentum: momentum must be in [0, 1], got -0.1"),
     (lambda: optim.momentum(momentum=1.0, form="ema"), "momentum: momentum must be in [0, 1), got 1.0"),
-    (lambda: optim.momentum(-1e-2, form="ema"), "momentum: learning_rate must be >= 0, got -0.01"),
+    (lambda: optim.momentum(-1e-2, form="ema"), "momentum: learning_rate must be a finite number >= 0, got -0.01"),
     (lambda: optim.momentum(form="nag"), "momentum: form must be one of 'standard', 'ema', got 'nag'"),
     (lambda: optim.nesterov(momentum=2.0), "nesterov: momentum must be in [0, 1], got 2.0"),
-    (lambda: optim.nesterov(-0.1), "nesterov: learning_rate must be >= 0, got -0.1"),
-    (lambda: optim.adagrad(eps=-1e-7), "adagrad: eps must be > 0, got -1e-07"),
-    (lambda: optim.adagrad(eps=0.0, eps_in_sqrt=True), "adagrad: eps must be > 0, got 0.0"),
+    (lambda: optim.nesterov(-0.1), "nesterov: learning_rate must be a finite number >= 0, got -0.1"),
+    (lambda: optim.adagrad(eps=-1e-7), "adagrad: eps must be a finite number > 0, got -1e-07"),
+    (lambda: optim.adagrad(eps=0.0, eps_in_sqrt=True), "adagrad: eps must be a finite number > 0, got 0.0"),
     (lambda: optim.adagrad(eps_in_sqrt="yes"), "adagrad: eps_in_sqrt must be one of False, True, got 'yes'"),
     (lambda: optim.adagrad(eps_in_sqrt=1), "adagrad: eps_in_sqrt must be one of False, True, got 1"),
     (lambda: optim.rmsprop(decay=1.0), "rmsprop: decay must be in [0, 1), got 1.0"),
-    (lambda: optim.rmsprop(eps=0, eps_in_sqrt=True), "rmsprop: eps must be > 0, got 0.0"),
+    (lambda: optim.rmsprop(eps=0, eps_in_sqrt=True), "rmsprop: eps must be a finite number > 0, got 0.0"),
     (lambda: optim.rmsprop(eps_in_sqrt=None), "rmsprop: eps_in_sqrt must be one of False, True, got None"),
     (lambda: optim.adam(b1=1.0), "adam: b1 must be in [0, 1), got 1.0"),
     (lambda: optim.adam(b2=-0.5, form="dlfs"), "adam: b2 must be in [0, 1), got -0.5"),
-    (lambda: optim.adam(eps=0.0, form="dlfs"), "adam: eps must be > 0, got 0.0"),
+    (lambda: optim.adam(eps=0.0, form="dlfs"), "adam: eps must be a finite number > 0, got 0.0"),
     (lambda: optim.adam(form="kingma"), "adam: form must be one of 'standard', 'dlfs', got 'kingma'"),
-    (lambda: optim.adam(jnp.array([0.1, -0.1])), "adam: learning_rate must be >= 0, got values in [-0.1, 0.1]"),
-    (lambda: optim.adamw(weight_decay=-1e-2), "adamw: weight_decay must be >= 0, got -0.01"),
+    (lambda: optim.adam(jnp.array([0.1, -0.1])), "adam: learning_rate must be a finite number >= 0, got values in [-0.1, 0.1]"),
+    (lambda: optim.adamw(weight_decay=-1e-2), "adamw: weight_decay must be a finite number >= 0, got -0.01"),
     (lambda: optim.adamw(b2=1.0), "adamw: b2 must be in [0, 1), got 1.0"),
-    (lambda: optim.add_weight_decay(np.float32(-1.0)), "add_weight_decay: weight_decay must be >= 0, got -1.0"),
-    (lambda: optim.clip_by_global_norm(0.0), "clip_by_global_norm: max_norm must be > 0, got 0.0"),
+    (lambda: optim.add_weight_decay(np.float32(-1.0)), "add_weight_decay: weight_decay must be a finite number >= 0, got -1.0"),
+    (lambda: optim.clip_by_global_norm(0.0), "clip_by_global_norm: max_norm must be a finite number > 0, got 0.0"),
 ]
 
 
@@ -254,6 +254,51 @@ REJECTED = [
 def test_bad_hyperparameter_is_rejected_at_construction(build, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         build()
+
+
+# Every optimizer and stand-alone transformation with the hyperparameters it takes, and the range
+# each must lie in: a NaN or infinite value of any of them is refused where it is built.
+HYPERPARAMETERS = {
+    "sgd": (optim.sgd, {"learning_rate": "a finite number >= 0"}),
+    "momentum": (optim.momentum, {"learning_rate": "a finite number >= 0", "momentum": "in [0, 1]"}),
+    "momentum-ema": (lambda **h: optim.momentum(**h, form="ema"),
+                     {"learning_rate": "a finite number >= 0", "momentum": "in [0, 1)"}),
+    "nesterov": (optim.nesterov, {"learning_rate": "a finite number >= 0", "momentum": "in [0, 1]"}),
+    "adagrad": (optim.adagrad, {"learning_rate": "a finite number >= 0", "eps": "a finite number > 0"}),
+    "rmsprop": (optim.rmsprop, {"learning_rate": "a finite number >= 0", "decay": "in [0, 1)",
+                                "eps": "a finite number > 0"}),
+    "adam": (optim.adam, {"learning_rate": "a finite number >= 0", "b1": "in [0, 1)", "b2": "in [0, 1)",
+                          "eps": "a finite number > 0"}),
+    "adam-dlfs": (lambda **h: optim.adam(**h, form="dlfs"), {"eps": "a finite number > 0"}),
+    "adamw": (optim.adamw, {"learning_rate": "a finite number >= 0", "b1": "in [0, 1)", "b2": "in [0, 1)",
+                            "eps": "a finite number > 0", "weight_decay": "a finite number >= 0"}),
+    "add_weight_decay": (optim.add_weight_decay, {"weight_decay": "a finite number >= 0"}),
+    "clip_by_global_norm": (optim.clip_by_global_norm, {"max_norm": "a finite number > 0"}),
+}
+NON_FINITE = [
+    (name, hparam, value)
+    for name, (_, ranges) in HYPERPARAMETERS.items()
+    for hparam in ranges
+    for value in (float("nan"), float("inf"), float("-inf"))
+]
+
+
+@pytest.mark.parametrize(("name", "hparam", "value"), NON_FINITE)
+def test_non_finite_hyperparameter_is_rejected_at_construction(name, hparam, value):
+    build, ranges = HYPERPARAMETERS[name]
+    fn = name.split("-")[0]
+    message = f"{fn}: {hparam} must be {ranges[hparam]}, got {value}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build(**{hparam: value})
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):  # as a concrete array too
+        build(**{hparam: jnp.float32(value)})
+
+
+@pytest.mark.parametrize("name", list(HYPERPARAMETERS))
+def test_large_finite_hyperparameters_in_range_are_accepted(name):
+    build, ranges = HYPERPARAMETERS[name]
+    # The largest float32 where the range is unbounded above: finite, so a valid choice however unwise.
+    build(**{h: np.finfo(np.float32).max if r.startswith("a finite") else 0.5 for h, r in ranges.items()})
 
 
 def test_hyperparameter_that_is_not_a_real_number():

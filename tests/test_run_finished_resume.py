@@ -13,13 +13,13 @@ from fnet import train as fnet_train
 def test_a_finished_run_is_not_trained_again_and_missing_outputs_come_back(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(out) == 0
-    checkpoint_bytes = (out / "checkpoint.npz").read_bytes()
+    checkpoint_bytes = (out / "checkpoint.safetensors").read_bytes()
     results = json.loads((out / "results.json").read_text())
     capsys.readouterr()
     assert train(out, "--resume") == 0
     printed = capsys.readouterr().out
     assert "already finished (2 epochs, all 2 epochs done); nothing to train; its outputs are all present" in printed
-    assert (out / "checkpoint.npz").read_bytes() == checkpoint_bytes
+    assert (out / "checkpoint.safetensors").read_bytes() == checkpoint_bytes
 
     (out / "results.json").unlink()
     (out / "curves.png").unlink()
@@ -27,7 +27,7 @@ def test_a_finished_run_is_not_trained_again_and_missing_outputs_come_back(tmp_p
     assert "regenerating curves.png, results.json" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text()) == results
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "checkpoint.npz").read_bytes() == checkpoint_bytes
+    assert (out / "checkpoint.safetensors").read_bytes() == checkpoint_bytes
 
 
 def test_a_run_that_stopped_early_stays_stopped(tmp_path):

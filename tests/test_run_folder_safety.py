@@ -8,7 +8,7 @@ import os
 import pytest
 from _cli_helpers import one_line_error, snapshot, train
 
-from fnet import files, rundir
+from fnet import files, runs
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def test_a_folder_without_the_marker_is_never_touched(user_folder, option, capsy
     before = snapshot(user_folder)
     assert train(user_folder, *option) == 2
     line = one_line_error(capsys)
-    assert "is not an fnet run folder" in line and rundir.MARKER in line
+    assert "is not an fnet run folder" in line and runs.MARKER in line
     assert snapshot(user_folder) == before
 
 
@@ -58,9 +58,9 @@ def test_resume_and_overwrite_together_are_refused(tmp_path, capsys):
 def test_a_run_folder_has_the_marker_and_overwrite_replaces_only_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(out) == 0
-    marker = rundir.read_marker(out)
+    marker = runs.read_marker(out)
     assert marker["format"] == "fnet.run" and marker["fnet"]
-    assert rundir.inspect(out) == rundir.RUN
+    assert runs.inspect(out) == runs.RUN
     (out / "stray.txt").write_text("in the run folder")
     (tmp_path / "beside.txt").write_text("next to it")
     assert train(out, "--overwrite", "--seed", "2") == 0
@@ -75,16 +75,16 @@ def test_an_empty_folder_or_one_left_by_a_killed_start_is_a_fresh_run(tmp_path):
     killed.mkdir()
     (killed / files.LOCK_NAME).write_text("12345\n")
     (killed / ".config.json.0123abcd.tmp").write_text("{half")
-    assert rundir.inspect(empty) == rundir.inspect(killed) == rundir.EMPTY
+    assert runs.inspect(empty) == runs.inspect(killed) == runs.EMPTY
     assert train(killed) == 0
-    assert sorted(os.listdir(killed)) == sorted([files.LOCK_NAME, rundir.MARKER, "config.json", "history.json",
-                                                 "checkpoint.npz", "results.json", "curves.png"])
+    assert sorted(os.listdir(killed)) == sorted([files.LOCK_NAME, runs.MARKER, "config.json", "history.json",
+                                                 "checkpoint.safetensors", "results.json", "curves.png"])
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_at_the_next_start(tmp_path):
     out = tmp_path / "run"
     assert train(out, "--epochs", "1") == 0
-    stale = [".checkpoint.npz.89abcdef.tmp", ".history.json.00112233.tmp"]
+    stale = [".checkpoint.safetensors.89abcdef.tmp", ".history.json.00112233.tmp"]
     for name in stale:
         (out / name).write_bytes(b"left by a killed run")
     (out / "keep.tmp").write_text("not a name fnet makes")

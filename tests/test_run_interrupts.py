@@ -55,7 +55,7 @@ def test_interrupt_before_the_first_epoch(tmp_path, moment, wait_for):
     options = [o for o in SMALL if o != "--quiet"]
     code, err = _interrupt_when(fnet_process("train", *options, "--out", str(out)), wait_for)
     assert (code, err) == (130, "fnet: interrupted\n")
-    assert not (out / "checkpoint.npz").exists()
+    assert not (out / "checkpoint.safetensors").exists()
 
 
 def _console_script_process(env):
@@ -87,12 +87,12 @@ def test_interrupt_during_training_keeps_a_checkpoint_that_resumes_bitwise(tmp_p
     cut, whole = tmp_path / "cut", tmp_path / "whole"
     code, err = _interrupt_when(fnet_process("train", *options, "--out", str(cut)), "[", delay=0.05)
     assert (code, err) == (130, "fnet: interrupted\n")
-    done = checkpoint.load_metadata(cut / "checkpoint.npz")["epoch"]  # loadable: a complete epoch
+    done = checkpoint.load_metadata(cut / "checkpoint.safetensors")["epoch"]  # loadable: a complete epoch
     assert 1 <= done < 60
     # Subprocesses again: the test process runs in float64, the command in float32.
     runs = [fnet_process("train", *options, "--quiet", "--out", str(d), *extra) for d, extra in ((cut, ["--resume"]), (whole, []))]
     assert [p.wait(timeout=120) for p in runs] == [0, 0], [p.stderr.read() for p in runs]
     h_cut, h_whole = (json.loads((d / "history.json").read_text()) for d in (cut, whole))
     assert h_cut["train_loss"] == h_whole["train_loss"] and h_cut["val_acc"] == h_whole["val_acc"]
-    a, b = (checkpoint.load(d / "checkpoint.npz")["params"] for d in (cut, whole))
+    a, b = (checkpoint.load(d / "checkpoint.safetensors")["params"] for d in (cut, whole))
     chex.assert_trees_all_equal(a, b)

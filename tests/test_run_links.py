@@ -27,7 +27,7 @@ def test_planted_symlinks_are_never_written_through(tmp_path, capsys):
     # The links at the final names were replaced by the files themselves.
     for name in ("curves.png", "history.json", "results.json"):
         assert not (out / name).is_symlink() and (out / name).stat().st_size > 0
-    assert checkpoint.load_metadata(out / "checkpoint.npz")["epoch"] == 2
+    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 2
 
 
 def test_a_symlinked_lock_file_is_refused(tmp_path, capsys):

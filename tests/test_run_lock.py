@@ -26,14 +26,14 @@ def test_a_second_process_is_told_who_holds_the_run(tmp_path):
     out = tmp_path / "run"
     first = fnet_process("train", *SMALL, "--out", str(out))
     assert first.wait(timeout=120) == 0, first.stderr.read()
-    before = (out / "checkpoint.npz").read_bytes()
+    before = (out / "checkpoint.safetensors").read_bytes()
     holder = _holder(out)
     try:
         second = fnet_process("train", *SMALL, "--out", str(out), "--resume", "--epochs", "4")
         _, err = second.communicate(timeout=120)
         assert second.returncode == 2
         assert err.strip() == f"fnet: error: run folder {out} is in use by process {holder.pid}"
-        assert (out / "checkpoint.npz").read_bytes() == before
+        assert (out / "checkpoint.safetensors").read_bytes() == before
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
@@ -49,7 +49,7 @@ def test_two_runs_started_together_on_one_folder(tmp_path):
     assert ("is in use by process" in err) or ("already exists" in err), err
     config = json.loads((out / "config.json").read_text())  # valid JSON, one process's
     assert config["args"]["hidden"] == [16]
-    assert checkpoint.load_metadata(out / "checkpoint.npz")["epoch"] == 2
+    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 2
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path):

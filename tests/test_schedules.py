@@ -80,18 +80,32 @@ def test_value_at_resolves_floats_arrays_and_schedules():
 
 
 @pytest.mark.parametrize(
-    "make, message",
+    "make, error, message",
     [
-        (lambda: schedules.step_decay(0.1, 0.5, 0), "step_decay: steps_per_epoch must be a positive int"),
-        (lambda: schedules.exponential(0.1, 0.5, 2.5), "exponential: transition_steps must be a positive int"),
-        (lambda: schedules.cosine(0.1, -1), "cosine: decay_steps must be a positive int"),
-        (lambda: schedules.inverse_time(0.1, 0.5, 0), "inverse_time: decay_steps must be a positive int"),
-        (lambda: schedules.warmup(0.1, -1), "warmup: warmup_steps must be a non-negative int"),
+        (lambda: schedules.step_decay(0.1, 0.5, 0), ValueError, "step_decay: steps_per_epoch must be a positive int"),
+        (lambda: schedules.exponential(0.1, 0.5, 2.5), TypeError, "exponential: transition_steps must be an int"),
+        (lambda: schedules.cosine(0.1, -1), ValueError, "cosine: decay_steps must be a positive int"),
+        (lambda: schedules.inverse_time(0.1, 0.5, 0), ValueError, "inverse_time: decay_steps must be a positive int"),
+        (lambda: schedules.warmup(0.1, -1), ValueError, "warmup: warmup_steps must be an int >= 0"),
+        (lambda: schedules.exponential(0.1, float("nan"), 10), ValueError, "exponential: decay_rate must be finite"),
+        (lambda: schedules.step_decay(float("inf"), 0.5, 3), ValueError, "step_decay: init_value must be finite"),
+        (lambda: schedules.cosine(np.array([0.1, np.nan]), 5), ValueError, "cosine: init_value must be finite"),
+        (lambda: schedules.cosine(0.1, 5, alpha=float("-inf")), ValueError, "cosine: alpha must be finite"),
+        (lambda: schedules.inverse_time(0.1, float("inf")), ValueError, "inverse_time: decay_rate must be finite"),
+        (lambda: schedules.warmup(float("nan"), 3), ValueError, "warmup: schedule must be finite"),
+        (lambda: schedules.warmup(0.1, 3, init_value=float("inf")), ValueError, "warmup: init_value must be finite"),
     ],
 )
-def test_bad_arguments(make, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_arguments(make, error, message):
+    with pytest.raises(error, match=message):
         make()
+
+
+def test_numpy_integer_step_counts_are_accepted():
+    a = schedules.cosine(1.0, np.int64(10))
+    b = schedules.cosine(1.0, 10)
+    assert float(a(3)) == float(b(3))
+    assert float(schedules.warmup(1.0, np.int32(4))(2)) == pytest.approx(0.5)
 
 
 def test_cosine_reaches_alpha_and_stays():

@@ -4,12 +4,15 @@ Every experiment module defines ``NAME`` (the command-line name), ``DESCRIPTION`
 ``run(*, quick=False, data_dir=None) -> dict`` (JSON-serialisable results; ``quick`` is the
 scaled-down version the tests run), ``summary(result) -> str`` (a short plain-text table) and
 ``plot(result, path)`` (a PNG). ``fnet experiment NAME`` runs one and writes ``NAME.json`` and
-``NAME.png``.
+``NAME.png`` into a folder fnet owns (:func:`write_outputs`).
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
+
+from fnet import files
 
 #: Module names (under ``fnet.experiments``) in the order ``fnet experiment --list`` shows them.
 MODULES = (
@@ -48,3 +51,39 @@ def get(name: str):
     if name not in found:
         raise ValueError(f"unknown experiment {name!r}; known: {', '.join(found)} (fnet experiment --list)")
     return found[name]
+
+
+#: ``fnet experiment --out``'s kind of folder (see :func:`fnet.files.claim_folder`).
+FOLDER_KIND = "experiments"
+
+
+def check_outputs(out, name: str) -> tuple[Path, Path]:
+    """Before an experiment runs: make ``out`` a folder fnet owns (created, or an empty or
+    earlier experiment folder; never ``/``, ``~``, the current folder or a folder of other
+    files) and check that ``NAME.json`` and ``NAME.png`` there are absent or were written by fnet
+    (listed in the folder's marker), so that no file of the user's is replaced.
+
+    Returns:
+      The paths ``(json_path, png_path)``.
+
+    Raises:
+      fnet.files.UnsafeFolderError: naming ``--out``, the path and why.
+    """
+    folder = files.claim_folder(out, kind=FOLDER_KIND, option="--out", what="an experiment folder",
+                                example="--out experiments")
+    written = set(files.read_folder_marker(folder, FOLDER_KIND).get("written", ()))
+    paths = folder / f"{name}.json", folder / f"{name}.png"
+    for path in paths:
+        if (path.exists() or path.is_symlink()) and path.name not in written:
+            raise files.UnsafeFolderError(f"--out {out}: {path} exists and was not written by fnet; refusing to "
+                                          "replace it (move it, or name another folder)")
+    return paths
+
+
+def record_outputs(out, *paths) -> None:
+    """List ``paths`` (written by fnet into ``out``) in the folder's marker, so that a later run
+    of the same experiment may replace them."""
+    folder = Path(out).expanduser()
+    with files.FolderLock(folder, wait=True, what="experiment folder"):
+        written = set(files.read_folder_marker(folder, FOLDER_KIND).get("written", ()))
+        files.write_folder_marker(folder, FOLDER_KIND, written | {Path(p).name for p in paths})
