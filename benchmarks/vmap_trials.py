@@ -8,10 +8,10 @@ of the same shape: the timing does not depend on the values), 100 trials of
 ``lr = 10**U(-6, -2)`` and ``weight_decay = 10**U(-8, -4)``, training accuracy measured after
 every epoch. Four ways to run the same trials, each timed with its compilation:
 
-- ``vmapped``: :func:`fnet.train.fit_trials`, all trials in ONE jit-compiled vmapped program
+- ``vmapped``: :func:`fnet.fit_trials`, all trials in ONE jit-compiled vmapped program
   (and ``vmapped_warm``: the same call again with new hyperparameter values, which reuses the
   compiled program);
-- ``fnet_loop``: a Python loop of :func:`fnet.train.fit_trials` runs of one trial each (one
+- ``fnet_loop``: a Python loop of :func:`fnet.fit_trials` runs of one trial each (one
   compiled single-trial program, reused by every trial: the best a loop can do);
 - ``fit_loop``: a Python loop of :func:`fnet.train.fit` (what a user writes without vmap: a
   new optimizer per learning rate recompiles the epoch); run on ``--fit-trials`` trials and
@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks._common import RESULTS_DIR, publish
 from benchmarks._machine import machine_info
-from fnet import data, nets, optim, search, train
+from fnet import data, nets, optim, search, train, trials
 
 FULL = {"trials": 100, "samples": 400, "hidden": [100] * 6, "epochs": 50, "batch_size": 100}
 QUICK = {"trials": 4, "samples": 40, "hidden": [16] * 2, "epochs": 2, "batch_size": 10}
@@ -135,7 +135,7 @@ def flax_loop(cfg: dict, x, y, hp: dict, seeds) -> tuple[list, float]:
     return final, time.perf_counter() - t0
 
 
-def per_trial(cfg: dict, net, factory, x, y, hp: dict, seeds, rounds: int) -> dict:
+def per_trial(cfg: dict, make_net, factory, x, y, hp: dict, seeds, rounds: int) -> dict:
     """Where one trial's time goes, without compilation: medians (ms) over ``rounds`` interleaved
     warm calls of trial 0 as the whole ``fit_trials`` call, as its compiled program alone, as the
     same scanned epochs without the per-epoch evaluation and the init, and as the flax trial."""
@@ -143,25 +143,25 @@ def per_trial(cfg: dict, net, factory, x, y, hp: dict, seeds, rounds: int) -> di
     hp1 = {k: jnp.asarray(v[:1]) for k, v in hp.items()}
     h0 = {k: v[0] for k, v in hp1.items()}
     xd, yd, s1 = jnp.asarray(x), jnp.asarray(y), jnp.asarray(seeds[:1])
-    program = train._trials_program(net, factory, cfg["batch_size"], "manual", cfg["epochs"],
-                                    min(1000, len(x)), True, 0)  # what fit_trials calls
-    epoch = train.make_epoch(net, factory, batch_size=cfg["batch_size"], jit=False)
-    start = train.init_trials(net, factory, s1, hp1)
+    program = trials._trials_program(make_net, factory, cfg["batch_size"], "manual", cfg["epochs"],
+                                     min(1000, len(x)), True, 0)  # what fit_trials calls
+    start = trials.init_trials(make_net, factory, s1, hp1)
     start = jax.tree_util.tree_map(lambda a: a[0], start)
 
     @jax.jit
     def epochs_alone(start, x, y, h):
         key = jax.random.split(jax.random.PRNGKey(int(seeds[0])))[1]
+        epoch = train.make_epoch(make_net(h), factory(h), batch_size=cfg["batch_size"], jit=False)
 
         def one(carry, e):
-            *carry, losses = epoch(*carry, x, y, jax.random.fold_in(key, e), h)
+            *carry, losses = epoch(*carry, x, y, jax.random.fold_in(key, e))
             return tuple(carry), jnp.mean(losses)
 
         return jax.lax.scan(one, start, jnp.arange(1, cfg["epochs"] + 1))
 
     flax_run = flax_trial(cfg, len(x))
     calls = {
-        "fit_trials call": lambda: train.fit_trials(net, factory, x, y, hparams=_one(hp, 0), seeds=seeds[:1], **common).params,
+        "fit_trials call": lambda: trials.fit_trials(make_net, factory, x, y, hparams=_one(hp, 0), seeds=seeds[:1], **common).params,
         "its compiled program": lambda: program(s1, hp1, xd, yd, None),
         "the same epochs, no evaluation or init": lambda: epochs_alone(start, xd, yd, h0),
         "flax+optax trial (with its evaluation)": lambda: flax_run(int(seeds[0]), hp1["learning_rate"][0],
@@ -179,7 +179,11 @@ def per_trial(cfg: dict, net, factory, x, y, hp: dict, seeds, rounds: int) -> di
 def bench(quick: bool, fit_trials: int) -> dict:
     cfg = QUICK if quick else FULL
     x, y, source = load_data(cfg["samples"])
-    net = nets.mlp(784, cfg["hidden"], 10)
+    hidden = tuple(cfg["hidden"])
+
+    def make_net(h):  # one object for every call, so that they share the compiled program
+        return nets.mlp(784, hidden, 10, weight_decay=h["weight_decay"])
+
     factory = search.optimizer_factory(optim.sgd)
     hp = search.sample(RANGES, cfg["trials"], seed=0)
     seeds = np.arange(cfg["trials"])
@@ -187,12 +191,13 @@ def bench(quick: bool, fit_trials: int) -> dict:
     times = {}
     load_before = os.getloadavg()  # the timings mean little on a machine busy with other work
 
-    vmapped, times["vmapped"] = _timed(lambda: train.fit_trials(net, factory, x, y, hparams=hp, seeds=seeds, **common))
+    vmapped, times["vmapped"] = _timed(lambda: trials.fit_trials(make_net, factory, x, y, hparams=hp, seeds=seeds, **common))
     hp_warm = search.sample(RANGES, cfg["trials"], seed=1)
-    _, times["vmapped_warm"] = _timed(lambda: train.fit_trials(net, factory, x, y, hparams=hp_warm, seeds=seeds, **common))
+    _, times["vmapped_warm"] = _timed(lambda: trials.fit_trials(make_net, factory, x, y, hparams=hp_warm, seeds=seeds,
+                                                                **common))
 
     def loop():
-        return [train.fit_trials(net, factory, x, y, hparams=_one(hp, i), seeds=seeds[i : i + 1], **common)
+        return [trials.fit_trials(make_net, factory, x, y, hparams=_one(hp, i), seeds=seeds[i : i + 1], **common)
                 for i in range(cfg["trials"])]
 
     looped, times["fnet_loop"] = _timed(loop)
@@ -208,7 +213,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
     times["fit_loop"] = t_fit * cfg["trials"] / k
 
     flax_acc, times["flax_loop"] = flax_loop(cfg, x, y, hp, seeds)
-    breakdown = per_trial(cfg, net, factory, x, y, hp, seeds, rounds=1 if quick else 11)
+    breakdown = per_trial(cfg, make_net, factory, x, y, hp, seeds, rounds=1 if quick else 11)
 
     compared = []
     for i in range(min(COMPARED, cfg["trials"])):
@@ -227,7 +232,7 @@ def bench(quick: bool, fit_trials: int) -> dict:
         "benchmark": "vmap_trials",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "config": dict(cfg, quick=quick, data=source, network=nets.describe(net.config), optimizer="sgd",
+        "config": dict(cfg, quick=quick, data=source, network=nets.mlp(784, hidden, 10).name, optimizer="sgd",
                        ranges=RANGES, fit_trials_timed=k, dtype="float32"),
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "seconds": times,

@@ -2,8 +2,9 @@
 
 Modules, one concept each: ``layers`` (forward/backward pairs), ``modules`` (the module contract
 and the layers as modules), ``combinators`` (serial, parallel, fan-out/fan-in, residual),
-``losses``, ``init``, ``nets`` (a module and a loss as a ``Net``; the MLP), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train``, ``checkpoint``,
-``files`` (safe writes), ``runs`` (run folders), ``plots``, ``search``, ``distributed``,
+``losses``, ``init``, ``nets`` (a module and a loss as a ``Net``), ``models`` (the ready networks and
+their registry), ``gradcheck``, ``optim`` and ``schedules``, ``data``, ``train`` (steps, epochs,
+fit), ``evaluation``, ``trials`` (many trainings in one program), ``checkpoint``, ``files`` (safe writes), ``runs`` (run folders), ``plots``, ``search``, ``distributed``,
 ``custom_vjp`` (the hand-written rules as ``jax.custom_vjp``), ``experiments``. The most used names
 are re-exported here.
 
@@ -15,12 +16,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("checkpoint", "combinators", "custom_vjp", "data", "files", "gradcheck", "init", "layers", "losses",
-               "modules", "nets", "optim", "runs", "schedules", "search", "train")
+_SUBMODULES = ("checkpoint", "combinators", "custom_vjp", "data", "evaluation", "files", "gradcheck", "init", "layers",
+               "losses", "models", "modules", "nets", "optim", "runs", "schedules", "search", "train", "trials")
 _NAMES = {
-    "MLPConfig": "nets", "Net": "nets", "Variables": "nets", "mlp": "nets", "network": "nets", "summary": "nets",
-    "FitResult": "train", "TrainingDiverged": "train", "TrialsResult": "train", "evaluate": "train", "fit": "train",
-    "fit_trials": "train", "make_epoch": "train", "make_train_step": "train",
+    "MLPConfig": "models", "Net": "nets", "Variables": "nets", "cnn": "models", "mlp": "models", "network": "nets",
+    "summary": "nets",
+    "FitResult": "train", "TrainingDiverged": "train", "TrialsResult": "trials", "evaluate": "evaluation",
+    "fit": "train", "fit_trials": "trials", "make_epoch": "train", "make_train_step": "train",
 }
 
 __all__ = sorted((*_SUBMODULES, *_NAMES))

@@ -48,6 +48,12 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def non_negative(value) -> bool:
+    """True for a concrete finite number >= 0 (Python, NumPy or a 0-d JAX array; not a bool)."""
+    return (not isinstance(value, bool) and np.ndim(value) == 0 and np.issubdtype(np.asarray(value).dtype, np.number)
+            and bool(np.isfinite(value)) and value >= 0)
+
+
 def shape_of(x) -> tuple:
     return tuple(np.shape(x))
 

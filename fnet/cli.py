@@ -22,31 +22,14 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")  # fnet.modules.ACTIVATIONS (tested)
 NORMS = ("none", "batchnorm", "layernorm")
-#: "mlp" and the ready CNNs of fnet.nets.CNN_MODELS (tested to be the same names).
-MODELS = ("mlp", "cnn", "three_layer_convnet", "simple_convnet", "deep_convnet")
-#: Defaults of the `fnet train` options that are left unset on the command line. Every option
-#: parses to None when not given, so that a resumed run can tell which ones were given.
+#: Defaults of the `fnet train` options that are left unset on the command line (the model's
+#: widths, dropout, epochs and batch size per data set: fnet.models.preset). Every option parses to
+#: None when not given, so that a resumed run can tell which ones were given.
 TRAIN_DEFAULTS = {
     "data": "digits", "model": "mlp", "activation": "relu", "norm": "none", "weight_decay": 0.0, "init": "he",
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "lr_decay": 0.95, "early_stopping": None,
     "grad": "manual", "seed": 0,
 }
-#: Per-data-set defaults of the MLP's epochs, batch size, dropout and hidden sizes (tuned: digits
-#: reaches 97.5-98.9% test accuracy over split seeds 0-3 with these; MNIST 98% in 10 epochs).
-PRESETS = {
-    "digits": {"epochs": 60, "batch_size": 32, "dropout": 0.1},
-    "mnist": {"epochs": 10, "batch_size": 128, "dropout": 0.0},
-    "fashion-mnist": {"epochs": 10, "batch_size": 128, "dropout": 0.0},
-}
-FALLBACK_PRESET = {"epochs": 30, "batch_size": 64, "dropout": 0.0}
-#: The CNNs' defaults: their dropout is the model's own (fnet.nets.CNN_MODELS), their widths too.
-#: The MNIST one is the README's default CNN run: 99.2% test accuracy in under 6 minutes on 2 cores.
-CNN_PRESETS = {
-    "digits": {"epochs": 30, "batch_size": 32},
-    "mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
-    "fashion-mnist": {"epochs": 6, "batch_size": 64, "schedule": "cosine"},
-}
-CNN_FALLBACK_PRESET = {"epochs": 10, "batch_size": 64}
 
 
 def _cmd_gradcheck(args) -> int:
@@ -103,6 +86,18 @@ def _sizes(option: str):
     return parse
 
 
+def _positive(option: str):
+    """An argparse type for one positive size."""
+
+    def parse(text: str) -> int:
+        sizes = _sizes(option)(text)
+        if len(sizes) != 1:
+            raise argparse.ArgumentTypeError(f"{option} must be one positive size like 128, got {text!r}")
+        return sizes[0]
+
+    return parse
+
+
 def _parse_init(text: str):
     try:
         return float(text)
@@ -112,7 +107,7 @@ def _parse_init(text: str):
 
 def _check_train_options(args) -> None:
     """Every option's range, before anything is read or written; one clear message each."""
-    from fnet import init, limits, runs
+    from fnet import init, limits
 
     def number(option, value, ok, rule):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
@@ -123,8 +118,6 @@ def _check_train_options(args) -> None:
     number("weight_decay", args.weight_decay, lambda v: v >= 0, "a finite number >= 0")
     if args.dropout is not None or args.model == "mlp":  # None: a CNN's own rate
         number("dropout", args.dropout, lambda v: 0 <= v < 1, "in [0, 1) (the probability of dropping a unit)")
-    if args.model != "mlp" and len(args.hidden) > 1:
-        raise ValueError(f"--hidden for --model {args.model} is the width of its one dense layer, got {runs.show(args.hidden)}")
     for option in ("epochs", "batch_size"):
         number(option, getattr(args, option), lambda v: v == int(v) and v >= 1, "an integer >= 1")
     if args.early_stopping is not None:
@@ -142,19 +135,26 @@ def _check_train_options(args) -> None:
 
 
 def _check_model_options(args) -> None:
-    """Refuse, in one line, an option that the chosen model would ignore: ``--filters`` for the
-    MLP; ``--norm`` and ``--activation`` for a CNN, whose layers are fixed (ReLU, and batch norm
-    in ``cnn``; see fnet.nets.CNN_MODELS)."""
-    from fnet import runs
+    """Refuse, in one line, an option that the chosen model would ignore: ``--filters`` and
+    ``--dense-width`` for the MLP; ``--hidden``, ``--norm`` and ``--activation`` for a CNN, whose
+    layers are fixed (ReLU, and batch norm in ``small_cnn``; see :data:`fnet.models.MODELS`)."""
+    from fnet import models, runs
 
-    if args.model == "mlp" and args.filters:
-        raise ValueError(f"--filters {runs.show(args.filters)}: --model mlp has no convolutions; --filters sets the "
-                         f"widths of a CNN's (--model {', '.join(m for m in MODELS if m != 'mlp')})")
-    if args.model != "mlp":
-        for option, default in (("norm", "none"), ("activation", "relu")):
-            if getattr(args, option) != default:
-                raise ValueError(f"--{option} {getattr(args, option)}: --model {args.model} has fixed layers (ReLU, "
-                                 f"and batch norm in cnn); --{option} applies to --model mlp only")
+    cnns = ", ".join(name for name, m in models.MODELS.items() if m.images)
+    if not models.MODELS[args.model].images:
+        for option in ("filters", "dense_width"):
+            if getattr(args, option):
+                flag = f"--{option.replace('_', '-')}"
+                raise ValueError(f"{flag} {runs.show(getattr(args, option))}: --model {args.model} has no "
+                                 f"convolutions; {flag} applies to the CNNs ({cnns}); the MLP takes --hidden")
+        return
+    if args.hidden:
+        raise ValueError(f"--hidden {runs.show(args.hidden)}: --hidden sets the MLP's hidden sizes; --model "
+                         f"{args.model} takes --dense-width (the width of its dense layer) and --filters")
+    for option, default in (("norm", "none"), ("activation", "relu")):
+        if getattr(args, option) != default:
+            raise ValueError(f"--{option} {getattr(args, option)}: --model {args.model} has fixed layers (ReLU, "
+                             f"and batch norm in small_cnn); --{option} applies to --model mlp only")
 
 
 def _check_run_size(args, ds, net, opt) -> None:
@@ -167,7 +167,7 @@ def _check_run_size(args, ds, net, opt) -> None:
     limits.check_steps(args.epochs, len(ds.x_train) // args.batch_size)
     batch = lambda a: jax.ShapeDtypeStruct((args.batch_size, *a.shape[1:]), a.dtype)
     estimate = limits.step_memory(net, opt, batch(ds.x_train), batch(ds.y_train))
-    options = ("model", "hidden", "filters", "batch_size") if args.model != "mlp" else ("hidden", "batch_size")
+    options = ("model", "filters", "dense_width", "batch_size") if args.model != "mlp" else ("hidden", "batch_size")
     sizes = [f"--{k.replace('_', '-')} {runs.show(getattr(args, k))}" for k in options if getattr(args, k)]
     limits.check_memory(estimate, " ".join(sizes), limits.available_memory())
 
@@ -176,7 +176,7 @@ def _resolve_train_options(args, stored) -> None:
     """Fill in every option left unset: from the stored run (:class:`fnet.runs.RunOptions`) when
     resuming, else the defaults and the data set's preset. A resumed run refuses options that
     differ from the stored ones (:func:`fnet.runs.resume_options`)."""
-    from fnet import data, runs
+    from fnet import data, models, runs
 
     args.data = data.canonical_name(args.data if args.data is not None else
                                     stored.data if stored is not None else TRAIN_DEFAULTS["data"])
@@ -188,20 +188,18 @@ def _resolve_train_options(args, stored) -> None:
             setattr(args, k, getattr(resumed, k))
         return
     args.model = _model_name(args.model or TRAIN_DEFAULTS["model"])
-    if args.model == "mlp":
-        sizes = {"hidden": (100, 100), "filters": (), **PRESETS.get(args.data, FALLBACK_PRESET)}
-    else:  # () and None: the model's own widths and dropout
-        sizes = {"hidden": (), "filters": (), "dropout": None, **CNN_PRESETS.get(args.data, CNN_FALLBACK_PRESET)}
-    for option, value in {**TRAIN_DEFAULTS, **sizes}.items():
+    for option, value in {**TRAIN_DEFAULTS, **models.preset(args.model, args.data)}.items():
         if getattr(args, option) is None:
             setattr(args, option, value)
 
 
 def _model_name(text: str) -> str:
-    name = text.lower().replace("-", "_")
-    if name not in MODELS:
-        raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {text!r}")
-    return name
+    from fnet import models
+
+    try:
+        return models.canonical_name(text)
+    except ValueError:
+        raise ValueError(f"--model must be one of {', '.join(models.MODELS)}, got {text!r}") from None
 
 
 def _make_learning_rate(args, steps_per_epoch: int):
@@ -228,29 +226,21 @@ def _make_optimizer(name: str, learning_rate, weight_decay: float):
 def _build_run(args, ds):
     """The network and optimizer of a run from its (resolved) options and its data set; the one
     place both `fnet train` and `fnet evaluate` build them, so that they always agree."""
-    from fnet import nets
+    from fnet import models
 
     regression = ds.num_classes == 0
-    weight_decay = 0.0 if args.optimizer == "adamw" else args.weight_decay
-    if args.model == "mlp":
-        net = nets.mlp(
-            ds.num_features,
-            args.hidden,
-            ds.y_train.shape[1] if regression else ds.num_classes,
-            activation=args.activation,
-            norm=None if args.norm == "none" else args.norm,
-            dropout=args.dropout,
-            init=args.init,
-            weight_decay=weight_decay,
-            loss="mse" if regression else "softmax_cross_entropy",
-        )
+    common = {"dropout": args.dropout, "init": args.init,
+              "weight_decay": 0.0 if args.optimizer == "adamw" else args.weight_decay}
+    if not models.MODELS[args.model].images:
+        net = models.build(args.model, (ds.num_features,), ds.y_train.shape[1] if regression else ds.num_classes,
+                           hidden=args.hidden, activation=args.activation, norm=None if args.norm == "none" else args.norm,
+                           loss="mse" if regression else "softmax_cross_entropy", **common)
     else:
         if regression or ds.x_train.ndim != 4:
             raise ValueError(f"--model {args.model} is a convolutional network for images; --data {args.data} "
                              f"holds {'regression targets' if regression else 'samples of shape ' + str(ds.x_train.shape[1:])}")
-        net = nets.cnn(args.model, ds.x_train.shape[1:], ds.num_classes, filters=args.filters,
-                       hidden=args.hidden[0] if args.hidden else 0, dropout=args.dropout, init=args.init,
-                       weight_decay=weight_decay)
+        net = models.build(args.model, ds.x_train.shape[1:], ds.num_classes, filters=args.filters,
+                           dense_width=args.dense_width, **common)
     if args.batch_size > len(ds.x_train):
         raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(ds.x_train)} training samples of {args.data}")
     steps_per_epoch = len(ds.x_train) // args.batch_size
@@ -260,22 +250,22 @@ def _build_run(args, ds):
 
 def _load_data(args, data_dir):
     """The run's data set: images with their channel axis for a CNN, flat samples for the MLP."""
-    from fnet import data
+    from fnet import data, models
 
-    flatten = args.model == "mlp"
+    flatten = not models.MODELS[args.model].images
     return data.check_dataset(data.load(args.data, data_dir=data_dir, seed=args.seed,
                                         **({} if flatten or args.data not in data.IMAGE_DATASETS else {"flatten": False})))
 
 
 def _cmd_train(args) -> int:
-    from fnet import data, distributed, plots, runs, train
+    from fnet import data, distributed, plots, runs
 
     mesh = None
     if args.distributed:  # before anything touches a device
         if not args.out:
             raise ValueError("--distributed needs --out, the run directory shared by every process")
         distributed.initialize_from_env()
-        mesh = train.data_mesh()
+        mesh = distributed.data_mesh()
     lead = distributed.is_lead()  # only process 0 prints and writes files
     args.quiet = bool(args.quiet) or not lead
     out = runs.check_out_path(args.out or os.path.join(
@@ -440,6 +430,8 @@ def _cmd_experiment(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fnet import models  # the model names for the help (after main's interrupt handler)
+
     parser = argparse.ArgumentParser(prog="fnet", description="Functional neural networks from scratch in JAX.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -456,16 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the values stored in the run's config.json.")
     p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
-    p.add_argument("--model", help=f"the network: {', '.join(MODELS)} (default mlp; the CNNs take images)")
-    p.add_argument("--hidden", type=_sizes("--hidden"),
-                   help="hidden sizes of the MLP, e.g. 100,100 (default); a CNN's dense width, e.g. 128")
+    p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
+                                   "cnn: the old name of small_cnn)")
+    p.add_argument("--hidden", type=_sizes("--hidden"), help="hidden sizes of the MLP, e.g. 100,100 (default)")
     p.add_argument("--filters", type=_sizes("--filters"),
                    help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
+    p.add_argument("--dense-width", type=_positive("--dense-width"),
+                   help="a CNN's width of its dense layer before the scores, e.g. 128 (default: the model's); "
+                        "refused for --model mlp")
     p.add_argument("--activation", choices=ACTIVATIONS,
                    help="the MLP's activation (default relu); the CNNs' layers are fixed (ReLU) and refuse another")
     p.add_argument("--norm", choices=NORMS,
-                   help="the MLP's normalization (default none); the CNNs' layers are fixed (batch norm in cnn) and "
-                        "refuse it")
+                   help="the MLP's normalization (default none); the CNNs' layers are fixed (batch norm in small_cnn) "
+                        "and refuse it")
     p.add_argument("--dropout", type=float, help="drop probability of hidden units (default: 0.1 on digits, else 0)")
     p.add_argument("--weight-decay", type=float, help="L2 lambda on weights (AdamW: decoupled decay); default 0")
     p.add_argument("--init", type=_parse_init, help="he (default), xavier, normal, zeros, or a float std")

@@ -1,7 +1,7 @@
 """Multi-process (multi-host) training on JAX's own machinery: ``jax.distributed`` + a global mesh.
 
 Every process runs the same program (``fnet train --distributed`` or a script calling
-:func:`initialize_from_env` and then ``fnet.fit(..., mesh=fnet.train.data_mesh())``); JAX joins
+:func:`initialize_from_env` and then ``fnet.fit(..., mesh=fnet.distributed.data_mesh())``); JAX joins
 them through a coordination service on process 0, the mesh spans the devices of all processes,
 and XLA's collectives (NCCL on GPUs, gloo on CPUs) all-reduce the gradients. Every process loads
 the same data and computes the same replicated params; only process 0 prints and writes
@@ -17,6 +17,9 @@ Environment variables read by :func:`initialize_from_env`:
 
 Without ``FNET_COORDINATOR_ADDRESS``, ``jax.distributed.initialize()`` detects the cluster itself
 (SLURM, Open MPI, Kubernetes/JobSet, Cloud TPU); see docs/scale_out.md.
+
+The mesh helpers (:func:`data_mesh`, :func:`check_mesh`, :func:`replicate`) serve one process
+with several devices as well as several processes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 
 ENV_ADDRESS = "FNET_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "FNET_NUM_PROCESSES"
@@ -95,3 +99,47 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+# ----------------------------------------------------------------------------- data-parallel meshes
+
+#: The mesh axis that data parallelism splits each minibatch along.
+DATA_AXIS = "data"
+
+
+def check_mesh(fn: str, mesh, batch_size: int) -> None:
+    """Raise a clear error unless ``mesh`` is a :class:`jax.sharding.Mesh` with a ``"data"`` axis
+    whose size divides ``batch_size`` (each device gets ``batch_size / size`` samples of a step)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if DATA_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"{fn}: mesh has axes {tuple(mesh.axis_names)} but data parallelism needs an axis named {DATA_AXIS!r}, "
+            f"e.g. jax.sharding.Mesh(jax.devices(), ({DATA_AXIS!r},))"
+        )
+    n = mesh.shape[DATA_AXIS]
+    if batch_size % n:
+        raise ValueError(
+            f"{fn}: the global batch of {batch_size} samples cannot be split evenly over the {n} devices of the "
+            f"mesh's {DATA_AXIS!r} axis; use a batch_size that is a multiple of {n}"
+        )
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: every device of every process)."""
+    return jax.sharding.Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+    """Copy every leaf of ``tree`` to every device of ``mesh`` (``NamedSharding(mesh, P())``).
+
+    Built from each process's host copy with ``jax.make_array_from_callback``, so it also works
+    when the mesh spans several processes (each must pass the same values).
+    """
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def put(leaf):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree_util.tree_map(put, tree)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnet import _checks, combinators, layers, losses, modules, nets
+from fnet import _checks, combinators, layers, losses, models, modules, nets, xla_options
 from fnet.modules import Module, recurrent
 
 #: Thresholds of the float64 check: manual vs autodiff, and anything vs finite differences.
@@ -169,13 +169,6 @@ def three_way(name: str, scalar_fn: Callable, inputs, manual, *, h: float = 1e-5
     return _compiled_check(name, lambda q, ctx: scalar_fn(q), inputs, lambda q, ctx: manual_fn(q), (), h)
 
 
-#: XLA:CPU options of the check programs, which are compiled once and run once (a check's cost is
-#: its compilation; its run takes milliseconds): XLA's older elemental kernel emitter with LLVM's
-#: -O0 compiles the checks ~2x faster than the defaults. Measured over all 39 checks of ``fnet
-#: gradcheck``: every gradient equal to the defaults' to rounding (relative 1e-16; gradients that
-#: are exactly 0 by structure differ by their rounding noise). The two go together: -O0 with the
-#: default fusion emitters miscompiles softmax's gradient to inf (jaxlib 0.10.2).
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 #: Scale of the parameters of a check's generic point (see :func:`check_module`).
 PARAM_SCALE = 0.5
 
@@ -184,9 +177,9 @@ def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable,
     """Run a check as ONE compiled program: the manual gradient ``manual_fn(inputs, context)``,
     ``jax.grad`` of ``scalar_fn(inputs, context)`` and its central differences (one loop over
     the perturbed inputs, which compiles faster than a vmapped batch of them) compile together,
-    once, with :data:`CPU_COMPILER_OPTIONS` on a CPU. ``inputs`` and ``context`` are concrete:
-    the callers draw them with NumPy, since every random draw in the program would add to what a
-    check costs, its compilation."""
+    once, with :data:`fnet.xla_options.CHECK_COMPILER_OPTIONS` on a CPU. ``inputs`` and
+    ``context`` are concrete: the callers draw them with NumPy, since every random draw in the
+    program would add to what a check costs, its compilation."""
 
     def program(inputs, context):
         scalar = partial(lambda ctx, q: scalar_fn(q, ctx), context)
@@ -196,8 +189,7 @@ def _compiled_check(name: str, scalar_fn: Callable, inputs, manual_fn: Callable,
         lowered = jax.jit(program).lower(inputs, context)
         inputs_spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), inputs)
         _checks.tree("three_way", f"the manual gradient of {name}", lowered.out_info[0], "the inputs", inputs_spec)
-        options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        got, auto, num = lowered.compile(options)(inputs, context)
+        got, auto, num = lowered.compile(xla_options.check_compiler_options())(inputs, context)
     scale = max((float(np.max(np.abs(a))) for a in jax.tree_util.tree_leaves(auto) if np.size(a)), default=0.0)
     floor = max(1e-8, AUTODIFF_SCALE_FLOOR * scale)
     num_floor = max(NUMERICAL_FLOOR, NUMERICAL_SCALE_FLOOR * scale)
@@ -507,12 +499,12 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     checks = []
     # Every activation and every norm once: the chain between them is serial's, the same for
     # any pair, so the full product would check nothing more, at 3x the time.
-    for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(nets.NORMS[::-1])):
-        net = nets.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1, dtype="float64")
+    for activation, norm in zip(modules.ACTIVATIONS, itertools.cycle(models.NORMS[::-1])):
+        net = models.mlp(d, [6, 6], c, activation=activation, norm=norm, dropout=0.3, weight_decay=0.1, dtype="float64")
         checks.append(partial(check_network, net, x, y, seed=seed))
     targets = rng.standard_normal((n, c))
     for loss, t in (("mse", targets), ("sigmoid_binary_cross_entropy", (targets > 0).astype(np.float64))):
-        net = nets.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
+        net = models.mlp(d, [6], c, activation="tanh", loss=loss, dtype="float64")
         checks.append(partial(check_network, net, x, t, seed=seed, name=f"{net.name} {loss}"))
     block = serial(dense(6), batchnorm(), relu(), dense(6))
     res = nets.network(serial(dense(6), residual(block), relu(), dropout(0.2), dense(c)), (d,), weight_decay=0.1,
@@ -521,9 +513,9 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     two = nets.network(serial(fan_out(2), parallel(serial(dense(4), tanh()), serial(dense(3), relu())),
                               fan_in_concat(), dense(c)), (d,), dtype="float64", name="two-branch network")
     checks.append(partial(check_network, two, x, y, seed=seed))
-    small_cnn = nets.cnn("cnn", (1, 6, 6), c, filters=(2, 3), hidden=4, weight_decay=0.1, dtype="float64")
+    small_cnn = models.cnn("small_cnn", (1, 6, 6), c, filters=(2, 3), dense_width=4, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_cnn, rng.standard_normal((4, 1, 6, 6)), y[:4], seed=seed,
-                          name=f"small {small_cnn.name}"))
+                          name=small_cnn.name))
     rm, v = recurrent, 5
     lm = serial(rm.embedding(v, 3), rm.lstm(4), dropout(0.3), rm.lstm(4), rm.temporal_dense(v))
     tokens = rng.integers(0, v, (2, 4))

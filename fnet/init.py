@@ -19,6 +19,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnet import _checks
 
@@ -37,11 +38,13 @@ def normal(std):
         batch of init scales).
 
     Returns:
-      ``init(key, shape, dtype=float32) -> std * N(0, 1) samples``.
+      ``init(key, shape, dtype=float32) -> std * N(0, 1) samples``, with ``std`` rounded to
+      ``dtype`` first, so that a float std and the same value as a (traced) array of any float
+      dtype draw bitwise the same weights.
     """
 
     def init(key, shape, dtype=jnp.float32):
-        return (std * jax.random.normal(key, shape, dtype)).astype(dtype)
+        return jnp.asarray(std, dtype) * jax.random.normal(key, shape, dtype)
 
     return init
 
@@ -95,7 +98,7 @@ INITIALIZERS = {"zeros": zeros, "normal": normal(0.01), "xavier": xavier, "he": 
 
 def get(spec):
     """Resolve an initializer spec: a name in :data:`INITIALIZERS`, a std (a Python or NumPy
-    number), or a callable.
+    number, or a 0-d float array, which may be traced: a sweep over init scales), or a callable.
 
     Raises:
       ValueError: for an unknown name or a negative std.
@@ -111,4 +114,8 @@ def get(spec):
         if spec < 0:
             raise ValueError(f"init.get: std must be >= 0, got {spec}")
         return normal(float(spec))
+    if isinstance(spec, (np.generic, np.ndarray, jax.Array)) and np.ndim(spec) == 0 and jnp.issubdtype(spec.dtype, jnp.floating):
+        if _checks.is_concrete(spec) and not float(spec) >= 0:
+            raise ValueError(f"init.get: std must be >= 0, got {float(spec)}")
+        return normal(spec)
     raise TypeError(f"init.get: init must be a name, a float std or a callable, got {type(spec).__name__}")

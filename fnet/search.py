@@ -5,25 +5,27 @@ log-uniformly from a wide range (e.g. ``weight_decay = 10**U(-8, -4)``, ``lr = 1
 train briefly, rank the trials by validation accuracy, narrow the ranges around the best ones
 and search again::
 
-    result = fnet.search.random_search(net, x, y, (x_val, y_val), num_trials=100, epochs=50)
+    make_net = lambda h: fnet.mlp(784, [100] * 5, 10, weight_decay=h["weight_decay"])
+    result = fnet.search.random_search(make_net, x, y, (x_val, y_val), num_trials=100, epochs=50)
     result.trials[0]                     # the best trial: its hyperparameters and curves
     ranges = fnet.search.narrow_ranges(result, top=10)
-    second = fnet.search.random_search(net, x, y, (x_val, y_val), ranges=ranges, seed=1)
+    second = fnet.search.random_search(make_net, x, y, (x_val, y_val), ranges=ranges, seed=1)
 
 Unlike the source's Python loop over trials, all trials run as ONE jit-compiled program
-(:func:`fnet.train.fit_trials`): the hyperparameters are traced per-trial values, so a second
-round with new values reuses the compiled program.
+(:func:`fnet.fit_trials`): the hyperparameters are traced per-trial values, so a second round
+with new values (and the same ``make_net`` object) reuses the compiled program.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from fnet import optim, train
+from fnet import optim, trials
 from fnet.nets import Net
 
 #: The source's ranges: ``10**U(-6, -2)`` for the learning rate, ``10**U(-8, -4)`` for weight decay.
@@ -85,17 +87,23 @@ def sample(ranges: dict, num_trials: int, seed: int = 0) -> dict:
     return out
 
 
+def optimizer_keys(optimizer: Callable) -> frozenset:
+    """The keyword arguments of an optimizer constructor (e.g. ``learning_rate``, ``momentum``)."""
+    return frozenset(inspect.signature(optimizer).parameters)
+
+
 @functools.lru_cache(maxsize=16)
 def optimizer_factory(optimizer: Callable) -> Callable:
-    """``hparams -> optimizer(**optimizer_hparams)``: every searched key that is not one of the
-    network's (``weight_decay``, ``dropout``, ``init_scale``) becomes a keyword argument of the
-    optimizer constructor (e.g. ``learning_rate``, ``momentum``). Cached per constructor, so that
-    repeated searches reuse :func:`fnet.train.fit_trials`'s compiled program."""
-    return lambda h: optimizer(**{k: v for k, v in h.items() if k not in train.MODEL_HPARAMS})
+    """``hparams -> optimizer(**optimizer_hparams)``: every searched key that is a keyword
+    argument of the constructor (:func:`optimizer_keys`, e.g. ``learning_rate``, ``momentum``)
+    goes to it; the others are the network's. Cached per constructor, so that repeated searches
+    reuse :func:`fnet.fit_trials`'s compiled program."""
+    keys = optimizer_keys(optimizer)
+    return lambda h: optimizer(**{k: v for k, v in h.items() if k in keys})
 
 
 def random_search(
-    net: Net,
+    make_net,
     x,
     y,
     val,
@@ -110,19 +118,22 @@ def random_search(
 ) -> SearchResult:
     """Random search: sample ``num_trials`` settings, train them all together, rank them.
 
-    Every trial is ``fnet.train.fit`` of ``net`` with its own hyperparameters and seed
-    ``seed + i``, but all trials run as ONE vmapped, jit-compiled program
-    (:func:`fnet.train.fit_trials`). Trials are ranked by their validation accuracy after the
+    Every trial is :func:`fnet.fit` of ``make_net(hparams_i)`` with the optimizer built from its
+    own hyperparameters and seed ``seed + i``, but all trials run as ONE vmapped, jit-compiled
+    program (:func:`fnet.fit_trials`). Trials are ranked by their validation accuracy after the
     last epoch (the source's criterion); a trial whose loss became NaN/inf ranks last.
 
     Args:
-      net: any network from :func:`fnet.mlp`.
+      make_net: a factory ``hparams -> Net`` that receives every sampled hyperparameter as a
+        traced scalar and uses the network's, e.g. ``lambda h: fnet.mlp(64, [100], 10,
+        weight_decay=h["weight_decay"], dropout=h["dropout"], init=h["init_scale"])``; or any
+        :class:`~fnet.nets.Net`, when every searched name is the optimizer's.
       x, y: training data, x of shape (N, D), y of shape (N,).
       val: ``(x_val, y_val)``, x_val of shape (M, D), y_val of shape (M,).
       num_trials: T, the number of settings.
-      ranges: ``{name: (low, high)}`` (log-uniform) or ``(low, high, "linear")``; names are
-        "weight_decay", "dropout", "init_scale" (the network's) and any keyword argument of
-        ``optimizer`` (e.g. "learning_rate").
+      ranges: ``{name: (low, high)}`` (log-uniform) or ``(low, high, "linear")``; a name that
+        is a keyword argument of ``optimizer`` (e.g. "learning_rate") goes to it, every name
+        to ``make_net``.
       epochs, batch_size: per trial.
       optimizer: an fnet (or optax) optimizer constructor, e.g. ``fnet.optim.sgd``.
       seed: draws the settings (``numpy.random.default_rng(seed)``) and the trials' seeds.
@@ -134,16 +145,20 @@ def random_search(
     if val is None or len(val) != 2:
         raise ValueError(f"{fn}: val must be (x_val, y_val); the trials are ranked by validation accuracy")
     parsed = _parse_ranges(fn, ranges)
+    unused = sorted(set(parsed) - optimizer_keys(optimizer))
+    if isinstance(make_net, Net) and unused:
+        raise ValueError(f"{fn}: ranges {unused} are not keyword arguments of {optimizer.__name__} and make_net is a "
+                         "ready Net: pass a factory hparams -> Net that uses them")
     hparams = sample(parsed, num_trials, seed)
-    result = train.fit_trials(
-        net, optimizer_factory(optimizer), x, y, hparams=hparams, val=val, epochs=epochs,
+    result = trials.fit_trials(
+        make_net, optimizer_factory(optimizer), x, y, hparams=hparams, val=val, epochs=epochs,
         batch_size=batch_size, seed=seed * num_trials, grad=grad,
     )
     hist = result.history
-    trials = []
+    ranked = []
     for i in range(num_trials):
-        curves = {k: [float(v) for v in hist[k][i]] for k in train.TRIAL_HISTORY_KEYS}
-        trials.append({
+        curves = {k: [float(v) for v in hist[k][i]] for k in trials.TRIAL_HISTORY_KEYS}
+        ranked.append({
             "hparams": {k: float(v[i]) for k, v in hparams.items()},
             "seed": int(result.seeds[i]),
             "final_val_acc": curves["val_acc"][-1],
@@ -151,8 +166,8 @@ def random_search(
             "diverged": bool(result.diverged[i]),
             **curves,
         })
-    trials.sort(key=lambda t: -math.inf if t["diverged"] else t["final_val_acc"], reverse=True)
-    return SearchResult(trials, parsed)
+    ranked.sort(key=lambda t: -math.inf if t["diverged"] else t["final_val_acc"], reverse=True)
+    return SearchResult(ranked, parsed)
 
 
 def narrow_ranges(result: SearchResult, *, top: int = 10) -> dict:

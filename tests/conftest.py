@@ -6,7 +6,7 @@ compile the same programs compile them once.
 
 The suite's programs are tiny and each runs a few times, so the suite is compile-bound: it
 compiles with the XLA:CPU options of the gradient check's programs
-(:data:`fnet.gradcheck.CPU_COMPILER_OPTIONS`: the elemental emitter at LLVM -O0, which gives the
+(:data:`fnet.xla_options.CHECK_COMPILER_OPTIONS`: the elemental emitter at LLVM -O0, which gives the
 same results to rounding), set through ``XLA_FLAGS`` so that the subprocesses compile with them
 too. That halves the suite's time (584 -> 304 s on 2 cores). ``FNET_TEST_XLA_DEFAULTS=1`` runs it
 with XLA's default options instead (it passes both ways)."""
@@ -22,14 +22,14 @@ from _data_fixtures import skip_or_fail
 from hypothesis import settings
 
 from fnet import compile_cache
-from fnet.gradcheck import CPU_COMPILER_OPTIONS
+from fnet.xla_options import CHECK_COMPILER_OPTIONS
 
 jax.config.update("jax_enable_x64", True)
 
 # XLA reads XLA_FLAGS when the first program compiles; nothing has compiled yet at this point.
 if not os.environ.get("FNET_TEST_XLA_DEFAULTS"):
     _flags = os.environ.get("XLA_FLAGS", "").split()
-    _flags += [f"--{k}={str(v).lower()}" for k, v in CPU_COMPILER_OPTIONS.items() if f"--{k}" not in " ".join(_flags)]
+    _flags += [f"--{k}={str(v).lower()}" for k, v in CHECK_COMPILER_OPTIONS.items() if f"--{k}" not in " ".join(_flags)]
     os.environ["XLA_FLAGS"] = " ".join(_flags)
 
 # CI runs the same hypothesis examples every time, so a red run is reproducible (and not luck).

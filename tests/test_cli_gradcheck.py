@@ -104,7 +104,7 @@ SECTIONS = {
     "check_combinators": ("serial", "parallel", "fan_out + fan_in_sum", "fan_in_concat", "residual"),
     "check_networks": ("relu layernorm dropout", "leaky_relu batchnorm dropout", "sigmoid dropout",
                        "tanh layernorm dropout", "identity batchnorm dropout", "mse", "residual MLP", "two-branch network",
-                       "small cnn", "2-layer LSTM language model"),
+                       "small_cnn", "2-layer LSTM language model"),
 }
 
 

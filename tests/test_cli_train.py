@@ -138,8 +138,10 @@ def test_bad_input_gives_one_line_and_writes_nothing(options, message, tmp_path,
     "options, message",
     [(["--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
      (["--hidden", "0"], "--hidden sizes must be positive"),
+     (["--dense-width", "0"], "--dense-width sizes must be positive"),
+     (["--dense-width", "8,8"], "--dense-width must be one positive size like 128, got '8,8'"),
      (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'")],
-    ids=["unknown-option", "bad-hidden", "unknown-optimizer"],
+    ids=["unknown-option", "bad-hidden", "bad-dense-width", "two-dense-widths", "unknown-optimizer"],
 )
 def test_options_argparse_rejects_exit_2(options, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

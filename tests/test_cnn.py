@@ -15,12 +15,12 @@ import pytest
 from _cli_helpers import one_line_error
 
 import fnet
-from fnet import cli, data, nets, optim
+from fnet import cli, data, models, nets, optim
 from fnet import train as fnet_train
 from fnet.combinators import serial
 from fnet.modules import avg_pool, conv2d, dense, flatten, global_avg_pool, groupnorm, max_pool, relu
 
-CNN_SMALL = ["--data", "digits", "--model", "cnn", "--filters", "4,8", "--hidden", "16", "--epochs", "2",
+CNN_SMALL = ["--data", "digits", "--model", "small_cnn", "--filters", "4,8", "--dense-width", "16", "--epochs", "2",
              "--batch-size", "128", "--quiet"]
 
 
@@ -89,8 +89,20 @@ def test_conv_module_arguments_are_checked_when_built():
 
 
 def test_model_names_agree_between_the_command_line_and_the_library():
-    assert set(cli.MODELS) == {"mlp", *nets.CNN_MODELS}
+    # The command reads the registry: every model is listed in its help and accepted by name.
+    train_help = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                      if "--model" in a.option_strings).help
+    assert all(name in train_help for name in models.MODELS)
+    assert all(cli._model_name(name.replace("_", "-")) == name for name in models.MODELS)
+    assert cli._model_name("cnn") == "small_cnn"  # the old name, for run folders saved before the rename
     assert set(cli.ACTIVATIONS) == set(fnet.modules.ACTIVATIONS)
+    # one place for a model's facts: its builder uses the registry's widths and dropout
+    for name, model in models.MODELS.items():
+        if model.images:
+            cfg = nets.cnn(name, (1, 28, 28), 10).config
+            assert cfg.model == name and models.describe_cnn(cfg).startswith(name)
+            assert models.preset(name, "mnist")["epochs"] >= 1 and models.preset(name, "sin") == {
+                "hidden": (), "filters": (), "dense_width": 0, "dropout": None, **model.presets[None]}
 
 
 def test_train_resume_and_evaluate_a_cnn_on_digits(tmp_path, capsys):
@@ -103,21 +115,37 @@ def test_train_resume_and_evaluate_a_cnn_on_digits(tmp_path, capsys):
     a, b = (fnet.checkpoint.load(d / "checkpoint.safetensors")["params"] for d in (whole, parts))
     chex.assert_trees_all_equal(a, b)
     config = json.loads((whole / "config.json").read_text())
-    assert config["net"]["model"] == "cnn" and config["net"]["input_shape"] == [1, 8, 8]
-    assert config["net"]["filters"] == [4, 8] and config["args"]["model"] == "cnn"
+    assert config["net"]["model"] == "small_cnn" and config["net"]["input_shape"] == [1, 8, 8]
+    assert config["net"]["filters"] == [4, 8] and config["args"]["model"] == "small_cnn"
+    assert config["net"]["dense_width"] == 16 and config["args"]["dense_width"] == 16 and config["args"]["hidden"] == []
     accuracy = json.loads((whole / "results.json").read_text())["test"]["accuracy"]
     capsys.readouterr()
     assert cli.main(["evaluate", str(whole)]) == 0
     assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+    # A run folder saved before the renames (model "cnn", its dense width as hidden) still loads.
+    del config["args"]["dense_width"]
+    config["args"].update(model="cnn", hidden=[16])
+    config["net"]["hidden"] = config["net"].pop("dense_width")
+    config["net"]["model"] = "cnn"
+    (whole / "config.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", str(whole)]) == 0
+    assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+    assert models.from_config(config["net"]).config == nets.cnn("small_cnn", (1, 8, 8), 10, filters=(4, 8),
+                                                               dense_width=16).config
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--model", "cnn", "--data", "sin"], "--model cnn is a convolutional network for images; --data sin holds regression"),
-    (["--model", "cnn", "--data", "spiral"], "--model cnn is a convolutional network for images; --data spiral holds samples"),
-    (["--model", "cnn", "--hidden", "8,8"], "--hidden for --model cnn is the width of its one dense layer, got 8,8"),
+    (["--model", "small_cnn", "--data", "sin"],
+     "--model small_cnn is a convolutional network for images; --data sin holds regression"),
+    (["--model", "cnn", "--data", "spiral"],
+     "--model small_cnn is a convolutional network for images; --data spiral holds samples"),
+    (["--model", "small_cnn", "--hidden", "8,8"],
+     "--hidden sets the MLP's hidden sizes; --model small_cnn takes --dense-width (the width of its dense layer), "
+     "got --hidden 8,8"),
+    (["--dense-width", "8"], "--filters and --dense-width are a CNN's; --model mlp takes --hidden"),
     (["--model", "deep_convnet", "--filters", "8,8"], "deep_convnet has 6 convolutions, so filters needs 6 widths"),
-    (["--model", "resnet"], "--model must be one of mlp, cnn, three_layer_convnet, simple_convnet, deep_convnet"),
-], ids=["regression", "not-images", "hidden", "filters", "unknown"])
+    (["--model", "resnet"], "--model must be one of mlp, small_cnn, three_layer_convnet, simple_convnet, deep_convnet"),
+], ids=["regression", "not-images", "hidden", "dense-width-mlp", "filters", "unknown"])
 def test_bad_model_options_write_nothing(options, message, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out), *options]) == 2

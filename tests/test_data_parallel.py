@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import json
     import jax, numpy as np
-    from fnet import nets, optim, train
+    from fnet import distributed, nets, optim, train
 
     assert jax.device_count() == 8, jax.devices()
     rng = np.random.default_rng(0)
@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
     y = rng.integers(0, 3, 64).astype(np.int32)
     # Batch norm with 2 samples per device: per-device statistics would change every step.
     net = nets.mlp(5, [16, 16], 3, norm="batchnorm", dropout=0.1)
-    mesh = train.data_mesh()
+    mesh = distributed.data_mesh()
     out = {}
     for grad in ("manual", "autodiff"):
         kw = dict(epochs=2, batch_size=16, grad=grad, progress=False, val=(x[:8], y[:8]))
@@ -43,9 +43,9 @@ SCRIPT = textwrap.dedent("""
             "max_loss": float(np.max(one.history["train_loss"])),
         }
     epoch = train.make_epoch(net, optim.momentum(0.1), batch_size=16, mesh=mesh)
-    params, state = train.replicate(net.init(jax.random.PRNGKey(0)), mesh)
-    hlo = epoch.lower(params, state, train.replicate(optim.momentum(0.1).init(params), mesh),
-                      *train.replicate((x, y, jax.random.PRNGKey(1)), mesh)).compile().as_text()
+    params, state = distributed.replicate(net.init(jax.random.PRNGKey(0)), mesh)
+    hlo = epoch.lower(params, state, distributed.replicate(optim.momentum(0.1).init(params), mesh),
+                      *distributed.replicate((x, y, jax.random.PRNGKey(1)), mesh)).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
     errors = {}
     for name, kw in {"batch": dict(batch_size=12, mesh=mesh),

@@ -35,7 +35,7 @@ WORKER = textwrap.dedent("""
     y = rng.integers(0, 3, 64).astype(np.int32)
     net = nets.mlp(5, [16, 16], 3, norm="batchnorm")
     kw = dict(batch_size=16, progress=False, val=(x[:8], y[:8]), checkpoint_dir=os.path.join(out, "ckpt"))
-    together = train.fit(net, optim.momentum(0.1), x, y, epochs=2, mesh=train.data_mesh(), **kw)
+    together = train.fit(net, optim.momentum(0.1), x, y, epochs=2, mesh=distributed.data_mesh(), **kw)
     flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
     np.savez(os.path.join(out, f"p{rank}.npz"), **flat(together.params))
     ref_path = os.path.join(out, "ref.npz")
@@ -48,7 +48,7 @@ WORKER = textwrap.dedent("""
             time.sleep(0.1)
         os._exit(3)  # dies: process 0 is now alone in the resumed run below
     print("resuming", flush=True)
-    train.fit(net, optim.momentum(0.1), x, y, epochs=4, mesh=train.data_mesh(), resume=True, **kw)
+    train.fit(net, optim.momentum(0.1), x, y, epochs=4, mesh=distributed.data_mesh(), resume=True, **kw)
     print("unreachable: the resumed run finished without process 1", flush=True)
 """)
 

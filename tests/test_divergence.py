@@ -10,6 +10,7 @@ from _cli_helpers import one_line_error, train
 
 from fnet import mlp, optim
 from fnet import train as fnet_train
+from fnet import trials as fnet_trials
 
 
 def _data(n=64, d=4, c=3, seed=0):
@@ -38,7 +39,7 @@ def test_fit_trials_flags_the_same_trials():
     x, y = _data()
     net = mlp(4, [16], 3)
     lrs = np.array([1e-2, 1e6])
-    trials = fnet_train.fit_trials(net, lambda h: optim.adam(h["learning_rate"]), x, y,
+    trials = fnet_trials.fit_trials(net, lambda h: optim.adam(h["learning_rate"]), x, y,
                                    hparams={"learning_rate": lrs}, epochs=2, batch_size=16)
     assert trials.diverged.tolist() == [False, True]
 

@@ -245,7 +245,7 @@ def test_a_residual_and_a_two_branch_network_train_with_fit():
 
 
 def test_network_rejects_bad_modules_losses_and_shapes():
-    with pytest.raises(TypeError, match="network: module must be a Module or a factory"):
+    with pytest.raises(TypeError, match="network: module must be a fnet.modules.Module, got int"):
         nets.network(3, (4,))
     with pytest.raises(ValueError, match=r"network: input_shape must be the shape of one sample"):
         nets.network(dense(2), (None, 4))
@@ -255,6 +255,9 @@ def test_network_rejects_bad_modules_losses_and_shapes():
         nets.network(dense(2), (4,), loss="hinge")
     with pytest.raises(ValueError, match=r"serial\[0\] \(layernorm1\): layernorm: expects input of shape \(N, D\)"):
         nets.network(serial(layernorm(), flatten(), dense(2)), (2, 3))
-    with pytest.raises(ValueError, match=r"net.apply: dropout= overrides the rate of a network built from a factory"):
-        net = nets.network(dense(2), (4,))
+    # A network takes no sweep keywords (a sweep builds one network per trial, see fnet.fit_trials).
+    net = nets.network(dense(2), (4,))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'dropout'"):
         net.apply(net.init(jax.random.PRNGKey(0)), jnp.ones((1, 4)), dropout=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'std'"):
+        net.init(jax.random.PRNGKey(0), std=0.1)

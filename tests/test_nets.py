@@ -223,8 +223,11 @@ def test_dropout_in_the_network():
     c, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(2))
     chex.assert_trees_all_equal(a, b)
     assert not np.allclose(a, c)
-    # a rate-0 override is the identity in train mode
-    z, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1), dropout=0.0)
+    # rate 0 given as an array (a sweep's value: the dropout layers are present) is the identity
+    # in train mode
+    zero = mlp(D, [H, H], C, dropout=jnp.asarray(0.0), dtype="float64")
+    assert len(zero.module.children) == len(net.module.children)
+    z, _ = zero.apply(params, x, train=True, key=jax.random.PRNGKey(1))
     chex.assert_trees_all_close(z, plain.apply(params, x, train=True)[0], rtol=1e-15)
 
 
@@ -242,14 +245,18 @@ def test_input_dropout_drops_input_features_in_train_mode_only():
     dropped, _, _ = fnet.modules.dropout(0.5).forward({}, {}, x, train=True, key=jax.random.split(key, 2)[0])
     assert 0 < np.mean(np.asarray(dropped) == 0) < 1 and set(np.unique(np.asarray(dropped / x)).round(12)) <= {0.0, 2.0}
     chex.assert_trees_all_close(scores, plain.apply(params, dropped), rtol=1e-12)
-    # the hand-written chain through it is jax.grad's, and a hidden-dropout override leaves it alone
+    # the hand-written chain through it is jax.grad's, and a traced hidden rate of 0 (a sweep's
+    # network, whose hidden dropout layers are present) leaves the input dropout alone
     manual = net.loss_and_grad(params, x, y, key=key)[1]
     auto = jax.grad(lambda p: net.loss(p, x, y, key=key)[0])(params)
     assert rel_error(manual, auto) < 1e-10
-    chex.assert_trees_all_close(net.apply(params, x, train=True, key=key, dropout=0.0)[0], scores, rtol=1e-12)
+    swept = jax.jit(lambda r: mlp(D, [H], C, input_dropout=0.5, dropout=r, dtype="float64")
+                    .apply(params, x, train=True, key=key)[0])(0.0)
+    chex.assert_trees_all_close(swept, scores, rtol=1e-12)
 
 
-def test_traced_dropout_and_weight_decay_overrides_under_vmap():
+def test_traced_dropout_and_weight_decay_under_vmap():
+    """A network built inside vmap from traced rates (a sweep's) equals the one built from floats."""
     net = mlp(D, [H], C, dtype="float64")
     params, _ = net.init(jax.random.PRNGKey(0))
     x, y = _data(8)
@@ -257,11 +264,12 @@ def test_traced_dropout_and_weight_decay_overrides_under_vmap():
     rates = jnp.array([0.0, 0.2, 0.5])
     lams = jnp.array([0.0, 0.1, 1.0])
     losses_, grads, _ = jax.vmap(
-        lambda r, lam: net.loss_and_grad(params, x, y, state={}, key=key, dropout=r, weight_decay=lam)
+        lambda r, lam: mlp(D, [H], C, dropout=r, weight_decay=lam, dtype="float64").loss_and_grad(
+            params, x, y, state={}, key=key)
     )(rates, lams)
     for i in range(3):
-        (l_auto, _), g_auto = jax.value_and_grad(net.loss, has_aux=True)(
-            params, x, y, key=key, dropout=float(rates[i]), weight_decay=float(lams[i]))
+        net_i = mlp(D, [H], C, dropout=float(rates[i]), weight_decay=float(lams[i]), dtype="float64")
+        (l_auto, _), g_auto = jax.value_and_grad(net_i.loss, has_aux=True)(params, x, y, key=key)
         np.testing.assert_allclose(losses_[i], l_auto, rtol=1e-13)
         assert rel_error(jax.tree_util.tree_map(lambda g: g[i], grads), g_auto) < 1e-7
     # rate 0 and lambda 0 give the plain network's loss

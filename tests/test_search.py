@@ -46,12 +46,16 @@ def digits():
     return (ds.x_train[:400], ds.y_train[:400]), (ds.x_val, ds.y_val)
 
 
+def make_net(h):
+    """The searched weight decay is the network's (the learning rate goes to the optimizer)."""
+    return nets.mlp(64, [32], 10, weight_decay=h["weight_decay"])
+
+
 def test_search_ranks_trials_and_prefers_large_learning_rates(digits):
     (x, y), val = digits
-    net = nets.mlp(64, [32], 10)
     ranges = {"learning_rate": (1e-5, 1e-1), "weight_decay": (1e-8, 1e-4)}
     kw = {"num_trials": 12, "epochs": 4, "batch_size": 40, "optimizer": optim.sgd}
-    first = search.random_search(net, x, y, val, ranges=ranges, seed=0, **kw)
+    first = search.random_search(make_net, x, y, val, ranges=ranges, seed=0, **kw)
     scores = [t["final_val_acc"] for t in first.trials]
     assert scores == sorted(scores, reverse=True) and len(first.trials) == 12
     assert {t["seed"] for t in first.trials} == set(range(12))
@@ -63,9 +67,18 @@ def test_search_ranks_trials_and_prefers_large_learning_rates(digits):
     best_lrs = [t["hparams"]["learning_rate"] for t in first.trials[:3]]
     assert narrowed["learning_rate"] == (min(best_lrs), max(best_lrs), "log")
     with count_compiles() as compiles:  # the second round reuses the first round's program
-        second = search.random_search(net, x, y, val, ranges=narrowed, seed=1, **kw)
+        second = search.random_search(make_net, x, y, val, ranges=narrowed, seed=1, **kw)
     assert compiles == []
     lo, hi, _ = narrowed["learning_rate"]
     assert all(lo <= t["hparams"]["learning_rate"] <= hi for t in second.trials)
     with pytest.raises(ValueError, match="top must be"):
         search.narrow_ranges(first, top=13)
+
+
+def test_search_sends_each_name_to_the_optimizer_or_the_network(digits):
+    (x, y), val = digits
+    # adamw's own weight_decay is an optimizer argument; sgd has none, so a ready Net cannot use it
+    assert search.optimizer_keys(optim.adamw) >= {"learning_rate", "weight_decay"}
+    with pytest.raises(ValueError, match=r"ranges \['weight_decay'\] are not keyword arguments of sgd"):
+        search.random_search(nets.mlp(64, [32], 10), x, y, val, ranges={"learning_rate": (1e-3, 1e-1),
+                                                                         "weight_decay": (1e-8, 1e-4)})

@@ -17,7 +17,7 @@ import pytest
 
 from _tolerances import adam_noise_floor, assert_trees_close, scale
 
-from fnet import checkpoint, data, nets, optim, schedules, train
+from fnet import checkpoint, data, nets, optim, schedules, train, xla_options
 
 N, D, C, B = 37, 5, 3, 8  # N is not a multiple of B: the last incomplete batch is dropped
 
@@ -271,7 +271,7 @@ def test_fit_takes_an_optax_optimizer_and_matches_fnets(digits):
     nets.mlp(64, [100, 100], 10, dropout=0.1),  # fnet train's default MLP
     nets.mlp(20, [30, 30], 5, norm="batchnorm", init="xavier"),
     nets.mlp(20, [30], 5, init=0.05, dtype="float64"),
-    nets.cnn("cnn", (1, 8, 8), 10, filters=(4, 8), hidden=16),
+    nets.cnn("small_cnn", (1, 8, 8), 10, filters=(4, 8), dense_width=16),
 ], ids=["default-mlp", "xavier-batchnorm", "normal-float64", "cnn"])
 def test_fit_compiles_its_init_faster_with_bitwise_the_same_draws(net):
     # fit compiles net.init at -O1 (3x faster than -O3): the draws must stay bitwise those of XLA's
@@ -280,7 +280,7 @@ def test_fit_compiles_its_init_faster_with_bitwise_the_same_draws(net):
     key = jax.random.PRNGKey(5)
     spec = jax.ShapeDtypeStruct(key.shape, key.dtype)
     emitters = {"xla_cpu_use_fusion_emitters": True}
-    fast = net.init.lower(spec).compile({**train.INIT_COMPILER_OPTIONS, **emitters})(key)
+    fast = net.init.lower(spec).compile({**xla_options.INIT_COMPILER_OPTIONS, **emitters})(key)
     default = net.init.lower(spec).compile({"xla_backend_optimization_level": 3, **emitters})(key)
     chex.assert_trees_all_equal(fast, default)
 
@@ -289,9 +289,9 @@ def test_fit_init_options_yield_to_an_optimization_level_in_xla_flags(monkeypatc
     if jax.default_backend() != "cpu":
         pytest.skip("the options are for XLA:CPU")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    assert train.init_compiler_options() == train.INIT_COMPILER_OPTIONS
+    assert xla_options.init_compiler_options() == xla_options.INIT_COMPILER_OPTIONS
     monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
-    assert train.init_compiler_options() is None
+    assert xla_options.init_compiler_options() is None
 
 
 def test_fit_copies_the_params_it_is_given(digits):

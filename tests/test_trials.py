@@ -1,14 +1,15 @@
-"""Many trials in one vmapped program (fnet.train.fit_trials): each trial equals its own fit()
+"""Many trials in one vmapped program (fnet.trials.fit_trials): each trial equals its own fit()
 run, new hyperparameter values do not recompile, and bad input is rejected before tracing."""
 
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _tolerances import assert_trees_close
 
-from fnet import nets, optim, train
+from fnet import nets, optim, train, trials as fnet_trials
 
 @contextlib.contextmanager
 def count_compiles():
@@ -32,6 +33,14 @@ Y = RNG.integers(0, 3, 24).astype(np.int32)
 VAL = (RNG.normal(size=(8, 5)), RNG.integers(0, 3, 8).astype(np.int32))
 NET = nets.mlp(5, [6, 6], 3, norm="batchnorm", dtype="float64")
 FACTORY = lambda h: optim.momentum(h["learning_rate"])  # noqa: E731 - one object, so the program is cached
+
+
+def make_net(h):
+    """The trial's network: weight decay, dropout and init scale are the trial's (traced) values."""
+    return nets.mlp(5, [6, 6], 3, norm="batchnorm", dtype="float64", weight_decay=h["weight_decay"],
+                    dropout=h["dropout"], init=h["init_scale"])
+
+
 HP = {
     "learning_rate": np.array([0.1, 0.02, 0.05]),
     "weight_decay": np.array([0.0, 1e-3, 1e-2]),
@@ -47,20 +56,18 @@ TERMS = (5 + 6 + 6) + (3 + 6) + 3 * KW["batch_size"]
 
 @pytest.fixture(scope="module")
 def trials():
-    return train.fit_trials(NET, FACTORY, X, Y, hparams=HP, seeds=np.array([3, 4, 5]), **KW)
+    return fnet_trials.fit_trials(make_net, FACTORY, X, Y, hparams=HP, seeds=np.array([3, 4, 5]), **KW)
 
 
 @pytest.mark.xla_defaults
 def test_each_trial_equals_its_own_fit_run(trials):
-    """Trial i of the vmapped program == fit() with trial i's optimizer, net and seed (float64)."""
+    """Trial i of the vmapped program == fit() with trial i's optimizer, net and seed (float64):
+    the same init (the trial's init scale), shuffling, dropout masks and steps."""
     assert trials.history["val_acc"].shape == (3, 2) and not trials.diverged.any()
     for i in range(3):
-        net_i = nets.mlp(5, [6, 6], 3, norm="batchnorm", dtype="float64",
-                         weight_decay=HP["weight_decay"][i], dropout=HP["dropout"][i])
-        init_key, _ = jax.random.split(jax.random.PRNGKey(int(trials.seeds[i])))
-        params, state = net_i.init(init_key, std=HP["init_scale"][i])
+        net_i = make_net({k: jnp.asarray(v[i]) for k, v in HP.items()})  # arrays: the sweep's structure
         single = train.fit(net_i, optim.momentum(float(HP["learning_rate"][i])), X, Y, seed=int(trials.seeds[i]),
-                           params=params, state=state, progress=False, **KW)
+                           progress=False, **KW)
         trial = jax.tree_util.tree_map(lambda a: a[i], (trials.params, trials.state))
         assert_trees_close(trial, (single.params, single.state), dtype=np.float64, terms=TERMS, steps=STEPS)
         losses = {key: np.asarray(single.history[key]) for key in ("train_loss", "val_loss")}
@@ -72,16 +79,17 @@ def test_each_trial_equals_its_own_fit_run(trials):
 
 
 def test_init_trials_matches_the_programs_start():
-    params, state, opt_state = train.init_trials(NET, FACTORY, np.array([3, 4]), {k: v[:2] for k, v in HP.items()})
+    params, state, opt_state = fnet_trials.init_trials(make_net, FACTORY, np.array([3, 4]),
+                                                       {k: v[:2] for k, v in HP.items()})
     init_key, _ = jax.random.split(jax.random.PRNGKey(4))
-    p1, _ = NET.init(init_key, std=0.5)
+    p1, _ = make_net({k: jnp.asarray(v[1]) for k, v in HP.items()}).init(init_key)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_array_equal(a[1], b), params, p1)
     np.testing.assert_allclose(optim.current_learning_rate(opt_state), HP["learning_rate"][:2])
 
 
 def test_new_hyperparameter_values_and_per_trial_data_do_not_recompile(trials):
     with count_compiles() as compiles:
-        again = train.fit_trials(NET, FACTORY, X, Y, hparams={k: v[::-1].copy() for k, v in HP.items()},
+        again = fnet_trials.fit_trials(make_net, FACTORY, X, Y, hparams={k: v[::-1].copy() for k, v in HP.items()},
                                  seeds=np.array([5, 4, 3]), **KW)
     assert compiles == []
     # Reversed hyperparameters and seeds give the reversed trials.
@@ -92,9 +100,9 @@ def test_new_hyperparameter_values_and_per_trial_data_do_not_recompile(trials):
 def test_per_trial_data():
     """shared_data=False: each trial trains on its own data set (here: the shared one, repeated)."""
     hp = {"learning_rate": np.array([0.1, 0.05])}
-    shared = train.fit_trials(NET, FACTORY, X, Y, hparams=hp, epochs=1, batch_size=8)
-    own = train.fit_trials(NET, FACTORY, np.stack([X, X]), np.stack([Y, Y]), hparams=hp, epochs=1, batch_size=8,
-                           shared_data=False)
+    shared = fnet_trials.fit_trials(NET, FACTORY, X, Y, hparams=hp, epochs=1, batch_size=8)
+    own = fnet_trials.fit_trials(NET, FACTORY, np.stack([X, X]), np.stack([Y, Y]), hparams=hp, epochs=1, batch_size=8,
+                                 shared_data=False)
     steps = len(X) // 8
     assert_trees_close(own.params, shared.params, dtype=np.float64, terms=TERMS, steps=steps)
     assert np.isnan(shared.history["val_acc"]).all()
@@ -109,14 +117,21 @@ def test_per_trial_data():
 ])
 def test_bad_hparams(hparams, opt, match):
     with pytest.raises(ValueError, match=match):
-        train.fit_trials(NET, opt, X, Y, hparams=hparams)
+        fnet_trials.fit_trials(NET, opt, X, Y, hparams=hparams)
 
 
 def test_bad_data_and_seeds():
     hp = {"learning_rate": np.array([0.1, 0.2])}
     with pytest.raises(ValueError, match="leading trial axis"):
-        train.fit_trials(NET, FACTORY, X, Y, hparams=hp, shared_data=False)
+        fnet_trials.fit_trials(NET, FACTORY, X, Y, hparams=hp, shared_data=False)
     with pytest.raises(ValueError, match="seeds"):
-        train.fit_trials(NET, FACTORY, X, Y, hparams=hp, seeds=np.array([1, 2, 3]), batch_size=8)
-    with pytest.raises(TypeError, match="opt must be"):
-        train.fit_trials(NET, 0.1, X, Y, hparams=hp)
+        fnet_trials.fit_trials(NET, FACTORY, X, Y, hparams=hp, seeds=np.array([1, 2, 3]), batch_size=8)
+    with pytest.raises(TypeError, match="make_opt must be an"):
+        fnet_trials.fit_trials(NET, 0.1, X, Y, hparams=hp)
+    with pytest.raises(TypeError, match="make_net must be a Net or a factory"):
+        fnet_trials.fit_trials("mlp", FACTORY, X, Y, hparams=hp)
+    with pytest.raises(TypeError, match="make_net must return a Net, got Module"):
+        fnet_trials.fit_trials(lambda h: NET.module, FACTORY, X, Y, hparams=hp)
+    # a factory's network that does not fit the data is refused before the program is traced
+    with pytest.raises(ValueError, match="fit_trials: training features have shape"):
+        fnet_trials.fit_trials(lambda h: nets.mlp(7, [4], 3), FACTORY, X, Y, hparams=hp)

@@ -103,17 +103,16 @@ def train_iterations(net, opt, x, y, *, iterations: int, batch_size: int | None,
     return params, state, opt_state, trace
 
 
-def train_epochs(net, opt, x, y, *, epochs: int, batch_size: int, key, params, state=None, hparams=None,
+def train_epochs(net, opt, x, y, *, epochs: int, batch_size: int, key, params, state=None,
                  metrics: Callable | None = None):
     """``epochs`` epochs of :func:`fnet.train.make_epoch` in one ``lax.scan``, with per-epoch metrics.
 
     Epoch ``e`` (0-based) shuffles with ``fold_in(key, e)``. Call this inside ``jax.jit``; it can be
-    vmapped over ``params`` (e.g. init scales), ``hparams`` and learning rates (an ``opt`` built
-    inside the vmapped function).
+    vmapped over hyperparameters: a ``net`` (weight decay, dropout, init scale) or an ``opt``
+    (learning rate) built inside the vmapped function from traced values.
 
     Args:
       x: array of shape (N, D); y: labels (N,) or targets (N, C).
-      hparams: optional ``{"weight_decay": ..., "dropout": ...}`` overrides (may be traced).
       metrics: optional ``metrics(params, state) -> dict of scalars``, evaluated after every epoch
         (e.g. train and test accuracy).
 
@@ -121,11 +120,11 @@ def train_epochs(net, opt, x, y, *, epochs: int, batch_size: int, key, params, s
       ``(params, state, curves)`` where ``curves["loss"]`` has shape (epochs,): the mean minibatch
       loss of each epoch, plus one (epochs,) array per ``metrics`` key.
     """
-    epoch = train.make_epoch(net, opt, batch_size=batch_size, donate=False)
+    epoch = train.make_epoch(net, opt, batch_size=batch_size, jit=False)
 
     def body(carry, e):
         params, state, opt_state = carry
-        params, state, opt_state, losses = epoch(params, state, opt_state, x, y, jax.random.fold_in(key, e), hparams)
+        params, state, opt_state, losses = epoch(params, state, opt_state, x, y, jax.random.fold_in(key, e))
         out = {"loss": jnp.mean(losses)}
         if metrics is not None:
             out.update(metrics(params, state))
@@ -177,7 +176,7 @@ def overfit_run(hparam: str, value: float, *, epochs: int, quick: bool, data_dir
     of 25, 50 epochs, 1,000 test images.
 
     Args:
-      hparam: "weight_decay" or "dropout" (a traced override of the network's loss).
+      hparam: "weight_decay" or "dropout" (an argument of :func:`fnet.mlp`, traced).
       value: its value in the regularized run.
 
     Returns:
@@ -189,16 +188,17 @@ def overfit_run(hparam: str, value: float, *, epochs: int, quick: bool, data_dir
     n_train, n_test, batch_size = (100, 1000, 25) if quick else (300, None, 100)
     epochs = 50 if quick else epochs
     x, y, x_test, y_test = map(jnp.asarray, mnist_subset(data_dir, n_train, n_test))
-    net = nets.mlp(784, OVERFIT_HIDDEN, 10)
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-    params0, _ = net.init(init_key)
-
-    def metrics(p, s):
-        return {"train_acc": accuracy(net, p, s, x, y), "test_acc": accuracy(net, p, s, x_test, y_test)}
+    params0, _ = nets.mlp(784, OVERFIT_HIDDEN, 10).init(init_key)
 
     def one(v):
+        net = nets.mlp(784, OVERFIT_HIDDEN, 10, **{hparam: v})  # the same params tree for every value
+
+        def metrics(p, s):
+            return {"train_acc": accuracy(net, p, s, x, y), "test_acc": accuracy(net, p, s, x_test, y_test)}
+
         _, _, curves = train_epochs(net, optim.sgd(0.01), x, y, epochs=epochs, batch_size=batch_size,
-                                    key=train_key, params=params0, hparams={hparam: v}, metrics=metrics)
+                                    key=train_key, params=params0, metrics=metrics)
         return curves
 
     curves = jax.jit(jax.vmap(one))(jnp.asarray([0.0, value], jnp.float32))

@@ -31,11 +31,11 @@ BATCH_SIZE, LEARNING_RATE = 100, 0.01
 SCALES = np.logspace(0, -4, 16)
 
 
-def scale_sweep(net, x, y, scales, *, epochs: int, batch_size: int, learning_rate: float, key):
-    """Train ``net`` from N(0, s**2) weights for every scale ``s``, all scales vmapped.
+def scale_sweep(make_net, x, y, scales, *, epochs: int, batch_size: int, learning_rate: float, key):
+    """Train ``make_net(s)`` (weights drawn from N(0, s**2)) for every scale ``s``, all scales vmapped.
 
     Args:
-      net: an fnet MLP (classification).
+      make_net: ``std -> Net`` (classification), called with a traced std.
       x: array of shape (N, D); y: labels of shape (N,).
       scales: array of shape (S,), the init stds.
 
@@ -45,7 +45,8 @@ def scale_sweep(net, x, y, scales, *, epochs: int, batch_size: int, learning_rat
     init_key, train_key = jax.random.split(key)
 
     def one(std):
-        params, state = net.init(init_key, std=std)
+        net = make_net(std)
+        params, state = net.init(init_key)
         _, _, curves = _common.train_epochs(
             net, optim.sgd(learning_rate), x, y, epochs=epochs, batch_size=batch_size, key=train_key,
             params=params, state=state, metrics=lambda p, s: {"acc": _common.accuracy(net, p, s, x, y)})
@@ -67,8 +68,8 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
     key = jax.random.PRNGKey(seed)
     curves = {}
     for label, norm in (("batchnorm", "batchnorm"), ("plain", None)):
-        net = nets.mlp(784, HIDDEN, 10, norm=norm)
-        curves[label] = np.asarray(scale_sweep(net, x, y, SCALES, epochs=epochs, batch_size=batch_size,
+        make_net = lambda std, norm=norm: nets.mlp(784, HIDDEN, 10, norm=norm, init=std)  # noqa: E731
+        curves[label] = np.asarray(scale_sweep(make_net, x, y, SCALES, epochs=epochs, batch_size=batch_size,
                                                learning_rate=LEARNING_RATE, key=key))
     bn_final, plain_final = curves["batchnorm"][:, -1], curves["plain"][:, -1]
     return {"scales": SCALES.tolist(), "epochs": epochs, "n_train": n_train, "batch_size": batch_size,

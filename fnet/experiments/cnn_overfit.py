@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fnet import nets, optim, plots
+from fnet import models, optim, plots
 from fnet import train as fnet_train
 from fnet.experiments import _common
 
@@ -32,7 +32,7 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
     """
     filters, hidden, epochs = 32, 100, 15
     x, y, x_test, y_test = _common.mnist_subset(data_dir, 100, 500 if quick else 1000, flatten=False)
-    net = nets.cnn("three_layer_convnet", (1, 28, 28), 10, filters=(filters,), hidden=hidden)
+    net = models.cnn("three_layer_convnet", (1, 28, 28), 10, filters=(filters,), dense_width=hidden)
     result = fnet_train.fit(net, optim.adam(1e-3), x, y, val=(x_test, y_test), epochs=epochs, batch_size=50,
                             seed=seed, progress=False, divergence_factor=None)
     train_acc, test_acc = result.history["train_acc"], result.history["val_acc"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from fnet import nets, optim, plots
+from fnet import models, optim, plots
 from fnet import train as fnet_train
 from fnet.experiments import _common
 
@@ -50,7 +50,7 @@ def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:
     """
     n_train, n_test, epochs = (2000, 1000, 1) if quick else (None, None, 2)
     x, y, x_test, y_test = _common.mnist_subset(data_dir, n_train, n_test, flatten=False)
-    net = nets.cnn("simple_convnet", (1, 28, 28), 10, init=0.01)
+    net = models.cnn("simple_convnet", (1, 28, 28), 10, init=0.01)
     init_key, _ = jax.random.split(jax.random.PRNGKey(seed))  # fit draws the same initial params
     before = net.init(init_key).params["conv2d1"]["W"]
     result = fnet_train.fit(net, optim.adam(1e-3), x, y, epochs=epochs, batch_size=100, seed=seed, progress=False)

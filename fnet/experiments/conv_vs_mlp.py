@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fnet import nets, optim, plots
+from fnet import models, nets, optim, plots
 from fnet import train as fnet_train
 from fnet.experiments import _common
 
@@ -26,8 +26,8 @@ DATASETS = ("mnist", "fashion-mnist")
 
 def networks() -> dict:
     """The two networks, ``{name: (net, takes images)}``."""
-    return {"cnn": (nets.cnn("cnn", (1, 28, 28), 10, filters=(16, 32), hidden=64), True),
-            "mlp": (nets.mlp(784, [133], 10), False)}
+    return {"cnn": (models.cnn("small_cnn", (1, 28, 28), 10, filters=(16, 32), dense_width=64), True),
+            "mlp": (models.mlp(784, [133], 10), False)}
 
 
 def run(*, quick: bool = False, data_dir=None, seed: int = 0) -> dict:

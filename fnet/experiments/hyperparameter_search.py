@@ -59,16 +59,20 @@ def run(*, quick: bool = False, data_dir=None) -> dict:
     """
     cfg = QUICK if quick else FULL
     (x, y), val = _split(data_dir, cfg["n_samples"])
-    net = nets.mlp(784, cfg["hidden"], 10)
+    hidden = tuple(cfg["hidden"])
+
+    def make_net(h):  # the searched weight decay is the network's (the learning rate SGD's)
+        return nets.mlp(784, hidden, 10, weight_decay=h["weight_decay"])
+
     kwargs = {"num_trials": cfg["num_trials"], "epochs": cfg["epochs"], "batch_size": cfg["batch_size"],
               "optimizer": optim.sgd}
     rounds, ranges = [], RANGES
     for seed in (0, 1):
         t0 = time.perf_counter()
-        found = search.random_search(net, x, y, val, ranges=ranges, seed=seed, **kwargs)
+        found = search.random_search(make_net, x, y, val, ranges=ranges, seed=seed, **kwargs)
         rounds.append(_round(found, time.perf_counter() - t0))
         ranges = search.narrow_ranges(found, top=cfg["top_narrow"])
-    settings = dict(cfg, n_train=len(x), n_val=len(val[0]), optimizer="sgd", network=nets.describe(net.config))
+    settings = dict(cfg, n_train=len(x), n_val=len(val[0]), optimizer="sgd", network=nets.mlp(784, hidden, 10).name)
     return {"settings": settings, "rounds": rounds}
 
 
