@@ -94,6 +94,10 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
 
     Returns:
       ``{"loss": float, "accuracy": float}``.
+
+    Raises:
+      ValueError: bad shapes, non-finite data, or non-finite ``params`` or ``state`` (naming the
+        first such leaf, e.g. "evaluate: params['dense2']['W'] must be finite, ...").
     """
     fn = "evaluate"
     x = _checks.float_array(fn, "x", x, min_ndim=2)
@@ -102,6 +106,9 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
         raise ValueError(f"{fn}: x is empty (shape {tuple(x.shape)}); there is nothing to evaluate")
     _checks.finite(fn, "x", x)
     nets.check_targets(fn, net, "y", x.shape[0], y)
+    # A NaN network would still get an accuracy (argmax of NaN scores is 0): never score one.
+    _checks.finite_tree(fn, "params", params)
+    _checks.finite_tree(fn, "state", state)
     return evaluate_checked(net, params, state, x, y, batch_size)
 
 

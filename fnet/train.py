@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks, distributed, evaluation, history, optim, xla_options
+from fnet import _checks, distributed, evaluation, history, limits, optim, xla_options
 from fnet import nets
 from fnet.distributed import DATA_AXIS, check_mesh, data_mesh, replicate  # noqa: F401 - data_mesh: also fnet.train's
 from fnet.evaluation import accuracy, evaluate  # noqa: F401 - also fnet.train's
@@ -236,14 +236,6 @@ class FitResult(NamedTuple):
         return nets.Variables(self.best_params, self.best_state)
 
 
-def _check_finite_tree(fn: str, name: str, tree) -> None:
-    """Raise naming the first leaf of ``tree`` (by path) that holds NaN or inf."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(f"{fn}: {name}{jax.tree_util.keystr(path)} contains NaN or inf; "
-                             "training from non-finite values cannot produce a meaningful network")
-
-
 def _check_fit_args(fn, net, x, y, val, epochs, batch_size, seed, early_stopping, divergence_factor, resume,
                     checkpoint_dir):
     """Stage 1, validate the inputs: ``(epochs, batch_size, seed, early_stopping)`` as ints."""
@@ -253,7 +245,7 @@ def _check_fit_args(fn, net, x, y, val, epochs, batch_size, seed, early_stopping
     epochs = _checks.integer(fn, "epochs", epochs, minimum=1)
     batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1, maximum=len(x),
                                  what="(the number of training samples)")
-    seed = _checks.integer(fn, "seed", seed)
+    seed = limits.check_seed(f"{fn}: seed", _checks.integer(fn, "seed", seed))
     if early_stopping is not None:
         early_stopping = _checks.integer(fn, "early_stopping", early_stopping, minimum=1, what="(epochs)")
     if divergence_factor is not None and not (math.isfinite(divergence_factor) and divergence_factor > 1):
@@ -271,8 +263,6 @@ def _start(fn, net, opt, seed: int, params, state, ckpt_path):
     if params is None:
         params, init_state = xla_options.compiled_init(net.init, _spec(init_key))(init_key)
         state = init_state if state is None else state
-    _check_finite_tree(fn, "params", params)
-    _check_finite_tree(fn, "state", state)
     # The compiled epoch donates its inputs: keep our own copies of anything the caller passed.
     params, state = jax.tree_util.tree_map(jnp.copy, (params, {} if state is None else state))
     opt_state = jax.jit(opt.init)(params)  # one small program, not one eager zeros_like per leaf
@@ -280,6 +270,9 @@ def _start(fn, net, opt, seed: int, params, state, ckpt_path):
     run = history.Progress({k: [] for k in history.HISTORY_KEYS}, -math.inf, 0, math.nan, False)
     if ckpt_path is not None and os.path.exists(ckpt_path):
         params, state, opt_state, best, run = history.load_checkpoint(ckpt_path, params, state, opt_state)
+    # Training from NaN or inf can only give NaN: refuse it, naming the leaf (also a resumed one).
+    for name, tree in (("params", params), ("state", state), ("opt_state", opt_state)):
+        _checks.finite_tree(fn, name, tree)
     return train_key, (params, state, opt_state), best, run
 
 
@@ -299,6 +292,10 @@ def _check_divergence(fn, run: history.Progress, step_losses, epoch: int, factor
     kept = f"; the checkpoint of epoch {epoch - 1} in {checkpoint_dir} is kept" if checkpoint_dir and epoch > 1 else ""
     if not np.all(np.isfinite(step_losses)):
         bad = int(np.argmax(~np.isfinite(step_losses)))
+        if epoch == 1 and bad == 0:  # before any update: the starting point itself gives non-finite scores
+            raise TrainingDiverged(f"{fn}: the untrained network's loss is already {step_losses[0]} (step 1 of epoch "
+                                   "1, before any update): its initial parameters give non-finite scores, e.g. from "
+                                   "a too large init scale; a smaller learning rate cannot help", run.history)
         raise TrainingDiverged(f"{fn}: the training loss became {step_losses[bad]} at epoch {epoch}, step {bad + 1} "
                                f"of {len(step_losses)}{kept}; try a smaller learning rate", run.history)
     mean = float(step_losses.mean())

@@ -245,6 +245,8 @@ def fit_trials(
     seeds = np.asarray(seed + np.arange(t) if seeds is None else seeds)
     if seeds.shape != (t,) or not np.issubdtype(seeds.dtype, np.integer):
         raise ValueError(f"{fn}: seeds must be an int array of shape ({t},) (one per trial), got {seeds.dtype} {seeds.shape}")
+    if seeds.min() < 0:  # fit's rule: 0 <= seed < 2**63 (int64 holds no larger)
+        raise ValueError(f"{fn}: seeds must be integers with 0 <= seed < 2**63, got min {seeds.min()}")
     program = _trials_program(make_net, make_opt, batch_size, grad, epochs, min(train_eval_samples, n), shared_data,
                               0 if val is None else len(val[0]))
     val_d = None if val is None else (jnp.asarray(val[0]), jnp.asarray(val[1]))

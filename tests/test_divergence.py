@@ -51,3 +51,29 @@ def test_the_command_line_reports_it_and_keeps_what_was_written(tmp_path, capsys
     assert "the training loss diverged at epoch 1" in line and "smaller learning rate" in line
     assert json.loads((out / "history.json").read_text())["epoch"] == []
     assert (out / "config.json").exists() and not (out / "results.json").exists()
+
+
+def test_a_start_that_is_already_non_finite_is_not_blamed_on_the_learning_rate():
+    x, y = _data()
+    # He init scaled to 1e30: the very first scores overflow float32, before any update.
+    with pytest.raises(fnet_train.TrainingDiverged, match="untrained network's loss is already .* a smaller learning "
+                                                          "rate cannot help"):
+        fnet_train.fit(mlp(4, [16], 3, init=1e30), optim.sgd(1e-3), x, y, epochs=2, batch_size=16, progress=False)
+
+
+def test_fit_refuses_non_finite_starting_params_and_seeds_out_of_range():
+    import jax
+
+    x, y = _data()
+    net = mlp(4, [16], 3)
+    params, state = net.init(jax.random.PRNGKey(0))
+    params["dense1"]["b"] = params["dense1"]["b"].at[3].set(np.inf)
+    with pytest.raises(ValueError, match=r"fit: params\['dense1'\]\['b'\] must be finite"):
+        fnet_train.fit(net, optim.sgd(0.1), x, y, params=params, state=state, epochs=1, batch_size=16, progress=False)
+    for seed, error in ((-1, ValueError), (2**63, ValueError), (2**70, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="fit: seed must be"):
+            fnet_train.fit(net, optim.sgd(0.1), x, y, seed=seed, epochs=1, batch_size=16, progress=False)
+    with pytest.raises(ValueError, match="fit_trials: seeds must be integers with 0 <= seed"):
+        fnet_trials.fit_trials(net, lambda h: optim.sgd(h["learning_rate"]), x, y,
+                               hparams={"learning_rate": np.full(2, 0.1)}, seeds=np.array([0, -1]), epochs=1,
+                               batch_size=16)
