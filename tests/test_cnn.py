@@ -140,9 +140,9 @@ def test_train_resume_and_evaluate_a_cnn_on_digits(tmp_path, capsys):
     (["--model", "cnn", "--data", "spiral"],
      "--model small_cnn is a convolutional network for images; --data spiral holds samples"),
     (["--model", "small_cnn", "--hidden", "8,8"],
-     "--hidden sets the MLP's hidden sizes; --model small_cnn takes --dense-width (the width of its dense layer), "
-     "got --hidden 8,8"),
-    (["--dense-width", "8"], "--filters and --dense-width are a CNN's; --model mlp takes --hidden"),
+     "--hidden 8,8: --hidden sets the MLP's hidden sizes; --model small_cnn takes --dense-width (the width of its "
+     "dense layer) and --filters"),
+    (["--dense-width", "8"], "--dense-width 8: --model mlp has no convolutions; --dense-width applies to the CNNs"),
     (["--model", "deep_convnet", "--filters", "8,8"], "deep_convnet has 6 convolutions, so filters needs 6 widths"),
     (["--model", "resnet"], "--model must be one of mlp, small_cnn, three_layer_convnet, simple_convnet, deep_convnet"),
 ], ids=["regression", "not-images", "hidden", "dense-width-mlp", "filters", "unknown"])
