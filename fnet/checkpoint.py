@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import safetensors.numpy
 
 from fnet import files
 
@@ -59,6 +59,7 @@ _DTYPES = {code: np.dtype(t) for code, t in (
     ("F16", np.float16), ("U32", np.uint32), ("I32", np.int32), ("F32", np.float32), ("U64", np.uint64),
     ("I64", np.int64), ("F64", np.float64), ("C64", np.complex64))}
 _NATIVE = set(_DTYPES.values())
+_CODES = {dtype: code for code, dtype in _DTYPES.items()}
 _RESERVED = "__metadata__"  # the safetensors header's own key; no tensor may have this name
 
 
@@ -145,9 +146,27 @@ def save(path, tree, metadata: dict | None = None) -> None:
         text = json.dumps(header)
     except TypeError as e:
         raise TypeError(f"{fn}: metadata must be JSON-serializable: {e}") from None
-    data = safetensors.numpy.save(tensors, metadata={METADATA_KEY: text})
     with files.atomic_open(path, "wb") as f:
-        f.write(data)
+        _write_safetensors(f, tensors, {METADATA_KEY: text})
+
+
+def _write_safetensors(f, tensors: dict, metadata: dict) -> None:
+    """Write the safetensors layout: the header's length (8 bytes, little-endian), the JSON header
+    (tensor name -> dtype code, shape and byte range in the data; ``"__metadata__"`` -> a dict of
+    strings), padded with spaces to a multiple of 8 bytes, then every tensor's bytes back to back
+    in header order. Written here (fnet reads it with its own bounded reader too), so the
+    format needs no package beyond NumPy; ``safetensors.numpy.load_file`` reads the result."""
+    header, offset = {_RESERVED: metadata}, 0
+    for name, arr in tensors.items():
+        header[name] = {"dtype": _CODES[arr.dtype], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    f.write(struct.pack("<Q", len(text)))
+    f.write(text)
+    for arr in tensors.values():
+        f.write(arr.tobytes())
 
 
 class CorruptCheckpointError(ValueError):
