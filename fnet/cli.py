@@ -429,19 +429,9 @@ def _cmd_experiment(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_train_parser(sub) -> None:
+    """``fnet train``'s options."""
     from fnet import models  # the model names for the help (after main's interrupt handler)
-
-    parser = argparse.ArgumentParser(prog="fnet", description="Functional neural networks from scratch in JAX.")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    parser.add_argument("--no-compile-cache", action="store_true",
-                        help="do not use the persistent compilation cache (also: FNET_COMPILE_CACHE=0); see fnet.compile_cache")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("gradcheck", help="check every hand-written gradient against jax.grad and finite differences")
-    p.add_argument("--verbose", "-v", action="store_true", help="one row per parameter leaf")
-    p.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**63 (default 0)")
-    p.set_defaults(func=_cmd_gradcheck)
 
     p = sub.add_parser("train", help="train a network (default: an MLP on digits, manual gradients, Adam)",
                        description="Train a network. Options left out take their defaults, or, with --resume, "
@@ -487,6 +477,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel over the devices of several processes: jax.distributed.initialize from "
                         "$FNET_COORDINATOR_ADDRESS, $FNET_NUM_PROCESSES, $FNET_PROCESS_ID (or SLURM etc.); see docs/scale_out.md")
     p.set_defaults(func=_cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnet", description="Functional neural networks from scratch in JAX.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not use the persistent compilation cache (also: FNET_COMPILE_CACHE=0); see fnet.compile_cache")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("gradcheck", help="check every hand-written gradient against jax.grad and finite differences")
+    p.add_argument("--verbose", "-v", action="store_true", help="one row per parameter leaf")
+    p.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**63 (default 0)")
+    p.set_defaults(func=_cmd_gradcheck)
+
+    _add_train_parser(sub)
 
     p = sub.add_parser("evaluate", help="re-load a run directory and print its test accuracy")
     p.add_argument("run_dir")
