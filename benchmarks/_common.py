@@ -339,9 +339,10 @@ def numpy_adam(params: list, lr: float, b1: float = 0.9, b2: float = 0.999, eps:
 
 
 def peers(make_torch: Callable, make_numpy: Callable, numpy_name: str, *, device: str,
-          torch_compile: bool) -> tuple[list, dict]:
+          torch_compile: bool, numpy_skip: str | None = None) -> tuple[list, dict]:
     """The peer implementations that run outside JAX: ``make_torch(name, compile_model=...)`` for
-    "torch eager" and (when ``torch_compile``) "torch compile", ``make_numpy()`` on the CPU only.
+    "torch eager" and (when ``torch_compile``) "torch compile", ``make_numpy()`` on the CPU only
+    and unless ``numpy_skip`` gives a reason not to run it (e.g. too slow at this size).
     Returns ``(impls, not_run)``, ``not_run`` saying why each missing one did not run."""
     impls, not_run = [make_torch("torch eager", compile_model=False)], {}
     if torch_compile:
@@ -351,10 +352,12 @@ def peers(make_torch: Callable, make_numpy: Callable, numpy_name: str, *, device
             not_run["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:
         not_run["torch compile"] = "skipped (--no-torch-compile or quick mode)"
-    if device == "cpu":
-        impls.append(make_numpy())
-    else:
+    if device != "cpu":
         not_run[numpy_name] = "CPU only"
+    elif numpy_skip:
+        not_run[numpy_name] = numpy_skip
+    else:
+        impls.append(make_numpy())
     return impls, not_run
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _tolerances import rounding_rtol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +22,8 @@ from fnet.experiments import _common
 
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
-        "loop-vs-vectorized", "shallow-net", "linear-collapse", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp")
+        "loop-vs-vectorized", "shallow-net", "linear-collapse", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp",
+        "vanishing-gradients")
 
 
 def _protocol(name, tmp_path, data_dir=None):
@@ -276,3 +278,41 @@ def test_conv_vs_mlp(tmp_path, shared_data_dir):  # noqa: F811
     for res in r["results"].values():
         assert res["cnn"]["test_accuracy"] > 0.6 and res["mlp"]["test_accuracy"] > 0.6
         assert res["cnn"]["train_loss"][-1] < res["cnn"]["train_loss"][0]
+
+
+# ------------------------------------------------------------------------------- recurrent
+
+
+def test_vanishing_gradients(tmp_path):
+    r = _protocol("vanishing-gradients", tmp_path)
+    cells, t = r["cells"], r["T"]
+    assert list(cells) == ["RNN", "LSTM", "GRU", "LSTM, forget bias 0"]
+    # Manual BPTT against jax.grad, float32: the gradient reaching h_t passes through T - t steps,
+    # each a sum over the 4H gate pre-activations (the LSTM's, the widest).
+    rtol = rounding_rtol(np.float32, terms=t * 4 * r["hidden"])
+    for name, c in cells.items():
+        assert len(c["manual"]) == len(c["autodiff"]) == t + 1, name
+        assert max(c["rel_diff"]) <= rtol, name
+        assert c["dh0_rel_diff"] <= rtol, name  # the step-by-step reverse scan is the module's BPTT
+    # The classic result: the tanh RNN's gradient vanishes faster than the LSTM's.
+    assert cells["RNN"]["factor_per_step"] < cells["LSTM"]["factor_per_step"] - 0.05
+    assert cells["RNN"]["manual"][0] < 0.1 * cells["LSTM"]["manual"][0]
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_vanishing_gradients_manual_equals_autodiff_in_float64(name):
+    from fnet.experiments import vanishing_gradients as vg
+
+    n, t, d, hidden, v = 3, 7, 5, 4, 6
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = jax.random.normal(keys[0], (n, t, d), jnp.float64)
+    y = jax.random.randint(keys[1], (n, t), 0, v)
+    cell = vg.CELLS[name]
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), vg.init_cell(cell, x, hidden, keys[2]))
+    head = {"W": jax.random.normal(keys[3], (hidden, v), jnp.float64), "b": jnp.zeros(v, jnp.float64)}
+    manual, auto, dh0, _ = vg.state_grads(cell, params, x, head, y)
+    chex.assert_shape([manual, auto], (t + 1, n, hidden))
+    rtol = rounding_rtol(np.float64, terms=t * 4 * hidden)
+    np.testing.assert_allclose(manual, auto, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(auto))))
+    np.testing.assert_allclose(manual[0], dh0, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(dh0))))
+    assert float(jnp.max(jnp.abs(manual[:-1]))) > 0  # the loss at T reaches every earlier state

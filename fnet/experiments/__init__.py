@@ -36,6 +36,7 @@ MODULES = (
     "conv_filters",
     "cnn_overfit",
     "conv_vs_mlp",
+    "vanishing_gradients",
 )
 
 
