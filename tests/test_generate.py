@@ -91,23 +91,25 @@ def test_a_model_trained_on_a_repeating_pattern_continues_it():
 @pytest.mark.parametrize("call, error, message", [
     (lambda g: g(prompt_ids=np.array([], np.int32)), ValueError, r"generate: prompt_ids is empty \(shape \(0,\)\)"),
     (lambda g: g(prompt_ids=np.zeros((2, 0), np.int32)), ValueError, r"generate: prompt_ids is empty"),
-    (lambda g: g(prompt_ids=np.array([1, V])), ValueError, r"generate: prompt_ids must lie in \[0, 6\) for a "
-                                                          r"vocabulary of 6, got values in \[1, 6\]"),
-    (lambda g: g(prompt_ids=np.array([1.0, 2.0])), TypeError, r"generate: prompt_ids must be integer token ids, got "
-                                                              r"dtype float64"),
+    (lambda g: g(prompt_ids=np.array([1, V])), ValueError,
+     r"generate: prompt_ids must lie in \[0, 6\) for a vocabulary of 6, got values in \[1, 6\]"),
+    (lambda g: g(prompt_ids=np.array([1.0, 2.0])), TypeError,
+     r"generate: prompt_ids must be integer token ids, got dtype float64"),
     (lambda g: g(prompt_ids="ab"), TypeError, r"generate: prompt_ids must be token ids, got the string 'ab'; encode"),
     (lambda g: g(prompt_ids=np.zeros((1, 1, 2), np.int32)), ValueError, r"must have shape \(P,\) or \(N, P\)"),
     (lambda g: g(length=0), ValueError, r"generate: length must be a positive int, got 0"),
     (lambda g: g(length=2.0), TypeError, r"generate: length must be an int"),
-    (lambda g: g(temperature=-1.0), ValueError, r"generate: temperature must be a finite number >= 0 \(0: greedy\), "
-                                                r"got -1.0"),
+    (lambda g: g(temperature=-1.0), ValueError,
+     r"generate: temperature must be a finite number >= 0 \(0: greedy\), got -1.0"),
     (lambda g: g(temperature=float("nan")), ValueError, r"generate: temperature must be a finite number >= 0"),
     (lambda g: g(key=None), ValueError, r"generate: key is None but temperature 1.0 > 0 samples"),
 ])
 def test_bad_input_is_named(lm, call, error, message):
     net, variables = lm
 
-    def g(*, prompt_ids=np.array([1, 2]), length=3, temperature=1.0, key=jax.random.PRNGKey(0)):
+    def g(*, prompt_ids=None, length=3, temperature=1.0, key=0):
+        prompt_ids = np.array([1, 2]) if prompt_ids is None else prompt_ids
+        key = None if key is None else jax.random.PRNGKey(key)
         return fnet.generate(net, variables, prompt_ids, length, temperature=temperature, key=key)
 
     with pytest.raises(error, match=message):

@@ -113,7 +113,7 @@ def test_fit_on_a_tiny_text_lowers_the_loss_and_resumes_bitwise(tmp_path):
     x, y = map(np.asarray, data.random_windows(jax.random.PRNGKey(0), ids, 32, 6))
     net = models.char_lm(len(vocab), embed=4, hidden=8, context=6)
     opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.03))
-    kw = dict(batch_size=8, seed=3, progress=False)
+    kw = {"batch_size": 8, "seed": 3, "progress": False}
     whole = train.fit(net, opt, x, y, val=(x[:8], y[:8]), epochs=4, **kw)
     history = whole.history
     assert history["train_loss"][-1] < 0.8 * history["train_loss"][0]
@@ -168,11 +168,12 @@ def test_bad_token_input_is_named(lm):
 
 @pytest.mark.parametrize("data_, message", [
     (lambda x, y: (x.astype(np.float32), y), r"fit: training token ids must be integers, got dtype float32"),
-    (lambda x, y: (x[:, :3], y), r"fit: training token ids have shape \(4, 3\) but the network takes token ids of "
-                                 r"shape \(N, 5\)"),
+    (lambda x, y: (x[:, :3], y),
+     r"fit: training token ids have shape \(4, 3\) but the network takes token ids of shape \(N, 5\)"),
     (lambda x, y: (x + V, y), r"fit: training token ids must lie in \[0, 7\)"),
-    (lambda x, y: (x, y[:, 1:]), r"fit: training labels has shape \(4, 4\) but the network's scores for 4 samples "
-                                 r"have shape \(4, 5, 7\): the targets are one token id per step, of shape \(4, 5\)"),
+    (lambda x, y: (x, y[:, 1:]),
+     (r"fit: training labels has shape \(4, 4\) but the network's scores for 4 samples have shape \(4, 5, 7\): "
+      r"the targets are one token id per step, of shape \(4, 5\)")),
     (lambda x, y: (x, y - 1), r"fit: training labels must lie in \[0, 7\)"),
 ])
 def test_fit_refuses_bad_token_data_before_training(lm, data_, message):
