@@ -570,9 +570,11 @@ def build(name: str, input_shape, num_outputs: int, *, hidden=None, filters=(), 
 
 def _build_char_lm(cell: str, input_shape, vocab_size: int, hidden, dropout, options: dict) -> Net:
     """:func:`build` of a language model."""
-    if len(tuple(input_shape)) != 1:
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 1:
         raise ValueError(f"build: the {cell} language model takes windows of token ids, input_shape (T,), got "
-                         f"{tuple(input_shape)}")
+                         f"{input_shape}")
+    (context,) = input_shape
     sizes = {}
     if isinstance(hidden, (tuple, list)) and hidden:
         if len(set(hidden)) > 1:
@@ -582,7 +584,7 @@ def _build_char_lm(cell: str, input_shape, vocab_size: int, hidden, dropout, opt
         sizes = {"hidden": hidden}
     if dropout is not None:
         sizes["dropout"] = dropout
-    return char_lm(vocab_size, cell=cell, context=tuple(input_shape)[0], **sizes, **options)
+    return char_lm(vocab_size, cell=cell, context=context, **sizes, **options)
 
 
 def upgrade_config(config: dict) -> dict:
