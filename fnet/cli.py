@@ -196,10 +196,15 @@ def _resolve_train_options(args, stored) -> None:
 def _model_name(text: str) -> str:
     from fnet import models
 
+    trained = ", ".join(name for name, m in models.MODELS.items() if m.cell is None)
     try:
-        return models.canonical_name(text)
+        name = models.canonical_name(text)
     except ValueError:
-        raise ValueError(f"--model must be one of {', '.join(models.MODELS)}, got {text!r}") from None
+        raise ValueError(f"--model must be one of {trained}, got {text!r}") from None
+    if models.MODELS[name].cell is not None:
+        raise ValueError(f"--model {name} is a character language model, which fnet train does not train yet; build "
+                         f"it with fnet.models.char_lm and train it with fnet.fit (the command trains {trained})")
+    return name
 
 
 def _make_learning_rate(args, steps_per_epoch: int):
@@ -438,7 +443,8 @@ def _add_train_parser(sub) -> None:
                                    "the values stored in the run's config.json.")
     p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
-    p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
+    p.add_argument("--model", help=f"the network: {', '.join(n for n, m in models.MODELS.items() if m.cell is None)} "
+                                   "(default mlp; the CNNs take images; "
                                    "cnn: the old name of small_cnn)")
     p.add_argument("--hidden", type=_sizes("--hidden"), help="hidden sizes of the MLP, e.g. 100,100 (default)")
     p.add_argument("--filters", type=_sizes("--filters"),

@@ -66,15 +66,18 @@ def accuracy(net: Net, scores, y):
     """Fraction of correct predictions, traceable (usable inside jit, scan and vmap).
 
     Args:
-      scores: the net's outputs, shape (N, C) (or (N, K) for a binary head).
-      y: labels of shape (N,) for softmax cross-entropy (correct = argmax), 0/1 targets of
-        scores' shape for sigmoid binary cross-entropy (a score > 0 predicts 1).
+      scores: the net's outputs, shape (N, C) (or (N, K) for a binary head; (N, T, V) for a
+        sequence model).
+      y: labels of shape (N,) for softmax cross-entropy (correct = argmax), the next token ids
+        (N, T) for the temporal one (token accuracy: the fraction of the N*T tokens whose
+        argmax is right), 0/1 targets of scores' shape for sigmoid binary cross-entropy (a
+        score > 0 predicts 1).
 
     Returns:
       Scalar accuracy; NaN for a regression (MSE) net.
     """
-    if net.loss_name == "softmax_cross_entropy":
-        return jnp.mean(jnp.argmax(scores, axis=1) == y)
+    if net.loss_name in nets.CLASSIFICATION_LOSSES:
+        return jnp.mean(jnp.argmax(scores, axis=-1) == y)
     if net.loss_name == "sigmoid_binary_cross_entropy":
         return jnp.mean((scores > 0) == (y > 0.5))
     return jnp.nan
@@ -85,12 +88,16 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
 
     The loss is the data loss only (no weight decay), averaged over all N samples; accuracy is
     the fraction of correct argmax predictions (softmax cross-entropy), of correct signs
-    (binary cross-entropy), or NaN (regression). The data is cut into batches of
+    (binary cross-entropy), or NaN (regression). For a sequence model
+    (``temporal_softmax_cross_entropy``) the loss is the mean token loss in nats (every sample
+    has T tokens, so the mean of the samples' means is the mean over all N*T tokens) and the
+    accuracy the token accuracy. The data is cut into batches of
     ``batch_size`` rows, the last one padded (the padding is not counted), so that one compiled
     program per network and batch size evaluates data sets of every size.
 
     Args:
-      x: array of shape (N, D); y: labels (N,) or targets (N, C).
+      x: array of shape (N, D) (token ids (N, T) for a network of token input); y: labels
+        (N,), targets (N, C), or the next token ids (N, T).
 
     Returns:
       ``{"loss": float, "accuracy": float}``.
@@ -100,7 +107,10 @@ def evaluate(net: Net, params, state, x, y, *, batch_size: int = 1000) -> dict:
         first such leaf, e.g. "evaluate: params['dense2']['W'] must be finite, ...").
     """
     fn = "evaluate"
-    x = _checks.float_array(fn, "x", x, min_ndim=2)
+    if net.input_dtype is None:
+        x = _checks.float_array(fn, "x", x, min_ndim=2)
+    else:
+        x = nets.check_input(fn, x, net.input_shape, input_dtype=net.input_dtype, vocab_size=net.vocab_size)
     batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1)
     if x.shape[0] == 0:
         raise ValueError(f"{fn}: x is empty (shape {tuple(x.shape)}); there is nothing to evaluate")

@@ -194,9 +194,38 @@ def temporal_softmax_loss(scores, y, mask, *, normalize="batch"):
     return loss, (probs - onehot) * (mask / z)[..., None]
 
 
-#: The losses by name, as accepted by ``fnet.mlp(loss=...)``.
+def temporal_softmax_cross_entropy(scores, y):
+    """Softmax cross-entropy at every time step, the mean over all N*T tokens, in nats per token
+    (a language model's loss with the ``(scores, y)`` signature of :data:`LOSSES`)::
+
+        loss = 1/(N*T) * sum_{n,t} (logsumexp(scores[n, t]) - scores[n, t, y[n, t]])
+        dscores[n, t] = (softmax(scores[n, t]) - onehot(y[n, t])) / (N*T)
+
+    It is :func:`temporal_softmax_loss` with every token counted and ``normalize="tokens"``
+    (DLFS2's ``TimeSoftmaxWithLoss``, nanoGPT's loss), i.e. cs231n's default (summed over time,
+    divided by N) divided by T. A mean per token does not grow with the window length, so the
+    same learning rate fits every T and the value reads as nats (or /ln 2, bits) per character.
+
+    Args:
+      scores: (N, T, V).
+      y: integer labels (N, T) in [0, V) (checked when concrete).
+
+    Returns:
+      loss: scalar; dscores: (N, T, V).
+
+    >>> import jax.numpy as jnp
+    >>> from fnet import losses
+    >>> loss, dscores = losses.temporal_softmax_cross_entropy(jnp.zeros((1, 3, 4)), jnp.array([[0, 1, 2]]))
+    >>> print(f"{float(loss):.4f}")        # log(4) nats per token: 4 symbols equally likely
+    1.3863
+    """
+    return temporal_softmax_loss(scores, y, jnp.ones(_checks.shape_of(y), bool), normalize="tokens")
+
+
+#: The losses by name, as accepted by :func:`fnet.network` (``loss=...``) and ``fnet.mlp``.
 LOSSES = {
     "softmax_cross_entropy": softmax_cross_entropy,
     "mse": mean_squared_error,
     "sigmoid_binary_cross_entropy": sigmoid_binary_cross_entropy,
+    "temporal_softmax_cross_entropy": temporal_softmax_cross_entropy,
 }

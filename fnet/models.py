@@ -8,6 +8,7 @@ the command and the library read one table::
     net = fnet.models.cnn("small_cnn", (1, 28, 28), 10)               # a ready CNN by name
     net = fnet.models.build("deep_convnet", (1, 28, 28), 10)          # any model by name
     net = fnet.models.from_config(net.config)                         # rebuilt from its config
+    net = fnet.models.char_lm(65, cell="lstm", hidden=512)            # a character language model
 
 ``mlp``'s parameters are the composition's tree. Its layers are named ``dense1``, ``batchnorm1``
 (or ``layernorm1``), ..., so the cs231n names map as::
@@ -315,11 +316,13 @@ def describe_cnn(cfg: CNNConfig) -> str:
 
 
 def from_config(config) -> Net:
-    """Build (or rebuild) a ready network from its configuration: an :class:`MLPConfig` or a
-    :class:`CNNConfig`, or the ``dataclasses.asdict`` dict of one (a dict with a "model" key other
-    than "mlp" is a CNN's; one saved before the renames, with model "cnn" or a "hidden" width,
-    loads too)."""
-    if isinstance(config, dict):
+    """Build (or rebuild) a ready network from its configuration: an :class:`MLPConfig`, a
+    :class:`CNNConfig` or a :class:`CharLMConfig`, or the ``dataclasses.asdict`` dict of one (a
+    dict with a "vocab_size" key is a language model's, one with a "model" key other than "mlp"
+    a CNN's; one saved before the renames, with model "cnn" or a "hidden" width, loads too)."""
+    if isinstance(config, dict) and "vocab_size" in config:
+        config = CharLMConfig(**config)
+    elif isinstance(config, dict):
         config = upgrade_config(config)
         if config.get("model", "mlp") == "mlp":
             config.pop("model", None)
@@ -327,19 +330,121 @@ def from_config(config) -> Net:
         else:
             config = CNNConfig(**dict(config, model=canonical_name(config["model"], "from_config"),
                                       input_shape=tuple(config["input_shape"]), filters=tuple(config["filters"])))
+    if isinstance(config, CharLMConfig):
+        _validate_char_lm_config(config)
+        return network(char_lm_module(config), (config.context,), loss="temporal_softmax_cross_entropy",
+                       weight_decay=config.weight_decay, dtype=config.dtype, name=describe_char_lm(config),
+                       config=config)
     if isinstance(config, CNNConfig):
         _validate_cnn_config(config)
         return network(cnn_module(config), config.input_shape, weight_decay=config.weight_decay,
                        dtype=config.dtype, name=describe_cnn(config), config=config)
     if not isinstance(config, MLPConfig):
-        raise TypeError(f"from_config: expected an MLPConfig, a CNNConfig or a dict, got {type(config).__name__}")
+        raise TypeError(f"from_config: expected an MLPConfig, a CNNConfig, a CharLMConfig or a dict, got "
+                        f"{type(config).__name__}")
     _validate_config(config)
     return network(mlp_module(config), (config.input_dim,), loss=config.loss,
                    weight_decay=config.weight_decay, dtype=config.dtype, name=describe(config), config=config)
 
 
 # --------------------------------------------------------------------------------------------
-# The registry
+# Character language models (token ids (N, T) -> scores for the next token (N, T, V))
+
+#: The recurrent cells of :func:`char_lm`, by name (the registry's language models).
+CELLS = {"rnn": modules.rnn, "lstm": modules.lstm, "gru": modules.gru}
+
+
+@dataclasses.dataclass(frozen=True)
+class CharLMConfig:
+    """Everything that defines a character language model; JSON-serialisable with
+    :func:`dataclasses.asdict`. Fields mirror :func:`char_lm`'s arguments."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    embed: int = 64
+    hidden: int = 512
+    layers: int = 1
+    dropout: float = 0.0
+    context: int = 128
+    init: str | float = "xavier"
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+
+
+def char_lm(vocab_size: int, *, cell: str = "lstm", embed: int = 64, hidden: int = 512, layers: int = 1,
+            dropout: float = 0.0, context: int = 128, init="xavier", weight_decay: float = 0.0,
+            dtype="float32") -> Net:
+    """A character (token) language model as one composition (:func:`char_lm_module`)::
+
+        embedding(V, embed) - [cell(hidden) - dropout] x layers - temporal_dense(V)
+
+    It takes token ids x (N, context) and scores the NEXT token at every step, (N, context, V);
+    its loss is ``"temporal_softmax_cross_entropy"``, the mean over the N*T tokens in nats, and
+    its targets are x shifted by one (:func:`fnet.data.random_windows`). Dropout acts on each
+    recurrent layer's outputs (between layers, and before the scores: the non-recurrent
+    connections, as Zaremba et al. 2014 regularize LSTMs), never inside the recurrence. The
+    parameters do not depend on ``context``: ``from_config(dataclasses.replace(net.config,
+    context=L))`` evaluates the same parameters on windows of L tokens, and
+    :func:`fnet.generate.generate` runs them one token at a time.
+
+    Args:
+      vocab_size: V, the number of token ids (e.g. ``len(TextDataset.vocab)``).
+      cell: "lstm", "rnn" (tanh) or "gru" (:data:`CELLS`).
+      embed: the embedding's width (its table is N(0, 1), PyTorch's ``nn.Embedding``).
+      hidden: the width of every recurrent layer.
+      layers: the number of stacked recurrent layers.
+      dropout: drop probability after each recurrent layer, in [0, 1) (may be traced, as in
+        :func:`mlp`).
+      context: T, the window length the network takes.
+      init: the initializer of the recurrent and output weights ("xavier": cs231n's scales).
+      weight_decay: L2 lambda on every weight, the embedding table included (see
+        :func:`fnet.network`).
+      dtype: parameter dtype.
+
+    Returns:
+      A :class:`Net` whose ``config`` is the :class:`CharLMConfig`; params ``{"embedding1":
+      {"W"}, "lstm1": {"Wx", "Wh", "b"}, ..., "temporal_dense1": {"W", "b"}}``.
+    """
+    return from_config(CharLMConfig(vocab_size, cell, embed, hidden, layers, dropout, context, init, weight_decay,
+                                    jnp.dtype(dtype).name))
+
+
+def _validate_char_lm_config(cfg: CharLMConfig) -> None:
+    fn = "char_lm"
+    for name in ("vocab_size", "embed", "hidden", "layers", "context"):
+        _checks.integer(fn, name, getattr(cfg, name), minimum=1)
+    if cfg.cell not in CELLS:
+        raise ValueError(f"{fn}: unknown cell {cfg.cell!r}; choose one of {', '.join(CELLS)}")
+    _checks.rate(fn, "dropout", cfg.dropout)
+    if _checks.is_concrete(cfg.weight_decay) and not _checks.non_negative(cfg.weight_decay):
+        raise ValueError(f"{fn}: weight_decay must be >= 0, got {cfg.weight_decay}")
+    if not jnp.issubdtype(jnp.dtype(cfg.dtype), jnp.floating):
+        raise TypeError(f"{fn}: dtype must be a floating dtype, got {cfg.dtype!r}")
+    initializers.get(cfg.init)
+
+
+def char_lm_module(cfg: CharLMConfig) -> Module:
+    """The composition of :func:`char_lm`: ``serial(embedding, cell, [dropout], ..., temporal_dense)``;
+    a dropout rate given as a JAX array (a sweep's) inserts the dropout layers even at 0."""
+    drop = [dropout(cfg.dropout)] if _present(cfg.dropout) else []
+    cells = [layer for _ in range(cfg.layers) for layer in (CELLS[cfg.cell](cfg.hidden, init=cfg.init), *drop)]
+    return combinators.serial(modules.embedding(cfg.vocab_size, cfg.embed), *cells,
+                              modules.temporal_dense(cfg.vocab_size, init=cfg.init))
+
+
+def describe_char_lm(cfg: CharLMConfig) -> str:
+    """Short name of a language model's configuration, e.g. ``"lstm char LM (65 tokens, embed 64,
+    1x512, context 128)"``."""
+    parts = [f"{cfg.vocab_size} tokens", f"embed {cfg.embed}", f"{cfg.layers}x{cfg.hidden}", f"context {cfg.context}"]
+    if _present(cfg.dropout):
+        parts.append(f"dropout={_shown(cfg.dropout)}")
+    if _present(cfg.weight_decay):
+        parts.append(f"wd={_shown(cfg.weight_decay)}")
+    return f"{cfg.cell} char LM ({', '.join(parts)})"
+
+
+# --------------------------------------------------------------------------------------------
+# Rebuilding from a configuration, and the registry
 
 
 class Model(NamedTuple):
@@ -347,7 +452,8 @@ class Model(NamedTuple):
 
     Fields:
       description: one line, for listings (``fnet train --help``).
-      images: True for a CNN (samples are images (C, H, W)); False for the MLP (flat samples).
+      images: True for a CNN (samples are images (C, H, W)); False for the MLP (flat samples)
+        and the language models.
       hidden: the MLP's default hidden sizes (() for a CNN).
       filters: a CNN's default convolution widths.
       dense_width: a CNN's default width of the dense layer before the scores.
@@ -357,6 +463,8 @@ class Model(NamedTuple):
       body: a CNN's layers before its head, ``(filters, conv) -> [modules]`` with ``conv(width,
         kernel, pad)`` a convolution with the configured initializer; None for the MLP.
       dropout_last: a CNN's head ends with dropout after the scores too (deep_convnet).
+      cell: a character language model's recurrent cell (:data:`CELLS`; samples are token ids
+        (T,), built by :func:`char_lm`); None for the MLP and the CNNs.
     """
 
     description: str
@@ -368,6 +476,7 @@ class Model(NamedTuple):
     presets: dict = {}
     body: Callable | None = None
     dropout_last: bool = False
+    cell: str | None = None
 
 
 def _deep_convnet_body(f, conv):
@@ -411,6 +520,13 @@ MODELS = {
                           "dense(d)-relu-dropout - dense(C)-dropout", True, filters=(16, 16, 32, 32, 64, 64),
                           dense_width=50, dropout=0.5, presets=_CNN_PRESETS, body=_deep_convnet_body,
                           dropout_last=True),
+    # Language models: their sizes are char_lm's defaults (one layer of 512, embedding 64, window 128).
+    "lstm": Model("character language model: embedding(e) - [LSTM(h) - dropout] x L - temporal_dense(V)", False,
+                  cell="lstm"),
+    "rnn": Model("character language model: embedding(e) - [tanh RNN(h) - dropout] x L - temporal_dense(V)", False,
+                 cell="rnn"),
+    "gru": Model("character language model: embedding(e) - [GRU(h) - dropout] x L - temporal_dense(V)", False,
+                 cell="gru"),
 }
 #: Old names, still accepted: ``"cnn"`` named the function :func:`cnn` and a model alike.
 ALIASES = {"cnn": "small_cnn"}
@@ -431,21 +547,44 @@ def preset(name: str, data: str) -> dict:
     "batch_size" and any other option its data preset sets."""
     model = MODELS[canonical_name(name)]
     return {"hidden": model.hidden, "filters": (), "dense_width": 0, "dropout": None,
-            **model.presets.get(data, model.presets[None])}
+            **model.presets.get(data, model.presets.get(None, {}))}
 
 
 def build(name: str, input_shape, num_outputs: int, *, hidden=None, filters=(), dense_width: int = 0, dropout=None,
           **options) -> Net:
     """Model ``name`` for samples of ``input_shape`` and ``num_outputs`` scores: :func:`mlp` (of
-    the flattened samples, ``hidden`` sizes) or :func:`cnn` (``filters``, ``dense_width``).
-    None, () and 0 take the model's defaults; ``options`` go to the builder (``activation``,
-    ``norm``, ``loss`` for the MLP; ``init``, ``weight_decay``, ``dtype`` for both)."""
+    the flattened samples, ``hidden`` sizes), :func:`cnn` (``filters``, ``dense_width``) or
+    :func:`char_lm` (``input_shape`` (T,), ``num_outputs`` the vocabulary; ``hidden`` one width
+    per recurrent layer, all equal, e.g. ``(512, 512)`` for two layers of 512). None, () and 0
+    take the model's defaults; ``options`` go to the builder (``activation``, ``norm``, ``loss``
+    for the MLP; ``embed`` for a language model; ``init``, ``weight_decay``, ``dtype`` for all)."""
     name = canonical_name(name, "build")
     model = MODELS[name]
+    if model.cell is not None:
+        return _build_char_lm(model.cell, input_shape, num_outputs, hidden, dropout, options)
     if model.images:
         return cnn(name, input_shape, num_outputs, filters=filters, dense_width=dense_width, dropout=dropout, **options)
     return mlp(math.prod(input_shape), model.hidden if hidden is None else hidden, num_outputs,
                dropout=model.dropout if dropout is None else dropout, **options)
+
+
+def _build_char_lm(cell: str, input_shape, vocab_size: int, hidden, dropout, options: dict) -> Net:
+    """:func:`build` of a language model."""
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 1:
+        raise ValueError(f"build: the {cell} language model takes windows of token ids, input_shape (T,), got "
+                         f"{input_shape}")
+    (context,) = input_shape
+    sizes = {}
+    if isinstance(hidden, (tuple, list)) and hidden:
+        if len(set(hidden)) > 1:
+            raise ValueError(f"build: a language model's recurrent layers have one width, got hidden {tuple(hidden)}")
+        sizes = {"hidden": hidden[0], "layers": len(hidden)}
+    elif hidden is not None and hidden != ():
+        sizes = {"hidden": hidden}
+    if dropout is not None:
+        sizes["dropout"] = dropout
+    return char_lm(vocab_size, cell=cell, context=context, **sizes, **options)
 
 
 def upgrade_config(config: dict) -> dict:

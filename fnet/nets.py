@@ -12,6 +12,13 @@ networks (:func:`fnet.mlp`, the CNNs) are compositions too, in :mod:`fnet.models
     loss, state = net.loss(params, x, y, state=state, key=key)                 # forward only (jax.grad)
     loss, grads, state = net.loss_and_grad(params, x, y, state=state, key=key)  # hand-written backward
 
+A network whose first layer is an :func:`~fnet.modules.embedding` takes integer token ids
+(N, T) instead of float features, e.g. a character language model (:func:`fnet.models.char_lm`)::
+
+    lm = serial(embedding(65, 64), lstm(256), temporal_dense(65))
+    net = fnet.network(lm, input_shape=(128,), loss="temporal_softmax_cross_entropy")
+    # net.input_dtype == "int32"; x: ids (N, 128) in [0, 65); y: the next ids (N, 128)
+
 ``net.init(key)`` returns a :class:`Variables` ``(params, state)``; it unpacks as a pair
 (``params, state = net.init(key)``), and ``net.apply`` takes it whole, in the way flax's
 ``apply({"params": ..., "batch_stats": ...}, x)`` takes its variables. :class:`fnet.train.FitResult`
@@ -74,10 +81,14 @@ class Net(NamedTuple):
         backward chain; no JAX autodiff anywhere.
       input_shape: the shape of ONE sample, e.g. (784,) or (1, 28, 28).
       output_shape: the shape of one sample's scores, e.g. (10,).
-      loss_name: "softmax_cross_entropy", "mse" or "sigmoid_binary_cross_entropy".
+      loss_name: a name of :data:`fnet.losses.LOSSES`, e.g. "softmax_cross_entropy".
       module: the composition.
       name: a short description, e.g. "64-[100,100]-10 relu".
       config: the ready-made network's configuration (an :class:`MLPConfig`), or None.
+      input_dtype: the integer dtype of a network that takes token ids (e.g. "int32"); None
+        for one that takes float features.
+      vocab_size: the number of token ids the network takes (its first embedding's rows), or
+        None (float features, or token input without an embedding first).
     """
 
     init: Callable
@@ -90,6 +101,8 @@ class Net(NamedTuple):
     module: Module
     name: str = "network"
     config: object = None
+    input_dtype: str | None = None
+    vocab_size: int | None = None
 
     def __hash__(self):
         # A network is its functions: a config holding JAX arrays (a sweep's values) is unhashable.
@@ -97,7 +110,7 @@ class Net(NamedTuple):
 
 
 def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_decay: float = 0.0,
-            dtype="float32", name: str | None = None, config=None) -> Net:
+            dtype="float32", input_dtype=None, name: str | None = None, config=None) -> Net:
     """A :class:`Net` from a module and a loss.
 
     A sweep over hyperparameters (``fnet.fit_trials``) builds one network per trial inside the
@@ -106,13 +119,25 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
 
     Args:
       module: a :class:`~fnet.modules.Module`.
-      input_shape: the shape of one sample, without the batch axis: ``(784,)``, ``(1, 28, 28)``.
+      input_shape: the shape of one sample, without the batch axis: ``(784,)``, ``(1, 28, 28)``,
+        ``(T,)`` for T token ids.
       loss: "softmax_cross_entropy" (integer labels (N,); the module's output must be (N, C)),
-        "mse" (targets of the output's shape) or "sigmoid_binary_cross_entropy" (0/1 targets).
+        "mse" (targets of the output's shape), "sigmoid_binary_cross_entropy" (0/1 targets) or
+        "temporal_softmax_cross_entropy" (the next token ids (N, T); the output must be
+        (N, T, V); the mean over the N*T tokens, in nats).
       weight_decay: lambda of the L2 penalty ``0.5 * lambda * sum(W**2)`` over the weights only
-        (the leaves named "W", as :func:`fnet.optim.weights_only` selects them; not biases or
-        normalization parameters); may be traced. A concrete 0 adds no term to the program.
+        (the leaves whose name starts with "W", as :func:`fnet.optim.weights_only` selects them:
+        dense and conv kernels, the recurrent Wx and Wh, and an embedding's table W, as
+        PyTorch's optimizers and nanoGPT decay embeddings; not biases or normalization
+        parameters); may be traced. A concrete 0 adds no term to the program.
       dtype: the floating dtype of params and state (the modules' float32 values are cast).
+      input_dtype: what the network takes. None (the default): inferred from the module, token
+        ids of dtype "int32" when its first layer is an :func:`~fnet.modules.embedding`
+        (through the first children of :func:`~fnet.combinators.serial`), float features
+        otherwise. An integer dtype declares token ids (x must be an integer array of shape
+        (N, *input_shape); it is cast to this dtype, and its ids checked against the first
+        embedding's vocabulary when concrete); a floating dtype declares float features of any
+        floating dtype (refused for a module that starts with an embedding).
       name: shown by the trainer and :func:`fnet.summary`; default "network".
       config: the configuration of a ready-made network (kept in ``net.config``).
 
@@ -122,6 +147,7 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
     """
     input_shape, dtype, output_shape, params_spec, state_spec = _network_shapes(module, input_shape, loss,
                                                                                 weight_decay, dtype)
+    input_dtype, vocab_size = _input_kind(module, params_spec, input_dtype)
     loss_fn = losses.LOSSES[loss]
 
     def cast(tree):
@@ -142,7 +168,7 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
             raise ValueError(f"{fn}: state is None but the network has state (batch-norm running statistics); "
                              "pass state= from net.init (or the Variables to apply)")
         _checks.tree(fn, "state", state, "the network's state (as net.init makes it)", state_spec)
-        return state, check_input(fn, x, input_shape)
+        return state, check_input(fn, x, input_shape, input_dtype=input_dtype, vocab_size=vocab_size)
 
     def forward(fn, params, state, x, *, train, key):
         """The one forward pass of apply, loss and loss_and_grad (so they share dropout masks)."""
@@ -181,7 +207,7 @@ def network(module, input_shape, *, loss: str = "softmax_cross_entropy", weight_
         return value, grads, new_state
 
     return Net(init, apply, loss_value, loss_and_grad, input_shape, output_shape, loss, module,
-               name or module.name, config)
+               name or module.name, config, input_dtype, vocab_size)
 
 
 def _network_shapes(module, input_shape, loss: str, weight_decay, dtype):
@@ -207,11 +233,47 @@ def _network_shapes(module, input_shape, loss: str, weight_decay, dtype):
     output_shape = tuple(out[1:])
     if loss == "softmax_cross_entropy" and len(output_shape) != 1:
         raise ValueError(f"{fn}: softmax_cross_entropy needs scores of shape (N, C), but the module outputs "
-                         f"(N, {', '.join(map(str, output_shape))}); end it with dense(C) (or flatten())")
+                         f"(N, {', '.join(map(str, output_shape))}); end it with dense(C) (or flatten())"
+                         + ("; for scores per time step (N, T, V) use loss=\"temporal_softmax_cross_entropy\""
+                            if len(output_shape) == 2 else ""))
+    if loss == "temporal_softmax_cross_entropy" and len(output_shape) != 2:
+        raise ValueError(f"{fn}: temporal_softmax_cross_entropy needs scores of shape (N, T, V), but the module "
+                         f"outputs (N, {', '.join(map(str, output_shape))}); end it with temporal_dense(V)")
     params_spec, state_spec = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype),
         (params_spec, state_spec))
     return input_shape, dtype, output_shape, params_spec, state_spec
+
+
+def _first_embedding(module: Module, params_spec):
+    """The params of the embedding that ``module`` starts with (through the first children of
+    serial compositions), or None when it starts with something else."""
+    while module.flow == "serial":
+        name, module = module.children[0]
+        params_spec = params_spec.get(name, {})
+    return params_spec if module.name == "embedding" else None
+
+
+def _input_kind(module: Module, params_spec, input_dtype):
+    """``(input_dtype, vocab_size)`` of a network (see :func:`network`'s ``input_dtype``): the
+    integer dtype's name and the first embedding's rows for token input, ``(None, None)`` for
+    float features."""
+    fn = "network"
+    embedding = _first_embedding(module, params_spec)
+    if input_dtype is None:
+        input_dtype = "int32" if embedding is not None else "float32"
+    try:
+        input_dtype = jnp.dtype(input_dtype)
+    except TypeError:
+        raise TypeError(f"{fn}: input_dtype must be None, an integer or a floating dtype, got {input_dtype!r}") from None
+    if jnp.issubdtype(input_dtype, jnp.floating):
+        if embedding is not None:
+            raise TypeError(f"{fn}: input_dtype is {input_dtype} but the module starts with an embedding, which "
+                            "takes integer token ids; leave input_dtype=None (or pass \"int32\")")
+        return None, None
+    if not jnp.issubdtype(input_dtype, jnp.integer):
+        raise TypeError(f"{fn}: input_dtype must be None, an integer or a floating dtype, got {input_dtype}")
+    return input_dtype.name, None if embedding is None else int(embedding["W"].shape[0])
 
 
 def summary(net_or_module, input_shape=None) -> str:
@@ -250,9 +312,14 @@ def l2_penalty(params, lam):
     return losses.l2_weight_decay(params, lam, mask=modules.weight_mask(params))
 
 
-def check_input(fn: str, x, input_shape: tuple):
+def check_input(fn: str, x, input_shape: tuple, *, input_dtype: str | None = None, vocab_size: int | None = None):
     """x as a float array of shape (N, *input_shape); a first dense layer also takes any
-    (N, d1, ..., dk) with the right number of features (it flattens)."""
+    (N, d1, ..., dk) with the right number of features (it flattens). For a network of token
+    input (``input_dtype`` an integer dtype name, see :class:`Net`), x as integer ids of exactly
+    (N, *input_shape), cast to ``input_dtype``, in [0, vocab_size) when concrete (and
+    ``vocab_size`` is known)."""
+    if input_dtype is not None:
+        return _check_tokens(fn, x, input_shape, input_dtype, vocab_size)
     x = _checks.float_array(fn, "x", x, min_ndim=2)
     sample = tuple(x.shape[1:])
     if sample == input_shape or (len(input_shape) == 1 and math.prod(sample) == input_shape[0]):
@@ -265,11 +332,36 @@ def check_input(fn: str, x, input_shape: tuple):
                      f"i.e. x of shape (N, {', '.join(map(str, input_shape))}){hint}")
 
 
+def _check_tokens(fn: str, x, input_shape: tuple, input_dtype: str, vocab_size: int | None):
+    """:func:`check_input` for a network of token input."""
+    expected = f"(N, {', '.join(map(str, input_shape))})"
+    dtype = getattr(x, "dtype", None)
+    dtype = np.asarray(x).dtype if dtype is None else dtype  # a list; never np.asarray a tracer
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{fn}: x must be integer token ids of shape {expected}, got dtype {dtype}")
+    if _checks.shape_of(x)[1:] != input_shape:
+        raise ValueError(f"{fn}: x has shape {_checks.shape_of(x)} but the network takes token ids of shape {expected}")
+    if vocab_size is not None:
+        _checks.token_ids(fn, "x", x, vocab_size)
+    return jnp.asarray(x, input_dtype)
+
+
+#: The losses whose targets are integer class ids: labels (N,), or token ids (N, T).
+CLASSIFICATION_LOSSES = ("softmax_cross_entropy", "temporal_softmax_cross_entropy")
+
+
 def check_targets(fn: str, net: Net, name: str, n: int, y) -> None:
     """Raise unless ``y`` fits ``n`` samples of ``net``'s scores: labels (n,) in [0, C) for
-    softmax cross-entropy, else targets of shape (n, *output_shape)."""
+    softmax cross-entropy, token ids (n, T) in [0, V) for the temporal one, else targets of
+    shape (n, *output_shape)."""
     if net.loss_name == "softmax_cross_entropy":
         _checks.labels(fn, name, y, n, net.output_shape[0])
+    elif net.loss_name == "temporal_softmax_cross_entropy":
+        if _checks.shape_of(y) != (n, *net.output_shape[:-1]):
+            raise ValueError(f"{fn}: {name} has shape {_checks.shape_of(y)} but the network's scores for {n} samples "
+                             f"have shape {(n, *net.output_shape)}: the targets are one token id per step, of shape "
+                             f"{(n, *net.output_shape[:-1])}")
+        _checks.token_ids(fn, name, y, net.output_shape[-1])
     elif _checks.shape_of(y) != (n, *net.output_shape):
         raise ValueError(f"{fn}: {name} has shape {_checks.shape_of(y)} but the network's scores for {n} samples have "
                          f"shape {(n, *net.output_shape)}; {net.loss_name} compares them elementwise")
@@ -277,22 +369,29 @@ def check_targets(fn: str, net: Net, name: str, n: int, y) -> None:
 
 def check_data(fn: str, net: Net, name: str, x, y) -> None:
     """Raise unless ``(x, y)`` is a data set ``net`` can train or be evaluated on: float features
-    of shape (N, *input_shape) with N >= 1, targets as :func:`check_targets` wants them, all
-    finite. ``name`` ("training", "validation") leads every message."""
+    of shape (N, *input_shape) (token ids in the net's vocabulary for a network of token input)
+    with N >= 1, targets as :func:`check_targets` wants them, all finite. ``name`` ("training",
+    "validation") leads every message."""
     x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
+    tokens = net.input_dtype is not None
+    if tokens and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{fn}: {name} token ids must be integers, got dtype {x.dtype}")
+    if not tokens and not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"{fn}: {name} features must be floating point, got dtype {x.dtype}")
+    what = "token ids" if tokens else "features"
     try:
-        check_input(fn, x, net.input_shape)
+        check_input(fn, x, net.input_shape, input_dtype=net.input_dtype, vocab_size=net.vocab_size)
     except ValueError as e:
-        raise ValueError(str(e).replace(f"{fn}: x has", f"{fn}: {name} features have", 1)) from None
+        message = str(e).replace(f"{fn}: x has", f"{fn}: {name} {what} have", 1)
+        raise ValueError(message.replace(f"{fn}: x must", f"{fn}: {name} {what} must", 1)) from None
     if len(x) == 0:
         raise ValueError(f"{fn}: {name} data is empty (shape {x.shape}); pass at least one sample"
                          + (", or val=None for no validation" if name == "validation" else ""))
-    if not np.all(np.isfinite(x)):
+    if not tokens and not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
         raise ValueError(f"{fn}: {name} features contain NaN or inf (first at sample {bad[0]}, feature {bad[1]})")
     y = np.asarray(y)
-    check_targets(fn, net, f"{name} {'labels' if net.loss_name == 'softmax_cross_entropy' else 'targets'}", len(x), y)
-    if net.loss_name != "softmax_cross_entropy" and not np.all(np.isfinite(y)):
+    labels = net.loss_name in CLASSIFICATION_LOSSES
+    check_targets(fn, net, f"{name} {'labels' if labels else 'targets'}", len(x), y)
+    if not labels and not np.all(np.isfinite(y)):
         raise ValueError(f"{fn}: {name} targets contain NaN or inf")

@@ -17,7 +17,10 @@ from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 def _data(name, dtype, seed=0, n=6, c=4):
     rng = np.random.default_rng(seed)
     scores = jnp.asarray(2.0 * rng.standard_normal((n, c)), dtype)
-    if name == "softmax_cross_entropy":
+    if name == "temporal_softmax_cross_entropy":  # 3 time steps
+        scores = jnp.asarray(2.0 * rng.standard_normal((n, 3, c)), dtype)
+        y = jnp.asarray(rng.integers(0, c, (n, 3)))
+    elif name == "softmax_cross_entropy":
         y = jnp.asarray(rng.integers(0, c, n))
     elif name == "mse":
         y = jnp.asarray(rng.standard_normal((n, c)), dtype)
@@ -59,7 +62,7 @@ class Float32Test(chex.TestCase):
         (loss, dscores), auto = both(scores, y)
         assert loss.dtype == dscores.dtype == jnp.float32
         assert rel_error(dscores, auto) < 1e-3
-        loss64, dscores64 = loss_fn(scores.astype(jnp.float64), y if name == "softmax_cross_entropy" else y.astype(jnp.float64))
+        loss64, dscores64 = loss_fn(scores.astype(jnp.float64), y if "softmax" in name else y.astype(jnp.float64))
         np.testing.assert_allclose(loss, loss64, rtol=1e-5)
 
 
