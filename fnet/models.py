@@ -71,14 +71,17 @@ class MLPConfig:
         return len(self.hidden_dims) + 1
 
 
+def _ints(fn: str, name: str, values, minimum: int = 1) -> tuple:
+    """``values`` as a tuple of Python ints (NumPy integers accepted; see :func:`fnet._checks.integer`),
+    so that a config holds plain ints and is JSON-serialisable."""
+    return tuple(_checks.integer(fn, f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(values))
+
+
 def _validate_config(cfg: MLPConfig) -> None:
     fn = "mlp"
     for name in ("input_dim", "output_dim"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{fn}: {name} must be a positive int, got {v!r}")
-    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in cfg.hidden_dims):
-        raise ValueError(f"{fn}: hidden_dims must be positive ints, got {cfg.hidden_dims!r}")
+        _checks.integer(fn, name, getattr(cfg, name), minimum=1)
+    _ints(fn, "hidden_dims", cfg.hidden_dims)
     if cfg.activation not in modules.ACTIVATIONS:
         raise ValueError(f"{fn}: unknown activation {cfg.activation!r}; choose one of {sorted(modules.ACTIVATIONS)}")
     if cfg.norm not in NORMS:
@@ -145,9 +148,9 @@ def mlp(
       mapping from cs231n's names is in the module docstring).
     """
     cfg = MLPConfig(
-        input_dim=input_dim,
-        hidden_dims=tuple(hidden_dims),
-        output_dim=output_dim,
+        input_dim=_checks.integer("mlp", "input_dim", input_dim, minimum=1),
+        hidden_dims=_ints("mlp", "hidden_dims", hidden_dims),
+        output_dim=_checks.integer("mlp", "output_dim", output_dim, minimum=1),
         activation=activation,
         norm=norm,
         dropout=dropout,
@@ -264,25 +267,28 @@ def cnn(model: str, input_shape, num_classes: int, *, filters=(), dense_width: i
     Returns:
       A :class:`Net` whose ``config`` is the :class:`CNNConfig`.
     """
-    return from_config(CNNConfig(canonical_name(model, "cnn"), tuple(input_shape), num_classes, tuple(filters),
-                                 dense_width, dropout, init, weight_decay, jnp.dtype(dtype).name))
+    fn = "cnn"
+    return from_config(CNNConfig(canonical_name(model, fn), _ints(fn, "input_shape", input_shape),
+                                 _checks.integer(fn, "num_classes", num_classes, minimum=1),
+                                 _ints(fn, "filters", filters),
+                                 _checks.integer(fn, "dense_width", dense_width, minimum=0, what="(0: the model's own)"),
+                                 dropout, init, weight_decay, jnp.dtype(dtype).name))
 
 
 def _validate_cnn_config(cfg: CNNConfig) -> None:
     fn = "cnn"
     if cfg.model not in MODELS or not MODELS[cfg.model].images:
         raise ValueError(f"{fn}: unknown model {cfg.model!r}; choose one of {sorted(n for n, m in MODELS.items() if m.images)}")
-    if len(cfg.input_shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in cfg.input_shape):
+    if len(cfg.input_shape) != 3:
         raise ValueError(f"{fn}: input_shape must be one image's shape (C, H, W), got {cfg.input_shape!r}")
+    _ints(fn, "input_shape", cfg.input_shape)
     expected = len(MODELS[cfg.model].filters)
     if cfg.filters and len(cfg.filters) != expected:
         raise ValueError(f"{fn}: {cfg.model} has {expected} convolutions, so filters needs {expected} widths, "
                          f"got {cfg.filters!r}")
-    for name, values in (("filters", cfg.filters), ("dense_width", (cfg.dense_width,) if cfg.dense_width else ())):
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise ValueError(f"{fn}: {name} must be positive ints, got {values!r}")
-    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
-        raise ValueError(f"{fn}: num_classes must be a positive int, got {cfg.num_classes!r}")
+    _ints(fn, "filters", cfg.filters)
+    _checks.integer(fn, "dense_width", cfg.dense_width, minimum=0, what="(0: the model's own)")
+    _checks.integer(fn, "num_classes", cfg.num_classes, minimum=1)
     if cfg.dropout is not None:
         _checks.rate(fn, "dropout", cfg.dropout)
     if _checks.is_concrete(cfg.weight_decay) and not _checks.non_negative(cfg.weight_decay):
@@ -405,8 +411,10 @@ def char_lm(vocab_size: int, *, cell: str = "lstm", embed: int = 64, hidden: int
       A :class:`Net` whose ``config`` is the :class:`CharLMConfig`; params ``{"embedding1":
       {"W"}, "lstm1": {"Wx", "Wh", "b"}, ..., "temporal_dense1": {"W", "b"}}``.
     """
-    return from_config(CharLMConfig(vocab_size, cell, embed, hidden, layers, dropout, context, init, weight_decay,
-                                    jnp.dtype(dtype).name))
+    size = {k: _checks.integer("char_lm", k, v, minimum=1) for k, v in
+            (("vocab_size", vocab_size), ("embed", embed), ("hidden", hidden), ("layers", layers), ("context", context))}
+    return from_config(CharLMConfig(size["vocab_size"], cell, size["embed"], size["hidden"], size["layers"], dropout,
+                                    size["context"], init, weight_decay, jnp.dtype(dtype).name))
 
 
 def _validate_char_lm_config(cfg: CharLMConfig) -> None:

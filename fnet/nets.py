@@ -217,9 +217,9 @@ def _network_shapes(module, input_shape, loss: str, weight_decay, dtype):
     if not isinstance(module, Module):
         raise TypeError(f"{fn}: module must be a fnet.modules.Module, got {type(module).__name__}")
     input_shape = tuple(input_shape)
-    if not input_shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
-        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
-                         f"got {input_shape}")
+    if not input_shape:
+        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), got ()")
+    input_shape = tuple(_checks.integer(fn, f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(input_shape))
     if loss not in losses.LOSSES:
         raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")
     if _checks.is_concrete(weight_decay) and not _checks.non_negative(weight_decay):

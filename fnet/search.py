@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from fnet import optim, trials
+from fnet import _checks, optim, trials
 from fnet.nets import Net
 
 #: The source's ranges: ``10**U(-6, -2)`` for the learning rate, ``10**U(-8, -4)`` for weight decay.
@@ -75,8 +75,7 @@ def sample(ranges: dict, num_trials: int, seed: int = 0) -> dict:
     """
     fn = "search.sample"
     ranges = _parse_ranges(fn, ranges)
-    if not isinstance(num_trials, int) or num_trials < 1:
-        raise ValueError(f"{fn}: num_trials must be a positive int, got {num_trials!r}")
+    num_trials = _checks.integer(fn, "num_trials", num_trials, minimum=1)
     rng = np.random.default_rng(seed)
     out = {}
     for name, (low, high, scale) in ranges.items():
@@ -179,8 +178,7 @@ def narrow_ranges(result: SearchResult, *, top: int = 10) -> dict:
       pass it as ``ranges=`` to :func:`random_search`.
     """
     fn = "narrow_ranges"
-    if not isinstance(top, int) or not 1 <= top <= len(result.trials):
-        raise ValueError(f"{fn}: top must be an int in [1, {len(result.trials)}] (the number of trials), got {top!r}")
+    top = _checks.integer(fn, "top", top, minimum=1, maximum=len(result.trials), what="(the number of trials)")
     best = result.trials[:top]
     return {
         name: (min(t["hparams"][name] for t in best), max(t["hparams"][name] for t in best), scale)

@@ -338,18 +338,36 @@ def test_mlp_rejects_bad_config(kwargs, exc, msg):
 
 
 @pytest.mark.parametrize(
-    "args, msg",
+    "args, exc, msg",
     [
-        ((0, [H], C), r"mlp: input_dim must be a positive int, got 0"),
-        ((2.5, [H], C), r"mlp: input_dim must be a positive int, got 2.5"),
-        ((D, [H], -1), r"mlp: output_dim must be a positive int, got -1"),
-        ((D, [H, 0], C), r"mlp: hidden_dims must be positive ints, got \(6, 0\)"),
-        ((D, [3.0], C), r"mlp: hidden_dims must be positive ints, got \(3.0,\)"),
+        ((0, [H], C), ValueError, r"mlp: input_dim must be a positive int, got 0"),
+        ((2.5, [H], C), TypeError, r"mlp: input_dim must be an int, got 2.5"),
+        ((D, [H], -1), ValueError, r"mlp: output_dim must be a positive int, got -1"),
+        ((D, [H, 0], C), ValueError, r"mlp: hidden_dims\[1\] must be a positive int, got 0"),
+        ((D, [3.0], C), TypeError, r"mlp: hidden_dims\[0\] must be an int, got 3.0"),
+        ((D, [True], C), TypeError, r"mlp: hidden_dims\[0\] must be an int, got True"),
     ],
 )
-def test_mlp_rejects_bad_dims(args, msg):
-    with pytest.raises(ValueError, match=msg):
+def test_mlp_rejects_bad_dims(args, exc, msg):
+    with pytest.raises(exc, match=msg):
         mlp(*args)
+
+
+def test_numpy_integer_sizes_are_accepted_and_stored_as_python_ints():
+    import dataclasses
+    import json
+
+    import fnet
+
+    net = mlp(np.int64(D), [np.int32(H)], np.int64(C))
+    assert net.config == mlp(D, [H], C).config and type(net.config.input_dim) is int
+    json.dumps(dataclasses.asdict(net.config))
+    cnn = fnet.models.cnn("simple_convnet", (np.int64(1), 8, 8), np.int64(3), filters=(np.int16(4),),
+                          dense_width=np.int64(5))
+    assert cnn.config.input_shape == (1, 8, 8) and cnn.config.dense_width == 5
+    lm = fnet.models.char_lm(np.int64(7), cell="gru", embed=np.int64(4), hidden=np.int64(6), context=np.int64(5))
+    assert (lm.config.vocab_size, lm.config.context) == (7, 5)
+    assert fnet.network(fnet.modules.dense(np.int64(3)), input_shape=(np.int64(4),)).input_shape == (4,)
 
 
 @pytest.fixture(scope="module")
