@@ -231,6 +231,9 @@ def fan_in_sum() -> Module:
 
     def forward(params, state, xs, *, train, key=None):
         del params, train, key
+        if not isinstance(xs, (tuple, list)) or len({tuple(jnp.shape(x)) for x in xs}) != 1:
+            shapes = [tuple(jnp.shape(x)) for x in xs] if isinstance(xs, (tuple, list)) else jnp.shape(xs)
+            raise ValueError(f"{fn}: expects a tuple of branches of one shape, got shapes {shapes}")
         return sum(xs[1:], xs[0]), state, Static(len(xs))
 
     def backward(params, cache, dy):
@@ -246,24 +249,31 @@ def fan_in_concat(axis: int = -1) -> Module:
     fn = "fan_in_concat"
     axis = _checks.integer(fn, "axis", axis)
 
+    def concatenated(shapes) -> tuple:
+        """The output shape; a ValueError unless the shapes agree outside ``axis`` (init and forward)."""
+        rank = len(shapes[0])
+        ax = axis % rank if -rank <= axis < rank else None
+        if ax in (None, 0) or any(len(s) != rank for s in shapes):
+            raise ValueError(f"{fn}: axis {axis} must be a non-batch axis of inputs of one rank, got shapes "
+                             f"{' and '.join(map(str, shapes))}")
+        rest = {tuple(s[:ax]) + tuple(s[ax + 1:]) for s in shapes}
+        if len(rest) != 1:
+            raise ValueError(f"{fn}: the branches' shapes {' and '.join(map(str, shapes))} differ outside axis "
+                             f"{axis}; only the concatenated axis may differ")
+        out = list(shapes[0])
+        out[ax] = sum(s[ax] for s in shapes)
+        return tuple(out)
+
     def init(key, input_shape):
         del key
         _same_shapes(fn, input_shape)
-        rank = len(input_shape[0])
-        ax = axis % rank if -rank <= axis < rank else None
-        if ax in (None, 0) or any(len(s) != rank for s in input_shape):
-            raise ValueError(f"{fn}: axis {axis} must be a non-batch axis of inputs of one rank, got shapes "
-                             f"{' and '.join(map(str, input_shape))}")
-        rest = {tuple(s[:ax]) + tuple(s[ax + 1:]) for s in input_shape}
-        if len(rest) != 1:
-            raise ValueError(f"{fn}: the branches' shapes {' and '.join(map(str, input_shape))} differ outside axis "
-                             f"{axis}; only the concatenated axis may differ")
-        out = list(input_shape[0])
-        out[ax] = sum(s[ax] for s in input_shape)
-        return {}, {}, tuple(out)
+        return {}, {}, concatenated(input_shape)
 
     def forward(params, state, xs, *, train, key=None):
         del params, train, key
+        if not isinstance(xs, (tuple, list)) or len(xs) < 2:
+            raise TypeError(f"{fn}: expects a tuple of at least 2 arrays (the branches), got {type(xs).__name__}")
+        concatenated([tuple(jnp.shape(x)) for x in xs])
         return jnp.concatenate(xs, axis=axis), state, Static(tuple(x.shape[axis] for x in xs))
 
     def backward(params, cache, dy):

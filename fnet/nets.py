@@ -217,8 +217,9 @@ def _network_shapes(module, input_shape, loss: str, weight_decay, dtype):
     if not isinstance(module, Module):
         raise TypeError(f"{fn}: module must be a fnet.modules.Module, got {type(module).__name__}")
     input_shape = tuple(input_shape)
-    if not input_shape:
-        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), got ()")
+    if not input_shape or any(d is None for d in input_shape):  # () or a batch axis given as None
+        raise ValueError(f"{fn}: input_shape must be the shape of one sample (positive ints, no batch axis), "
+                         f"got {input_shape}")
     input_shape = tuple(_checks.integer(fn, f"input_shape[{i}]", d, minimum=1) for i, d in enumerate(input_shape))
     if loss not in losses.LOSSES:
         raise ValueError(f"{fn}: unknown loss {loss!r}; choose one of {sorted(losses.LOSSES)}")

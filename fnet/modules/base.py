@@ -76,9 +76,21 @@ def shape_error(name: str, input_shape, expected: str) -> ValueError:
     return ValueError(f"{name}: expects input of shape {expected}, got {tuple(input_shape)}")
 
 
+def one_shape(fn: str, input_shape) -> tuple:
+    """``input_shape`` as a tuple if it is ONE array's shape; a ValueError naming ``fn`` if it is
+    the shapes of several branches (a fan_out's copies, a parallel's outputs): only a fan-in (or a
+    module that documents a tuple input) takes those."""
+    input_shape = tuple(input_shape)
+    if any(isinstance(d, tuple) for d in input_shape):
+        raise ValueError(f"{fn}: expects one array, got {len(input_shape)} branches of shapes "
+                         f"{' and '.join(map(str, input_shape))}; merge them first with fan_in_sum() or "
+                         "fan_in_concat(), or give each its own module with parallel(...)")
+    return input_shape
+
+
 def image_shape(fn: str, input_shape) -> tuple:
     """``input_shape`` as a tuple if it is images (N, C, H, W); a ValueError naming ``fn`` otherwise."""
-    input_shape = tuple(input_shape)
+    input_shape = one_shape(fn, input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"{fn}: expects images of shape (N, C, H, W), got {input_shape}; for an image data set, "
                          "load the data with fnet.data.load(name, flatten=False)")

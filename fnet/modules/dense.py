@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from fnet import _checks
 from fnet import init as initializers
 from fnet import layers
-from fnet.modules.base import Module, Static, shape_error
+from fnet.modules.base import Module, Static, one_shape, shape_error
 
 
 # --------------------------------------------------------------------------------------------
@@ -25,7 +25,7 @@ def elementwise(name: str, forward: Callable, backward: Callable, *, info: str =
 
     def init(key, input_shape):
         del key
-        return {}, {}, tuple(input_shape)
+        return {}, {}, one_shape(name, input_shape)
 
     def fwd(params, state, x, *, train, key=None):
         del params, train, key  # elementwise: no parameters, same in train and eval, no randomness
@@ -91,7 +91,7 @@ def dense(units: int, *, init="he") -> Module:
     w_init = initializers.get(init)
 
     def init_fn(key, input_shape):
-        input_shape = tuple(input_shape)
+        input_shape = one_shape("dense", input_shape)
         if len(input_shape) < 2:
             raise shape_error("dense", input_shape, "(N, D) or (N, d1, ..., dk)")
         d = math.prod(input_shape[1:])
@@ -116,7 +116,7 @@ def flatten() -> Module:
 
     def init(key, input_shape):
         del key
-        input_shape = tuple(input_shape)
+        input_shape = one_shape("flatten", input_shape)
         if len(input_shape) < 2:
             raise shape_error("flatten", input_shape, "(N, d1, ..., dk)")
         return {}, {}, (input_shape[0], math.prod(input_shape[1:]))

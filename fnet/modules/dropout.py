@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fnet import _checks
 from fnet import layers
-from fnet.modules.base import Module
+from fnet.modules.base import Module, one_shape
 
 
 def dropout(rate: float) -> Module:
@@ -16,7 +16,7 @@ def dropout(rate: float) -> Module:
 
     def init(key, input_shape):
         del key
-        return {}, {}, tuple(input_shape)
+        return {}, {}, one_shape("dropout", input_shape)
 
     def forward(params, state, x, *, train, key=None):
         del params

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from fnet import _checks
 from fnet import layers
-from fnet.modules.base import Module, image_shape, shape_error
+from fnet.modules.base import Module, image_shape, one_shape, shape_error
 
 
 class BatchNormState(NamedTuple):
@@ -23,7 +23,7 @@ class BatchNormState(NamedTuple):
 
 
 def _check_rank(name: str, input_shape, ranks: tuple, expected: str) -> tuple:
-    input_shape = tuple(input_shape)
+    input_shape = one_shape(name, input_shape)
     if len(input_shape) not in ranks:
         raise shape_error(name, input_shape, expected)
     return input_shape
