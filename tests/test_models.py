@@ -1,6 +1,8 @@
-"""fnet.mlp: the derived backward chain of the composition against jax.grad for every combination
-of activation, normalization, dropout and weight decay; jit; batch-norm state; dropout; weight
-decay on weights only; argument checks; the cs231n-name mapping of the parameters.
+"""fnet.models, the model zoo: ``mlp``'s derived backward chain against jax.grad for every
+combination of activation, normalization, dropout and weight decay; jit; batch-norm state;
+dropout; weight decay on weights only; argument checks; the cs231n-name mapping of the
+parameters; the ready convolutional networks against their sources' parameter shapes; one
+registry of model names, read by the command line.
 
 The combination test runs eagerly: all combinations share the same layer shapes, so after the
 first few every op is already compiled, whereas a jit per combination costs ~4x more."""
@@ -15,19 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _data_fixtures import classification
 
 import fnet
-from fnet import mlp, nets, optim
+from fnet import cli, mlp, models, nets, optim
 from fnet.gradcheck import leaf_name, rel_error
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
 COMBOS = list(itertools.product(ACTIVATIONS, nets.NORMS, (0.0, 0.3), (0.0, 0.1)))
 N, D, H, C = 8, 5, 6, 3
-
-
-def _data(seed=0, n=N, d=D, c=C):
-    rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(rng.integers(0, c, n))
 
 
 def _flat(tree) -> dict:
@@ -79,7 +77,7 @@ def test_manual_grad_equals_jax_grad_all_combinations(index):
     depth = 1 + index % 5
     net = mlp(D, [H] * depth, C, activation=activation, norm=norm, dropout=dropout, weight_decay=wd,
               dtype="float64")
-    x, y = _data(index)
+    x, y = classification(N, D, C, seed=index, dtype=np.float64)
     _, state, loss, _, new_state = _compare(net, x, y, seed=index)
     assert np.isfinite(loss)
     chex.assert_trees_all_equal_structs(new_state, state)
@@ -106,7 +104,7 @@ def test_the_combinations_cover_the_librarys_activations_norms_and_losses():
 def test_regression_and_binary_heads(loss, norm):
     net = mlp(D, [H, H], C, activation="tanh", norm=norm, dropout=0.2, weight_decay=0.05, loss=loss,
               dtype="float64")
-    x, _ = _data(1)
+    x, _ = classification(N, D, C, seed=1, dtype=np.float64)
     t = jnp.asarray(np.random.default_rng(2).standard_normal((N, C)))
     if loss != "mse":
         t = (t > 0).astype(jnp.float64)
@@ -115,7 +113,7 @@ def test_regression_and_binary_heads(loss, norm):
 
 def test_linear_model():
     net = mlp(D, [], C, weight_decay=0.1, dropout=0.5, dtype="float64")
-    x, y = _data(3)
+    x, y = classification(N, D, C, seed=3, dtype=np.float64)
     params, *_ = _compare(net, x, y)
     assert list(_flat(params)) == ["dense1.W", "dense1.b"]
     scores = net.apply(params, x)
@@ -140,7 +138,7 @@ def test_parameter_tree_and_its_cs231n_mapping():
 def test_inputs_of_higher_rank_are_flattened():
     net = mlp(6, [H], C, norm="layernorm", dtype="float64")
     x = jnp.asarray(np.random.default_rng(4).standard_normal((N, 2, 3)))
-    y = _data(4)[1]
+    y = classification(N, D, C, seed=4, dtype=np.float64)[1]
     params, *_ = _compare(net, x, y)
     chex.assert_trees_all_close(net.apply(params, x), net.apply(params, x.reshape(N, 6)), rtol=1e-15)
 
@@ -148,7 +146,7 @@ def test_inputs_of_higher_rank_are_flattened():
 def test_float32_network_under_jit():
     net = mlp(D, [H], C, norm="batchnorm", dropout=0.2)
     params, state = net.init(jax.random.PRNGKey(0))
-    x, y = _data(5)
+    x, y = classification(N, D, C, seed=5, dtype=np.float64)
     x = x.astype(jnp.float32)
 
     @jax.jit
@@ -171,7 +169,7 @@ def test_float32_network_under_jit():
 def test_jit_equals_eager():
     net = mlp(D, [H, H], C, norm="batchnorm", dropout=0.3, weight_decay=0.1, dtype="float64")
     params, state = net.init(jax.random.PRNGKey(0))
-    x, y = _data(6)
+    x, y = classification(N, D, C, seed=6, dtype=np.float64)
     key = jax.random.PRNGKey(1)
     chex.assert_trees_all_close(jax.jit(lambda p, x, s: net.apply(p, x, state=s))(params, x, state),
                                 net.apply(params, x, state=state), rtol=1e-13)
@@ -192,7 +190,7 @@ def test_batchnorm_state_updates_as_documented_and_eval_uses_it():
          "W2": np.asarray(params["dense2"]["W"]), "b2": np.asarray(params["dense2"]["b"])}
     rm, rv = np.zeros(H), np.ones(H)
     for step in range(3):
-        x, y = _data(10 + step)
+        x, y = classification(N, D, C, seed=10 + step, dtype=np.float64)
         _, _, state = net.loss_and_grad(params, x, y, state=state)
         h = np.asarray(x) @ P["W1"] + P["b1"]
         rm = 0.9 * rm + 0.1 * h.mean(axis=0)
@@ -216,7 +214,7 @@ def test_dropout_in_the_network():
     net = mlp(D, [H, H], C, dropout=0.5, dtype="float64")
     plain = mlp(D, [H, H], C, dtype="float64")
     params, _ = net.init(jax.random.PRNGKey(0))
-    x, _ = _data(7)
+    x, _ = classification(N, D, C, seed=7, dtype=np.float64)
     # eval mode is the identity: same scores as the network without dropout, no key needed
     chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))
     # train mode drops units: the scores change with the key, and are fixed for a fixed key
@@ -238,7 +236,7 @@ def test_input_dropout_drops_input_features_in_train_mode_only():
     plain = mlp(D, [H], C, dtype="float64")
     assert net.name.endswith("input_dropout=0.5") and nets.from_config(dataclasses.asdict(net.config)).name == net.name
     params, _ = net.init(jax.random.PRNGKey(0))
-    x, y = _data(7)
+    x, y = classification(N, D, C, seed=7, dtype=np.float64)
     chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))  # eval: the identity
     # train mode: the first layer sees the inputs with ~half the features zeroed and the rest
     # scaled by 1 / (1 - 0.5): the same scores as the plain net on that masked input
@@ -261,7 +259,7 @@ def test_traced_dropout_and_weight_decay_under_vmap():
     """A network built inside vmap from traced rates (a sweep's) equals the one built from floats."""
     net = mlp(D, [H], C, dtype="float64")
     params, _ = net.init(jax.random.PRNGKey(0))
-    x, y = _data(8)
+    x, y = classification(N, D, C, seed=8, dtype=np.float64)
     key = jax.random.PRNGKey(1)
     rates = jnp.array([0.0, 0.2, 0.5])
     lams = jnp.array([0.0, 0.1, 1.0])
@@ -284,7 +282,7 @@ def test_weight_decay_applies_to_weights_only(norm):
     with_wd = mlp(D, [H, H], C, norm=norm, dropout=0.2, weight_decay=lam, dtype="float64")
     without = mlp(D, [H, H], C, norm=norm, dropout=0.2, dtype="float64")
     params, state = with_wd.init(jax.random.PRNGKey(0))
-    x, y = _data(9)
+    x, y = classification(N, D, C, seed=9, dtype=np.float64)
     key = jax.random.PRNGKey(1)
     l1, g1, s1 = with_wd.loss_and_grad(params, x, y, state=state, key=key)
     l0, g0, s0 = without.loss_and_grad(params, x, y, state=state, key=key)
@@ -310,7 +308,7 @@ def test_config_round_trip():
     again = nets.from_config(dataclasses.asdict(cfg))
     assert again.config == cfg
     params, _ = net.init(jax.random.PRNGKey(0))
-    x, _ = _data(11)
+    x, _ = classification(N, D, C, seed=11, dtype=np.float64)
     chex.assert_trees_all_equal(again.apply(params, x), net.apply(params, x))
 
 
@@ -370,95 +368,39 @@ def test_numpy_integer_sizes_are_accepted_and_stored_as_python_ints():
     assert fnet.network(fnet.modules.dense(np.int64(3)), input_shape=(np.int64(4),)).input_shape == (4,)
 
 
-@pytest.fixture(scope="module")
-def bn_net():
-    net = mlp(D, [H], C, norm="batchnorm", dropout=0.5, dtype="float64")
-    params, state = net.init(jax.random.PRNGKey(0))
-    return net, params, state
+@pytest.mark.parametrize("model, params", [
+    # The sources' parameter shapes for 28x28 MNIST, written out:
+    ("simple_convnet", 30 * 25 + 30 + 30 * 12 * 12 * 100 + 100 + 100 * 10 + 10),      # DLFS ch. 7
+    ("three_layer_convnet", 32 * 49 + 32 + 32 * 14 * 14 * 100 + 100 + 100 * 10 + 10),  # cs231n
+    ("deep_convnet", 16 * 9 + 16 + 16 * 16 * 9 + 16 + 32 * 16 * 9 + 32 + 32 * 32 * 9 + 32 + 64 * 32 * 9 + 64
+     + 64 * 64 * 9 + 64 + 64 * 4 * 4 * 50 + 50 + 50 * 10 + 10),                        # DLFS ch. 8
+])
+def test_ready_networks_have_their_sources_shapes(model, params):
+    net = nets.cnn(model, (1, 28, 28), 10)
+    assert nets.num_params(net) == params
+    assert net.input_shape == (1, 28, 28) and net.output_shape == (10,)
+    assert fnet.summary(net).splitlines()[-1] == f"total: {params:,} parameters"
 
 
-def test_params_of_another_network_are_named(bn_net):
-    net, params, state = bn_net
-    x, y = _data()
-    bad = dict(params, batchnorm1={"gamma": params["batchnorm1"]["gamma"]})
-    with pytest.raises(ValueError, match=r"net.apply: params does not match the network's params .*missing "
-                                         r"\['batchnorm1'\]\['beta'\]"):
-        net.apply(bad, x, state=state)
-    with pytest.raises(ValueError, match=r"net.loss_and_grad: params does not match .*unexpected \['dense3'\]"):
-        net.loss_and_grad(dict(params, dense3=params["dense2"]), x, y, state=state, key=jax.random.PRNGKey(0))
-    other = mlp(D, [H + 1], C, norm="batchnorm", dtype="float64").init(jax.random.PRNGKey(0)).params
-    with pytest.raises(ValueError, match=r"net.loss: params does not match .*shapes differ at \['batchnorm1'\]\['beta'\]: "
-                                         r"\(7,\) vs \(6,\)"):
-        net.loss(other, x, y, state=state, key=jax.random.PRNGKey(0))
-
-
-def test_a_state_with_wrong_keys_is_named(bn_net):
-    net, params, state = bn_net
-    x, _ = _data()
-    with pytest.raises(ValueError, match=r"net.apply: state does not match the network's state .*missing \['batchnorm1'\]"):
-        net.apply(params, x, state={"norm1": state["batchnorm1"]})
-    with pytest.raises(ValueError, match=r"net.apply: state does not match"):
-        net.apply(params, x, state={"batchnorm1": {"mean": state["batchnorm1"].mean, "var": state["batchnorm1"].var}})
-
-
-def test_x_with_wrong_feature_count_or_rank_or_dtype(bn_net):
-    net, params, state = bn_net
-    with pytest.raises(ValueError, match=r"net.apply: x has shape \(8, 4\) but the network expects samples of shape "
-                                         r"\(5,\), i.e. x of shape \(N, 5\)"):
-        net.apply(params, jnp.ones((N, 4)), state=state)
-    with pytest.raises(ValueError, match=r"net.loss_and_grad: x has shape \(8, 2, 3\) but the network expects samples"):
-        net.loss_and_grad(params, jnp.ones((N, 2, 3)), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"net.apply: x must have at least 2 dimensions, got shape \(5,\)"):
-        net.apply(params, jnp.ones(D), state=state)
-    with pytest.raises(TypeError, match=r"net.loss: x must be a floating-point array, got dtype int"):
-        net.loss(params, jnp.ones((N, D), jnp.int32), jnp.zeros(N, jnp.int32), state=state, key=jax.random.PRNGKey(0))
-    # and under jit the shape checks fire at trace time
-    with pytest.raises(ValueError, match=r"net.apply: x has shape \(8, 4\)"):
-        jax.jit(lambda p, x: net.apply(p, x, state=state))(params, jnp.ones((N, 4)))
-
-
-def test_batchnorm_net_without_state(bn_net):
-    net, params, _ = bn_net
-    x, y = _data()
-    with pytest.raises(ValueError, match=r"net.apply: state is None but the network has state"):
-        net.apply(params, x)
-    with pytest.raises(ValueError, match=r"net.loss_and_grad: state is None but the network has state"):
-        net.loss_and_grad(params, x, y, key=jax.random.PRNGKey(0))
-
-
-def test_apply_takes_the_variables_for_every_network(bn_net):
-    """The project's promise: net.apply(variables, x) with exactly two arguments, batch norm included."""
-    net, params, state = bn_net
-    x, _ = _data()
-    variables = net.init(jax.random.PRNGKey(0))
-    assert isinstance(variables, nets.Variables)
-    chex.assert_trees_all_equal(net.apply(variables, x), net.apply(variables.params, x, state=variables.state))
-    with pytest.raises(TypeError, match=r"net.apply: state is given twice"):
-        net.apply(variables, x, state=state)
-    with pytest.raises(TypeError, match=r"net.loss: takes params and state= separately; got a Variables"):
-        net.loss(variables, x, jnp.zeros(N, jnp.int32))
-
-
-def test_dropout_net_in_train_mode_without_key(bn_net):
-    net, params, state = bn_net
-    x, y = _data()
-    with pytest.raises(ValueError, match=r"net.loss: serial\[3\] \(dropout1\): dropout: key is None in train mode; "
-                                         r"dropout \(rate 0.5\) needs a PRNG key"):
-        net.loss(params, x, y, state=state)
-    with pytest.raises(ValueError, match=r"net.apply: serial\[3\] \(dropout1\): dropout: key is None"):
-        net.apply(params, x, state=state, train=True)
-    net.apply(params, x, state=state)  # eval mode needs no key
-
-
-def test_bad_labels_through_the_network(bn_net):
-    net, params, state = bn_net
-    x, _ = _data()
-    key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: y must lie in \[0, 3\) for 3 classes, got values in \[0, 3\]"):
-        net.loss_and_grad(params, x, jnp.array([0, 1, 2, 3, 0, 1, 2, 0]), state=state, key=key)
-    with pytest.raises(ValueError, match=r"softmax_cross_entropy: y must have shape \(8,\) to match 8 samples, got shape \(7,\)"):
-        net.loss(params, x, jnp.zeros(7, jnp.int32), state=state, key=key)
-    with pytest.raises(TypeError, match=r"softmax_cross_entropy: y must be integer class labels"):
-        net.loss_and_grad(params, x, jnp.zeros(8), state=state, key=key)
-    # the range check is skipped under jit (no error at trace time)
-    jax.jit(lambda y: net.loss_and_grad(params, x, y, state=state, key=key))(jnp.full(8, 5))
+def test_model_names_agree_between_the_command_line_and_the_library():
+    # The command reads the registry: every model it trains is listed in its help and accepted by
+    # name; the language models are refused in one line until the command trains them.
+    train_help = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                      if "--model" in a.option_strings).help
+    trained = [name for name, model in models.MODELS.items() if model.cell is None]
+    assert all(name in train_help for name in trained)
+    assert all(cli._model_name(name.replace("_", "-")) == name for name in trained)
+    for name in set(models.MODELS) - set(trained):
+        assert name not in train_help.split(" (")[0]
+        with pytest.raises(ValueError, match=rf"--model {name} is a character language model, which fnet train "
+                                             "does not train yet; build it with fnet.models.char_lm"):
+            cli._model_name(name)
+    assert cli._model_name("cnn") == "small_cnn"  # the old name, for run folders saved before the rename
+    assert set(cli.ACTIVATIONS) == set(fnet.modules.ACTIVATIONS)
+    # one place for a model's facts: its builder uses the registry's widths and dropout
+    for name, model in models.MODELS.items():
+        if model.images:
+            cfg = nets.cnn(name, (1, 28, 28), 10).config
+            assert cfg.model == name and models.describe_cnn(cfg).startswith(name)
+            assert models.preset(name, "mnist")["epochs"] >= 1 and models.preset(name, "sin") == {
+                "hidden": (), "filters": (), "dense_width": 0, "dropout": None, **model.presets[None]}
