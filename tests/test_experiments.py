@@ -52,11 +52,16 @@ def test_registry_lists_the_curriculum_order():
 # ------------------------------------------------------------------------------------- helpers
 
 
-def test_train_iterations_full_batch_equals_repeated_train_steps():
+def _tiny_problem():
+    """A float64 3-4-2 network, its params and 8 samples: (net, x, y, params)."""
     net = nets.mlp(3, [4], 2, dtype="float64")
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
-    y = jnp.arange(8) % 2
     params, _ = net.init(jax.random.PRNGKey(1))
+    return net, x, jnp.arange(8) % 2, params
+
+
+def test_train_iterations_full_batch_equals_repeated_train_steps():
+    net, x, y, params = _tiny_problem()
     opt = optim.momentum(0.1)
     got, _, _, trace = _common.train_iterations(net, opt, x, y, iterations=3, batch_size=None,
                                                 key=jax.random.PRNGKey(2), params=params)
@@ -69,10 +74,7 @@ def test_train_iterations_full_batch_equals_repeated_train_steps():
 
 
 def test_train_epochs_records_metrics_per_epoch():
-    net = nets.mlp(3, [4], 2, dtype="float64")
-    x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
-    y = jnp.arange(8) % 2
-    params, _ = net.init(jax.random.PRNGKey(1))
+    net, x, y, params = _tiny_problem()
     _, _, curves = _common.train_epochs(net, optim.sgd(0.1), x, y, epochs=5, batch_size=4, key=jax.random.PRNGKey(2),
                                         params=params, metrics=lambda p, s: {"acc": _common.accuracy(net, p, s, x, y)})
     chex.assert_shape([curves["loss"], curves["acc"]], (5,))
