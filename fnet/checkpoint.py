@@ -30,6 +30,21 @@ tensor's dtype, shape and byte range against the file's size and fnet's header, 
 anything: a crafted or random file is refused as a :class:`CorruptCheckpointError` ("corrupt
 checkpoint: ..."), and nothing in the file is ever executed. A ``.npz`` checkpoint of earlier fnet
 versions is refused in one line (:class:`LegacyCheckpointError`).
+
+>>> import os
+>>> import tempfile
+>>> import numpy as np
+>>> from fnet import checkpoint
+>>> folder = tempfile.TemporaryDirectory()
+>>> path = os.path.join(folder.name, "checkpoint.safetensors")
+>>> tree = {"params": {"dense1": {"W": np.arange(6.0).reshape(2, 3), "b": np.zeros(3, np.float32)}}, "step": 7}
+>>> checkpoint.save(path, tree, metadata={"epoch": 3})
+>>> back = checkpoint.load(path)
+>>> back["params"]["dense1"]["W"].tolist(), back["params"]["dense1"]["b"].dtype, back["step"]
+([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], dtype('float32'), 7)
+>>> checkpoint.load_metadata(path)
+{'epoch': 3}
+>>> folder.cleanup()
 """
 
 from __future__ import annotations

@@ -2,13 +2,22 @@
 
 :data:`MODELS` maps a name to its :class:`Model`: what it is, its default widths and dropout, how
 its layers are laid out, and its data presets (the ``fnet train`` defaults per data set), so that
-the command and the library read one table::
+the command and the library read one table:
 
-    net = fnet.mlp(784, [100, 100], 10, dropout=0.1)                  # cs231n's FullyConnectedNet
-    net = fnet.models.cnn("small_cnn", (1, 28, 28), 10)               # a ready CNN by name
-    net = fnet.models.build("deep_convnet", (1, 28, 28), 10)          # any model by name
-    net = fnet.models.from_config(net.config)                         # rebuilt from its config
-    net = fnet.models.char_lm(65, cell="lstm", hidden=512)            # a character language model
+>>> import fnet
+>>> sorted(fnet.models.MODELS)
+['deep_convnet', 'gru', 'lstm', 'mlp', 'rnn', 'simple_convnet', 'small_cnn', 'three_layer_convnet']
+>>> net = fnet.mlp(784, [100, 100], 10, dropout=0.1)                  # cs231n's FullyConnectedNet
+>>> fnet.nets.num_params(net)                                          # 784*100+100 + 100*100+100 + 100*10+10
+89610
+>>> fnet.nets.num_params(fnet.models.cnn("small_cnn", (1, 28, 28), 10))  # a ready CNN by name
+421834
+>>> net = fnet.models.build("deep_convnet", (1, 28, 28), 10)          # any model by name
+>>> fnet.models.from_config(net.config).config == net.config          # rebuilt from its config
+True
+>>> net = fnet.models.char_lm(65, cell="lstm", hidden=512)            # a character language model
+>>> net.input_shape, net.output_shape                                  # token ids (T,) -> scores (T, V)
+((128,), (128, 65))
 
 ``mlp``'s parameters are the composition's tree. Its layers are named ``dense1``, ``batchnorm1``
 (or ``layernorm1``), ..., so the cs231n names map as::

@@ -2,15 +2,24 @@
 
 :func:`network` turns a :class:`~fnet.modules.Module` into a ``Net``, so every network has its
 hand-written backward chain derived by the combinators (there is no second mechanism); the ready
-networks (:func:`fnet.mlp`, the CNNs) are compositions too, in :mod:`fnet.models`::
+networks (:func:`fnet.mlp`, the CNNs) are compositions too, in :mod:`fnet.models`:
 
-    from fnet.modules import dense, relu
-    from fnet.combinators import serial
-    net = fnet.network(serial(dense(100), relu(), dense(10)), input_shape=(784,))
-    variables = net.init(key)                         # Variables(params, state)
-    scores = net.apply(variables, x)                  # inference: every network, batch norm included
-    loss, state = net.loss(params, x, y, state=state, key=key)                 # forward only (jax.grad)
-    loss, grads, state = net.loss_and_grad(params, x, y, state=state, key=key)  # hand-written backward
+>>> import jax
+>>> import numpy as np
+>>> import fnet
+>>> from fnet.combinators import serial
+>>> from fnet.modules import dense, relu
+>>> net = fnet.network(serial(dense(8), relu(), dense(3)), input_shape=(4,))
+>>> variables = net.init(jax.random.PRNGKey(0))          # Variables(params, state)
+>>> x, y = np.ones((5, 4), np.float32), np.array([0, 1, 2, 0, 1])
+>>> net.apply(variables, x).shape                          # inference: every network, batch norm included
+(5, 3)
+>>> params, state = variables
+>>> key = jax.random.PRNGKey(1)
+>>> loss, state = net.loss(params, x, y, state=state, key=key)                   # forward only (jax.grad)
+>>> loss2, grads, state = net.loss_and_grad(params, x, y, state=state, key=key)  # hand-written backward
+>>> bool(loss == loss2), sorted(grads)                     # the same forward; grads shaped like params
+(True, ['dense1', 'dense2'])
 
 A network whose first layer is an :func:`~fnet.modules.embedding` takes integer token ids
 (N, T) instead of float features, e.g. a character language model (:func:`fnet.models.char_lm`)::
@@ -279,9 +288,21 @@ def _input_kind(module: Module, params_spec, input_dtype):
 
 def summary(net_or_module, input_shape=None) -> str:
     """A table of a network's modules (a composition as a tree), their output shapes and
-    parameter counts, with the total (as Keras' ``summary`` and torchinfo print it)::
+    parameter counts, with the total (as Keras' ``summary`` and torchinfo print it):
 
-        print(fnet.summary(net))
+    >>> import fnet
+    >>> from fnet.combinators import serial
+    >>> from fnet.modules import dense, relu
+    >>> print(fnet.summary(fnet.network(serial(dense(8), relu(), dense(3)), input_shape=(4,))))
+    serial
+    module    type                      output shape  params
+    --------------------------------------------------------
+    serial    serial (3 modules)        (N, 3)            67
+      dense1  dense (8 units, init he)  (N, 8)            40
+      relu1   relu                      (N, 8)             -
+      dense2  dense (3 units, init he)  (N, 3)            27
+    --------------------------------------------------------
+    total: 67 parameters
 
     Args:
       net_or_module: a :class:`Net`, or a :class:`~fnet.modules.Module` with ``input_shape``.

@@ -1,10 +1,19 @@
 """Training: a jit-compiled step, whole epochs in one compiled call, and ``fit``.
 
-The pieces, from the inside out::
+The pieces, from the inside out: ``make_train_step(net, opt, grad="manual")`` (one minibatch,
+jit-compiled), ``make_epoch(net, opt, batch_size=128)`` (every minibatch of an epoch in ONE call)
+and ``fit``, here two epochs of a small network on 64 random samples:
 
-    step  = make_train_step(net, opt, grad="manual")   # one minibatch, jit-compiled
-    epoch = make_epoch(net, opt, batch_size=128)       # every minibatch of an epoch in ONE call
-    result = fit(net, opt, x, y, val=(xv, yv), epochs=10, batch_size=128)
+>>> import numpy as np
+>>> import fnet
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.standard_normal((64, 4)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+>>> net, opt = fnet.mlp(4, [8], 3), fnet.optim.adam(1e-2)
+>>> result = fnet.fit(net, opt, x, y, val=(x[:16], y[:16]), epochs=2, batch_size=16, progress=False)
+>>> result.history["epoch"], result.history["train_loss"][1] < result.history["train_loss"][0]
+([1, 2], True)
+>>> sorted(fnet.evaluate(net, *result.best_variables, x, y))    # eval mode, best params on validation
+['accuracy', 'loss']
 
 Evaluation is :mod:`fnet.evaluation` (``evaluate`` is re-exported here), many trainings in one
 vmapped program :mod:`fnet.trials`, data-parallel meshes :mod:`fnet.distributed`.

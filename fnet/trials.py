@@ -2,14 +2,21 @@
 settings (what :mod:`fnet.search` builds on).
 
 Each trial's network and optimizer come from factories that receive the trial's hyperparameters
-as traced scalars, so that new VALUES reuse the compiled program::
+as traced scalars, so that new VALUES reuse the compiled program. Three trials of two epochs,
+the last at a learning rate that diverges:
 
-    def make_net(h):                       # h: {"weight_decay": traced scalar, ...}
-        return fnet.mlp(64, [100], 10, weight_decay=h["weight_decay"], dropout=h["dropout"])
-
-    result = fnet.fit_trials(make_net, lambda h: fnet.optim.sgd(h["learning_rate"]), x, y,
-                             hparams={"learning_rate": lrs, "weight_decay": wds, "dropout": rates},
-                             val=(x_val, y_val), epochs=10)      # lrs, wds, rates: arrays of shape (T,)
+>>> import numpy as np
+>>> import fnet
+>>> rng = np.random.default_rng(0)
+>>> x, y = rng.standard_normal((64, 4)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+>>> def make_net(h):                       # h: {"weight_decay": traced scalar, ...}
+...     return fnet.mlp(4, [8], 3, weight_decay=h["weight_decay"], dropout=h["dropout"])
+>>> hparams = {"learning_rate": np.array([1e-2, 1e-1, 1e6]),         # arrays of shape (T,)
+...            "weight_decay": np.array([0.0, 1e-3, 0.0]), "dropout": np.array([0.0, 0.1, 0.0])}
+>>> result = fnet.fit_trials(make_net, lambda h: fnet.optim.sgd(h["learning_rate"]), x, y,
+...                          hparams=hparams, val=(x[:16], y[:16]), epochs=2, batch_size=16)
+>>> result.history["val_acc"].shape, result.seeds.tolist(), result.diverged.tolist()
+((3, 2), [0, 1, 2], [False, False, True])
 
 Trial ``i`` computes bit for bit what :func:`fnet.fit` computes with ``seed=seeds[i]``, the
 network ``make_net(hparams_i)`` and the optimizer ``make_opt(hparams_i)``, where ``hparams_i``

@@ -1,5 +1,6 @@
 """Helpers for the tests that run ``fnet train``: in-process calls, subprocesses, and the checks
-that a failed command printed one line and touched nothing."""
+that a failed command printed one line and touched nothing. (The ``finished_run`` fixture, a
+finished run of :data:`SMALL`, is in conftest.py.)"""
 
 from __future__ import annotations
 
@@ -49,3 +50,16 @@ def python_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
 def fnet_process(*args, cwd=None, env=None, **popen) -> subprocess.Popen:
     """Start ``python -m fnet ARGS`` as a real process (see :func:`python_process`)."""
     return python_process("-m", "fnet", *args, cwd=cwd, env=env, **popen)
+
+
+def run_fnet(*args, timeout: float = 120) -> tuple[int, str, str]:
+    """``python -m fnet ARGS`` in a real process, waited for: ``(exit status, stdout, stderr)``."""
+    proc = fnet_process(*args)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def staging_folders(run) -> list[str]:
+    """The names of the staging folders an ``--overwrite`` of ``run`` left beside it."""
+    run = Path(run)
+    return [n for n in os.listdir(run.parent) if n.startswith(f".{run.name}.staging-")]

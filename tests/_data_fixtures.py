@@ -1,6 +1,6 @@
-"""Helpers for the data tests: skipping (or failing) when the real MNIST/Fashion-MNIST files are
-missing (the ``shared_data_dir`` fixture itself is in conftest.py), and a guard for tests that
-plant a FIFO where a data file is expected.
+"""Data for the tests: a random classification problem, skipping (or failing) when the real
+MNIST/Fashion-MNIST files are missing (the ``shared_data_dir`` fixture itself is in conftest.py),
+and a guard for tests that plant a FIFO where a data file is expected.
 
 The files are found only through ``$FNET_DATA`` (a folder with ``mnist/`` and ``fashion-mnist/``
 sub-folders, or with the files themselves). Without them the tests are skipped, unless
@@ -12,7 +12,15 @@ import contextlib
 import os
 import threading
 
+import numpy as np
 import pytest
+
+def classification(n: int, d: int, c: int, *, seed: int = 0, dtype=np.float32):
+    """A random classification problem drawn with NumPy (nothing compiled): features of shape
+    ``(n, d)`` from N(0, 1) in ``dtype`` and int32 labels of shape ``(n,)`` uniform in ``[0, c)``."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(dtype), rng.integers(0, c, n).astype(np.int32)
+
 
 def skip_or_fail(reason: str):
     """Skip the test with ``reason``, or fail with it when ``FNET_REQUIRE_DATA=1``."""

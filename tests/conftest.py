@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jax
 import pytest
+from _cli_helpers import train as cli_train
 from _data_fixtures import skip_or_fail
 from hypothesis import settings
 
@@ -68,3 +69,12 @@ def shared_data_dir() -> Path:
     if not path.is_dir():
         skip_or_fail(f"FNET_DATA={value} is not a directory")
     return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished ``fnet train`` run of ``_cli_helpers.SMALL``, one per test module; the tests that
+    use it must leave it as it was (they compare snapshots)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli_train(out) == 0
+    return out

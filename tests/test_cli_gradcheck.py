@@ -1,6 +1,7 @@
 """The ``fnet gradcheck`` command: its report and exit status (with short check lists
 monkeypatched in), the one-line error convention, ``--debug``, and the real command end to end,
-one test per section of its checks (so that xdist runs them side by side)."""
+one test per section of its checks (so that xdist runs them side by side); a bad option is
+refused before anything is printed."""
 
 from __future__ import annotations
 
@@ -131,3 +132,10 @@ def test_python_m_fnet_runs_the_command():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage: fnet gradcheck" in proc.stdout
+
+
+def test_gradcheck_refuses_a_negative_seed_before_printing_anything(capsys):
+    assert cli.main(["gradcheck", "--seed", "-1"]) == 2
+    err = capsys.readouterr()
+    assert err.out == "" and len(err.err.strip().splitlines()) == 1
+    assert err.err.startswith("fnet: error: --seed must be an integer with 0 <= seed < 2**63, got -1")

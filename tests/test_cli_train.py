@@ -1,26 +1,30 @@
-"""`fnet train`, `fnet evaluate` and `fnet data download`, called in-process through fnet.cli.main.
+"""``fnet train``, called in-process through fnet.cli.main (and as a real process where it must
+not be allocated or must not hang): the README's main job, every optimizer, schedule and option,
+resume, convolutional models, a diverged or NaN run, and every option and the data validated
+before the first side effect.
 
 Runs use small nets and few epochs on the bundled digits, except the README's main job (the
 default `fnet train`, about 15 s). Bad input must give ONE line `fnet: error: ...` on stderr,
 exit status 2, no traceback, and leave what was already written in place. Each training run
-compiles its own programs (a new net per run), which is most of the file's time.
+compiles its own programs (a new net per run), which is most of the file's time. The run folder's
+own guarantees (ownership, lock, links, resume, overwrite) are in test_runs.py.
 """
 
 import json
 import math
+import os
 
 import chex
 import numpy as np
 import pytest
-import safetensors.numpy
-from _cli_helpers import one_line_error, snapshot, train
+from _cli_helpers import SMALL, one_line_error, run_fnet, snapshot, staging_folders, train
 
-from fnet import checkpoint, cli, data, schedules
-from fnet import train as fnet_train
+import fnet
+from fnet import checkpoint, cli, limits, models, nets, schedules
 
 
 def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
-    """The README's main job: `fnet train` with no options (the issue: >= 97% test accuracy)."""
+    """The README's main job: `fnet train` with no options reaches >= 97% test accuracy."""
     out = tmp_path / "run"
     assert cli.main(["train", "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -31,30 +35,7 @@ def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
     assert f"test accuracy {100 * results['test']['accuracy']:.2f}%" in capsys.readouterr().out
 
 
-def test_train_writes_the_run_and_evaluate_reproduces_its_test_accuracy(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert cli.main(["train", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "epoch 3/3" in printed  # progress lines without --quiet
-    assert {"history.json", "curves.png", "checkpoint.safetensors", "config.json", "results.json"} <= set(snapshot(out))
-    history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [1, 2, 3] and set(history) == set(fnet_train.HISTORY_KEYS)
-    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    config = json.loads((out / "config.json").read_text())
-    assert config["net"]["hidden_dims"] == [16] and config["args"]["epochs"] == 3
-    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 3
-    # The checkpoint is a plain safetensors file, its tensors named by their tree path.
-    tensors = safetensors.numpy.load_file(out / "checkpoint.safetensors")
-    best = checkpoint.load(out / "checkpoint.safetensors")["best_params"]
-    np.testing.assert_array_equal(tensors["best_params/dense1/W"], best["dense1"]["W"])
-    assert {"params/dense1/W", "params/dense2/b", "opt_state/count"} <= set(tensors)
-    accuracy = json.loads((out / "results.json").read_text())["test"]["accuracy"]
-
-    assert cli.main(["evaluate", str(out)]) == 0
-    assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
-
-
-# Every option of issue 4, each optimizer and each schedule at least once, in seven short runs.
+# Every training option, each optimizer and each schedule at least once, in seven short runs.
 COMBOS = {
     "sgd": ("constant", ["--lr", "0.1", "--activation", "tanh", "--init", "xavier"]),
     "momentum": ("step", ["--lr", "0.05", "--lr-decay", "0.5", "--norm", "batchnorm"]),
@@ -120,22 +101,6 @@ def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "options, message",
-    [
-        (["--data", "imagenet"], "unknown data set 'imagenet'; known data sets: digits"),
-        (["--batch-size", "100000"], "--batch-size 100000 is larger than the 1294 training samples of digits"),
-        (["--device", "gpu"], "--device gpu: JAX sees no gpu device"),
-    ],
-    ids=["unknown-dataset", "batch-too-large", "no-gpu"],
-)
-def test_bad_input_gives_one_line_and_writes_nothing(options, message, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train(out, *options) == 2
-    assert message in one_line_error(capsys)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize(
-    "options, message",
     [(["--learning-rate", "0.1"], "unrecognized arguments: --learning-rate"),
      (["--hidden", "0"], "--hidden sizes must be positive"),
      (["--dense-width", "0"], "--dense-width sizes must be positive"),
@@ -195,17 +160,194 @@ def test_debug_shows_the_exception(tmp_path):
         cli.main(["--debug", "train", "--data", "imagenet", "--out", str(tmp_path / "run")])
 
 
-def test_evaluate_of_a_folder_that_is_not_a_run(tmp_path, capsys):
-    assert cli.main(["evaluate", str(tmp_path)]) == 2
-    assert "config.json not found; is" in one_line_error(capsys)
+# --------------------------------------------------------------------------------------------
+# Convolutional networks: --model, --filters, --dense-width
+# --------------------------------------------------------------------------------------------
 
 
-def test_data_download_from_an_unreachable_mirror(tmp_path, capsys, monkeypatch):
-    # Port 9 (discard) on the loopback: the connection is refused at once, no real network used.
-    monkeypatch.setitem(data.MIRRORS, "mnist", ("http://127.0.0.1:9/",))
-    cache = tmp_path / "cache"
-    assert cli.main(["data", "download", "mnist", "--cache-dir", str(cache)]) == 2
+CNN_SMALL = ["--data", "digits", "--model", "small_cnn", "--filters", "4,8", "--dense-width", "16", "--epochs", "2",
+             "--batch-size", "128", "--quiet"]
+
+
+def test_train_resume_and_evaluate_a_cnn_on_digits(tmp_path, capsys):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert cli.main(["train", *CNN_SMALL, "--out", str(whole)]) == 0
+    assert cli.main(["train", *CNN_SMALL, "--epochs", "1", "--out", str(parts)]) == 0
+    assert cli.main(["train", *CNN_SMALL, "--out", str(parts), "--resume"]) == 0
+    h_whole, h_parts = (json.loads((d / "history.json").read_text()) for d in (whole, parts))
+    assert h_parts["train_loss"] == h_whole["train_loss"]  # bitwise resume, as for the MLP
+    a, b = (fnet.checkpoint.load(d / "checkpoint.safetensors")["params"] for d in (whole, parts))
+    chex.assert_trees_all_equal(a, b)
+    config = json.loads((whole / "config.json").read_text())
+    assert config["net"]["model"] == "small_cnn" and config["net"]["input_shape"] == [1, 8, 8]
+    assert config["net"]["filters"] == [4, 8] and config["args"]["model"] == "small_cnn"
+    assert config["net"]["dense_width"] == 16 and config["args"]["dense_width"] == 16 and config["args"]["hidden"] == []
+    accuracy = json.loads((whole / "results.json").read_text())["test"]["accuracy"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(whole)]) == 0
+    assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+    # A run folder saved before the renames (model "cnn", its dense width as hidden) still loads.
+    del config["args"]["dense_width"]
+    config["args"].update(model="cnn", hidden=[16])
+    config["net"]["hidden"] = config["net"].pop("dense_width")
+    config["net"]["model"] = "cnn"
+    (whole / "config.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", str(whole)]) == 0
+    assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+    assert models.from_config(config["net"]).config == nets.cnn("small_cnn", (1, 8, 8), 10, filters=(4, 8),
+                                                               dense_width=16).config
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model", "small_cnn", "--data", "sin"],
+     "--model small_cnn is a convolutional network for images; --data sin holds regression"),
+    (["--model", "cnn", "--data", "spiral"],
+     "--model small_cnn is a convolutional network for images; --data spiral holds samples"),
+    (["--model", "small_cnn", "--hidden", "8,8"],
+     "--hidden 8,8: --hidden sets the MLP's hidden sizes; --model small_cnn takes --dense-width (the width of its "
+     "dense layer) and --filters"),
+    (["--dense-width", "8"], "--dense-width 8: --model mlp has no convolutions; --dense-width applies to the CNNs"),
+    (["--model", "deep_convnet", "--filters", "8,8"], "deep_convnet has 6 convolutions, so filters needs 6 widths"),
+    (["--model", "resnet"], "--model must be one of mlp, small_cnn, three_layer_convnet, simple_convnet, deep_convnet"),
+], ids=["regression", "not-images", "hidden", "dense-width-mlp", "filters", "unknown"])
+def test_bad_model_options_write_nothing(options, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--out", str(out), *options]) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A diverged run (a finite explosion of the loss) is reported in one line
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_diverged_run_is_reported_and_what_was_written_is_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--lr", "1e6") == 2
     line = one_line_error(capsys)
-    assert "could not get train-images-idx3-ubyte.gz" in line and "http://127.0.0.1:9/" in line
-    assert "Nothing was written" in line and str(cache / "mnist") in line
-    assert not (cache / "mnist").exists()
+    assert "the training loss diverged at epoch 1" in line and "smaller learning rate" in line
+    assert json.loads((out / "history.json").read_text())["epoch"] == []
+    assert (out / "config.json").exists() and not (out / "results.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Every option, size and the data are validated before the first side effect: a bad one with
+# --overwrite keeps the finished run, a network too large for the memory is refused with its
+# estimate (real processes: it must never be allocated)
+# --------------------------------------------------------------------------------------------
+
+
+OUT_OF_RANGE = [
+    (["--seed", "99999999999999999999999"], "--seed must be an integer with 0 <= seed < 2**63"),
+    (["--seed", str(2**63)], "--seed must be an integer with 0 <= seed < 2**63"),
+    (["--epochs", "9999999999999999", "--schedule", "cosine"], "step counter (int32)"),
+    (["--epochs", "300000000"], "--epochs 300000000 x 10 steps per epoch is 3,000,000,000 steps"),
+    (["--hidden", "4096"], "--hidden 4096 --batch-size 128: a network of 307,210 parameters needs about"),
+]
+
+
+#: A memory limit that the 4096-unit network exceeds (its estimate is ~6 MB) and SMALL's does not.
+SMALL_MEMORY = str(1 << 20)
+
+
+@pytest.mark.parametrize("options, message", OUT_OF_RANGE, ids=[" ".join(o) for o, _ in OUT_OF_RANGE])
+def test_an_out_of_range_option_with_overwrite_keeps_the_finished_run(finished_run, options, message, capsys,
+                                                                     monkeypatch):
+    monkeypatch.setenv(limits.ENV_MEMORY_LIMIT, SMALL_MEMORY)
+    before = snapshot(finished_run)
+    assert train(finished_run, "--overwrite", *options) == 2
+    assert message in one_line_error(capsys)
+    assert snapshot(finished_run) == before and not staging_folders(finished_run)
+
+
+@pytest.mark.parametrize("options, message", OUT_OF_RANGE, ids=[" ".join(o) for o, _ in OUT_OF_RANGE])
+def test_an_out_of_range_option_creates_no_folder(tmp_path, options, message, capsys, monkeypatch):
+    monkeypatch.setenv(limits.ENV_MEMORY_LIMIT, SMALL_MEMORY)
+    assert train(tmp_path / "new", *options) == 2
+    assert message in one_line_error(capsys)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("hidden", ["2000000000", "16,2000000000"])
+def test_a_network_too_large_for_the_memory_is_refused_with_its_estimate(finished_run, tmp_path, hidden):
+    before = snapshot(finished_run)
+    for out, extra in ((tmp_path / "big", []), (finished_run, ["--overwrite"])):
+        code, _, err = run_fnet("train", *SMALL, "--out", str(out), "--hidden", hidden, *extra)
+        assert code == 2, err
+        assert err.startswith(f"fnet: error: --hidden {hidden} --batch-size 128: a network of ") and \
+            "parameters needs about" in err and "GiB" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "big").exists()
+    assert snapshot(finished_run) == before
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--hidden", "20", "--filters", "8,8"], "--filters 8,8: --model mlp has no convolutions"),
+    (["--model", "small_cnn", "--norm", "layernorm"], "--norm layernorm: --model small_cnn has fixed layers"),
+    (["--model", "simple_convnet", "--activation", "sigmoid"], "--activation sigmoid: --model simple_convnet has fixed"),
+])
+def test_an_option_the_model_does_not_use_is_refused(tmp_path, options, message, capsys):
+    args = [a for a in SMALL if a not in ("--hidden", "16")]
+    assert cli.main(["train", *args, "--out", str(tmp_path / "run"), *options]) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+BAD = [
+    (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be an integer >= 1, got -1"),
+    (["--batch-size", "-5"], "--batch-size must be an integer >= 1, got -5"),
+    (["--batch-size", "100000"], "--batch-size 100000 is larger than the 1294 training samples of digits"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--lr", "0"], "--lr must be a finite number > 0, got 0"),
+    (["--lr-decay", "1.5"], "--lr-decay must be in (0, 1]"),
+    (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1"),
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["--init", "nan"], "--init must be a name or a finite float std >= 0, got nan"),
+    (["--init", "gaussian"], "--init must be one of"),
+    (["--early-stopping", "0"], "--early-stopping must be an integer >= 1"),
+    (["--seed", "-3"], "--seed must be an integer with 0 <= seed < 2**63, got -3"),
+    (["--data", "imagenet"], "unknown data set 'imagenet'; known data sets: digits"),
+    (["--device", "gpu"], "--device gpu: JAX sees no gpu device"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_a_bad_option_writes_nothing(options, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, *options) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("options, message", BAD[:2] + BAD[4:5] + BAD[3:4], ids=["epochs0", "epochs-1", "lr-nan", "batch"])
+def test_overwrite_with_a_bad_option_keeps_the_finished_run(finished_run, options, message, capsys):
+    before = snapshot(finished_run)
+    assert train(finished_run, "--overwrite", *options) == 2
+    assert message in one_line_error(capsys)
+    assert snapshot(finished_run) == before
+
+
+def test_resume_with_other_options_names_them_and_touches_nothing(finished_run, capsys):
+    before = snapshot(finished_run)
+    assert train(finished_run, "--resume", "--hidden", "50", "--lr", "0.01") == 2
+    line = one_line_error(capsys)
+    assert "--hidden 50 given, the run has 16" in line and "--lr 0.01 given, the run has 0.001" in line
+    assert snapshot(finished_run) == before
+
+
+def test_resume_takes_the_stored_options(finished_run, capsys):
+    # No --hidden, --epochs, ...: they come from config.json (hidden 16, 2 epochs: finished).
+    assert cli.main(["train", "--out", str(finished_run), "--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert json.loads((finished_run / "config.json").read_text())["args"]["hidden"] == [16]
+
+
+def test_cosine_runs_cannot_change_their_length_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--schedule", "cosine", "--epochs", "1") == 0
+    before = snapshot(out)
+    assert train(out, "--schedule", "cosine", "--epochs", "3", "--resume") == 2
+    assert "--epochs cannot change from 1 for a run with --schedule cosine" in one_line_error(capsys)
+    assert snapshot(out) == before

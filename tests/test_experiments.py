@@ -1,8 +1,10 @@
-"""The curriculum's experiments (issue 5): each ``--quick`` run, the qualitative result the source
-material teaches, and the module protocol (JSON-serialisable result, a summary table, a PNG).
+"""fnet.experiments, the curriculum's experiments: each ``--quick`` run, the qualitative result the
+source material teaches, and the module protocol (JSON-serialisable result, a summary table, a
+PNG); the 2-D optimizer paths against the optimizers; the hyperparameter search.
 
 MNIST-based experiments read the real files through ``$FNET_DATA`` (``shared_data_dir``: skipped
-without it, failing with ``FNET_REQUIRE_DATA=1``). The optimizer-paths experiment has its own file.
+without it, failing with ``FNET_REQUIRE_DATA=1``). The ``fnet experiment`` command's folder rules
+are in test_cli_experiment.py.
 """
 
 import json
@@ -19,6 +21,8 @@ from hypothesis import strategies as st
 
 from fnet import experiments, nets, optim, train
 from fnet.experiments import _common
+from fnet.experiments import hyperparameter_search as hs
+from fnet.experiments import optimizer_paths as op
 
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
@@ -39,7 +43,7 @@ def _protocol(name, tmp_path, data_dir=None):
     return result
 
 
-def test_registry_lists_the_issue_order():
+def test_registry_lists_the_curriculum_order():
     names = list(experiments.registry())
     assert [n for n in names if n in MINE] == list(MINE)
     assert names[0] == "optimizer-paths"
@@ -48,11 +52,16 @@ def test_registry_lists_the_issue_order():
 # ------------------------------------------------------------------------------------- helpers
 
 
-def test_train_iterations_full_batch_equals_repeated_train_steps():
+def _tiny_problem():
+    """A float64 3-4-2 network, its params and 8 samples: (net, x, y, params)."""
     net = nets.mlp(3, [4], 2, dtype="float64")
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
-    y = jnp.arange(8) % 2
     params, _ = net.init(jax.random.PRNGKey(1))
+    return net, x, jnp.arange(8) % 2, params
+
+
+def test_train_iterations_full_batch_equals_repeated_train_steps():
+    net, x, y, params = _tiny_problem()
     opt = optim.momentum(0.1)
     got, _, _, trace = _common.train_iterations(net, opt, x, y, iterations=3, batch_size=None,
                                                 key=jax.random.PRNGKey(2), params=params)
@@ -65,10 +74,7 @@ def test_train_iterations_full_batch_equals_repeated_train_steps():
 
 
 def test_train_epochs_records_metrics_per_epoch():
-    net = nets.mlp(3, [4], 2, dtype="float64")
-    x = jax.random.normal(jax.random.PRNGKey(0), (8, 3), jnp.float64)
-    y = jnp.arange(8) % 2
-    params, _ = net.init(jax.random.PRNGKey(1))
+    net, x, y, params = _tiny_problem()
     _, _, curves = _common.train_epochs(net, optim.sgd(0.1), x, y, epochs=5, batch_size=4, key=jax.random.PRNGKey(2),
                                         params=params, metrics=lambda p, s: {"acc": _common.accuracy(net, p, s, x, y)})
     chex.assert_shape([curves["loss"], curves["acc"]], (5,))
@@ -316,3 +322,86 @@ def test_vanishing_gradients_manual_equals_autodiff_in_float64(name):
     np.testing.assert_allclose(manual, auto, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(auto))))
     np.testing.assert_allclose(manual[0], dh0, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(dh0))))
     assert float(jnp.max(jnp.abs(manual[:-1]))) > 0  # the loss at T reaches every earlier state
+
+
+# --------------------------------------------------------------------------------------------
+# optimizer-paths: the 2-D optimizer comparison (the scanned path, numerical descent, the protocol)
+# --------------------------------------------------------------------------------------------
+
+
+def test_numerical_descent_reaches_the_origin_like_the_source():
+    path = op.numerical_descent(lambda x: x[0] ** 2 + x[1] ** 2, jnp.array([-3.0, 4.0]), lr=0.1, steps=100)
+    assert path.shape == (101, 2) and path.dtype == jnp.float64
+    np.testing.assert_array_equal(path[0], [-3.0, 4.0])
+    assert np.all(np.abs(path[-1]) < 1e-9)
+    # The source prints [-6.11110793e-10  8.14814391e-10]; exact descent gives 0.8**100 * x0.
+    np.testing.assert_allclose(path[-1], np.array([-3.0, 4.0]) * 0.8**100, rtol=1e-6)
+
+
+def test_optimize_path_is_a_scan_of_the_optimizer():
+    opt = optim.momentum(0.1)
+    path = op.optimize_path(opt, op.f, op.X0, 5)
+    assert path.shape == (6, 2)
+    x, state = jnp.asarray(op.X0), opt.init(jnp.asarray(op.X0))
+    for k in range(5):
+        updates, state = opt.update(jax.grad(op.f)(x), state, x)
+        x = optim.apply_updates(x, updates)
+        np.testing.assert_allclose(path[k + 1], x, rtol=1e-12)
+
+
+def test_sgd_path_closed_form():
+    """On f = x**2/20 + y**2, SGD multiplies x by (1 - lr/10) and y by (1 - 2 lr) per step."""
+    path = op.optimize_path(optim.sgd(0.95), op.f, op.X0, 30)
+    k = np.arange(31)[:, None]
+    np.testing.assert_allclose(path, np.array(op.X0) * np.array([1 - 0.095, 1 - 1.9]) ** k, rtol=1e-10)
+
+
+def test_numerical_descent_matches_sgd_path():
+    num = op.numerical_descent(op.f, op.X0, 0.95, 30)
+    auto = op.optimize_path(optim.sgd(0.95), op.f, op.X0, 30)
+    np.testing.assert_allclose(num, auto, atol=1e-8)
+
+
+def test_experiment_protocol(tmp_path):
+    assert op.NAME == "optimizer-paths" and "\n" not in op.DESCRIPTION
+    result = op.run(quick=True)
+    result = json.loads(json.dumps(result))  # JSON-serialisable
+    assert set(result["optimizers"]) == {"SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam"}
+    for name, r in result["optimizers"].items():
+        assert np.asarray(r["path"]).shape == (31, 2)
+        assert r["final_value"] < op.f(np.array(op.X0)) / 10, name  # every optimizer makes progress
+    assert {k: r["learning_rate"] for k, r in result["optimizers"].items() if k in ("SGD", "Momentum", "AdaGrad", "Adam")} == {
+        "SGD": 0.95, "Momentum": 0.1, "AdaGrad": 1.5, "Adam": 0.3}
+    text = op.summary(result)
+    assert all(name in text for name in result["optimizers"])
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "paths.png"
+    op.plot(result, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# hyperparameter-search in quick mode (real MNIST)
+# --------------------------------------------------------------------------------------------
+
+
+def test_quick_search(shared_data_dir, tmp_path):
+    result = json.loads(json.dumps(hs.run(quick=True, data_dir=shared_data_dir)))  # JSON-serialisable
+    assert hs.NAME == "hyperparameter-search" and "\n" not in hs.DESCRIPTION
+    first, second = result["rounds"]
+    assert len(first["trials"]) == hs.QUICK["num_trials"] and len(first["trials"][0]["val_acc"]) == hs.QUICK["epochs"]
+    for rnd in result["rounds"]:
+        scores = [t["final_val_acc"] for t in rnd["trials"]]
+        assert scores == sorted(scores, reverse=True)
+    # What the source teaches: with SGD and a short budget the good trials have learning rates in
+    # the upper part of 10**U(-6, -2); weight decay hardly matters at these values.
+    lrs = np.array([t["hparams"]["learning_rate"] for t in first["trials"][:3]])
+    assert np.all(lrs > 1e-4), lrs
+    # The second round searches the narrowed ranges.
+    lo, hi, _ = second["ranges"]["learning_rate"]
+    assert 1e-6 <= lo <= hi <= 1e-2 and np.log10(hi / lo) < 4
+    text = hs.summary(result)
+    assert "round 2" in text and "learning_rate" in text
+    pytest.importorskip("matplotlib")
+    hs.plot(result, tmp_path / "hs.png")
+    assert (tmp_path / "hs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,28 +1,29 @@
-"""fnet.layers: every hand-written backward pass against jax.vjp and central differences, the
-documented conventions (ReLU at 0, batch-norm running statistics, inverted dropout), property
-tests over random shapes, and the argument checks."""
+"""fnet.layers' vector layers (fnet/layers/dense.py, norm.py's batch and layer norm, dropout.py):
+every hand-written backward pass against jax.vjp and central differences (all in one compiled
+program), the documented conventions (ReLU at 0, batch-norm running statistics, inverted dropout),
+property tests over random shapes, the argument checks, a ``dout`` of another shape than the
+forward output refused (never broadcast), and NaN in giving NaN out (no layer hides a NaN).
+
+The image layers (convolution, pooling, spatial norms) are in test_layers_conv.py, the recurrent
+ones in test_layers_recurrent.py, the embedding ones in test_layers_embedding.py."""
 
 from __future__ import annotations
+
+import re
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layer_checks import AUTODIFF_TOL, NUMERICAL_TOL, rnd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fnet import layers
+from fnet import layers, losses
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
-AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp
-NUMERICAL_TOL = 1e-5  # float64, manual vs central differences
 FLOAT32_TOL = 1e-3  # float32, manual vs jax.vjp (jit and eager)
-
-
-def _rnd(rng, shape, dtype=jnp.float64, scale=1.0, shift=0.0):
-    """Random normal data from NumPy (a jax.random call would compile once per new shape)."""
-    return jnp.asarray(scale * rng.standard_normal(shape) + shift, dtype)
 
 
 def _away_from_zero(rng, shape, dtype=jnp.float64):
@@ -44,15 +45,15 @@ def _running(dtype):
 CASES = {
     "affine_rank2": (
         layers.affine_forward, layers.affine_backward,
-        lambda r, dt: dict(x=_rnd(r, (4, 6), dt), W=_rnd(r, (6, 3), dt), b=_rnd(r, (3,), dt)),
+        lambda r, dt: dict(x=rnd(r, (4, 6), dtype=dt), W=rnd(r, (6, 3), dtype=dt), b=rnd(r, (3,), dtype=dt)),
     ),
     "affine_rank3": (
         layers.affine_forward, layers.affine_backward,
-        lambda r, dt: dict(x=_rnd(r, (4, 2, 3), dt), W=_rnd(r, (6, 5), dt), b=_rnd(r, (5,), dt)),
+        lambda r, dt: dict(x=rnd(r, (4, 2, 3), dtype=dt), W=rnd(r, (6, 5), dtype=dt), b=rnd(r, (5,), dtype=dt)),
     ),
     "affine_rank4": (
         layers.affine_forward, layers.affine_backward,
-        lambda r, dt: dict(x=_rnd(r, (3, 2, 2, 2), dt), W=_rnd(r, (8, 4), dt), b=_rnd(r, (4,), dt)),
+        lambda r, dt: dict(x=rnd(r, (3, 2, 2, 2), dtype=dt), W=rnd(r, (8, 4), dtype=dt), b=rnd(r, (4,), dtype=dt)),
     ),
     "relu": (layers.relu_forward, layers.relu_backward, lambda r, dt: dict(x=_away_from_zero(r, (5, 4), dt))),
     **{
@@ -63,35 +64,35 @@ CASES = {
         )
         for alpha in (0.0, 0.01, 0.2, 0.5)
     },
-    "sigmoid": (layers.sigmoid_forward, layers.sigmoid_backward, lambda r, dt: dict(x=_rnd(r, (5, 4), dt, 2.0))),
-    "tanh": (layers.tanh_forward, layers.tanh_backward, lambda r, dt: dict(x=_rnd(r, (5, 4), dt))),
+    "sigmoid": (layers.sigmoid_forward, layers.sigmoid_backward, lambda r, dt: dict(x=rnd(r, (5, 4), 2.0, dtype=dt))),
+    "tanh": (layers.tanh_forward, layers.tanh_backward, lambda r, dt: dict(x=rnd(r, (5, 4), dtype=dt))),
     "batchnorm_train": (
         lambda x, gamma, beta: (lambda o: (o[0], o[2]))(layers.batchnorm_forward(x, gamma, beta, _running(x.dtype))),
         layers.batchnorm_backward,
-        lambda r, dt: dict(x=_rnd(r, (6, 5), dt, 3.0, 2.0), gamma=_rnd(r, (5,), dt), beta=_rnd(r, (5,), dt)),
+        lambda r, dt: dict(x=rnd(r, (6, 5), 3.0, 2.0, dtype=dt), gamma=rnd(r, (5,), dtype=dt), beta=rnd(r, (5,), dtype=dt)),
     ),
     "batchnorm_eval": (
         lambda x, gamma, beta: (lambda o: (o[0], o[2]))(
             layers.batchnorm_forward(x, gamma, beta, _running(x.dtype), train=False)
         ),
         layers.batchnorm_backward,
-        lambda r, dt: dict(x=_rnd(r, (6, 5), dt, 3.0, 2.0), gamma=_rnd(r, (5,), dt), beta=_rnd(r, (5,), dt)),
+        lambda r, dt: dict(x=rnd(r, (6, 5), 3.0, 2.0, dtype=dt), gamma=rnd(r, (5,), dtype=dt), beta=rnd(r, (5,), dtype=dt)),
     ),
     "layernorm": (
         layers.layernorm_forward, layers.layernorm_backward,
-        lambda r, dt: dict(x=_rnd(r, (6, 5), dt, 3.0, -1.0), gamma=_rnd(r, (5,), dt), beta=_rnd(r, (5,), dt)),
+        lambda r, dt: dict(x=rnd(r, (6, 5), 3.0, -1.0, dtype=dt), gamma=rnd(r, (5,), dtype=dt), beta=rnd(r, (5,), dtype=dt)),
     ),
     "dropout": (
         lambda x: layers.dropout_forward(x, 0.4, DROP_KEY), layers.dropout_backward,
-        lambda r, dt: dict(x=_rnd(r, (6, 5), dt)),
+        lambda r, dt: dict(x=rnd(r, (6, 5), dtype=dt)),
     ),
     "dropout_eval": (
         lambda x: layers.dropout_forward(x, 0.4, None, train=False), layers.dropout_backward,
-        lambda r, dt: dict(x=_rnd(r, (6, 5), dt)),
+        lambda r, dt: dict(x=rnd(r, (6, 5), dtype=dt)),
     ),
-    "softmax": (layers.softmax_forward, layers.softmax_backward, lambda r, dt: dict(x=_rnd(r, (5, 4), dt, 2.0))),
+    "softmax": (layers.softmax_forward, layers.softmax_backward, lambda r, dt: dict(x=rnd(r, (5, 4), 2.0, dtype=dt))),
     "softmax_rank3": (
-        layers.softmax_forward, layers.softmax_backward, lambda r, dt: dict(x=_rnd(r, (2, 3, 4), dt, 2.0))
+        layers.softmax_forward, layers.softmax_backward, lambda r, dt: dict(x=rnd(r, (2, 3, 4), 2.0, dtype=dt))
     ),
 }
 
@@ -122,7 +123,7 @@ def _all_cases(dtype):
     for name in sorted(CASES):
         forward, _, inp, rng = _make(name, dtype)
         inputs[name] = inp
-        douts[name] = _rnd(rng, jax.eval_shape(lambda p: forward(**p)[0], inp).shape, dtype)
+        douts[name] = rnd(rng, jax.eval_shape(lambda p: forward(**p)[0], inp).shape, dtype=dtype)
     return inputs, douts
 
 
@@ -179,7 +180,7 @@ def test_jit_equals_eager_float64():
     for name in ("affine_rank3", "batchnorm_train", "dropout"):
         forward, backward, inputs, kd = _make(name, jnp.float64, seed=3)
         out, cache = forward(**inputs)
-        dout = _rnd(kd, out.shape)
+        dout = rnd(kd, out.shape)
         out_j, cache_j = jax.jit(lambda p: forward(**p))(inputs)
         chex.assert_trees_all_close(out_j, out, rtol=1e-13, atol=1e-14)
         chex.assert_trees_all_close(jax.jit(backward)(dout, cache_j), backward(dout, cache), rtol=1e-12, atol=1e-14)
@@ -366,7 +367,7 @@ def _assert_manual_equals_vjp(forward, backward, inputs, rng):
     """Under jit: a compile per new shape costs ~50 ms, eager dispatch of every op ~0.5 s."""
     names = tuple(inputs)
     out_shape = jax.eval_shape(lambda p: forward(**p)[0], inputs).shape
-    dout = _rnd(rng, out_shape)
+    dout = rnd(rng, out_shape)
     out, (manual, auto) = jax.jit(
         lambda p, g: (forward(**p)[0], _manual_and_vjp(forward, backward, p, g, names))
     )(inputs, dout)
@@ -381,7 +382,7 @@ def _assert_manual_equals_vjp(forward, backward, inputs, rng):
 def test_property_affine(n, extra, m, seed, scale):
     rng = np.random.default_rng(seed)
     d = int(np.prod(extra))
-    x, W, b = _rnd(rng, (n, *extra), scale=scale), _rnd(rng, (d, m)), _rnd(rng, (m,))
+    x, W, b = rnd(rng, (n, *extra), scale=scale), rnd(rng, (d, m)), rnd(rng, (m,))
     out = _assert_manual_equals_vjp(layers.affine_forward, layers.affine_backward, dict(x=x, W=W, b=b), rng)
     chex.assert_shape(out, (n, m))
     np.testing.assert_allclose(out, np.asarray(x).reshape(n, d) @ np.asarray(W) + np.asarray(b), rtol=1e-12, atol=1e-12)
@@ -392,7 +393,7 @@ def test_property_affine(n, extra, m, seed, scale):
        act=st.sampled_from(["relu", "leaky_relu", "sigmoid", "tanh", "softmax"]))
 def test_property_elementwise_and_softmax(shape, seed, scale, act):
     rng = np.random.default_rng(seed)
-    x = _rnd(rng, tuple(shape), scale=scale)
+    x = rnd(rng, tuple(shape), scale=scale)
     if act == "softmax":
         forward, backward = layers.softmax_forward, layers.softmax_backward
     else:
@@ -410,11 +411,11 @@ def test_property_normalization(n, d, seed, scale, mode):
     if mode == "layernorm" and d == 1:
         d = 2  # a single feature normalizes to 0 whatever x is
     rng = np.random.default_rng(seed)
-    inputs = dict(x=_rnd(rng, (n, d), scale=scale, shift=1.0), gamma=_rnd(rng, (d,)), beta=_rnd(rng, (d,)))
+    inputs = dict(x=rnd(rng, (n, d), scale=scale, shift=1.0), gamma=rnd(rng, (d,)), beta=rnd(rng, (d,)))
     if mode == "layernorm":
         forward = layers.layernorm_forward
     else:
-        running = (_rnd(rng, (d,)), jnp.abs(_rnd(rng, (d,))) + 0.5)
+        running = (rnd(rng, (d,)), jnp.abs(rnd(rng, (d,))) + 0.5)
         train = mode == "batchnorm_train"
 
         def forward(x, gamma, beta):
@@ -430,7 +431,7 @@ def test_property_normalization(n, d, seed, scale, mode):
        rate=st.sampled_from([0.0, 0.1, 0.5, 0.9]))
 def test_property_dropout(shape, seed, rate):
     rng = np.random.default_rng(seed)
-    x = _rnd(rng, tuple(shape))
+    x = rnd(rng, tuple(shape))
     key = jax.random.PRNGKey(seed)
     out = _assert_manual_equals_vjp(lambda x: layers.dropout_forward(x, rate, key), layers.dropout_backward,
                                     dict(x=x), rng)
@@ -528,3 +529,72 @@ def test_dropout_train_mode_needs_a_key():
 def test_softmax_rejects_scalars():
     with pytest.raises(ValueError, match=r"softmax_forward: x must have at least 1 dimensions, got shape \(\)"):
         layers.softmax_forward(jnp.asarray(1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# dout is checked against the forward output's shape (never broadcast)
+# --------------------------------------------------------------------------------------------
+
+N, D, M = 8, 5, 10
+X = jax.random.normal(jax.random.PRNGKey(0), (N, D))
+G, B = jnp.ones(D), jnp.zeros(D)
+
+DOUT_CASES = {
+    "affine_backward": (layers.affine_forward(X, jnp.ones((D, M)), jnp.zeros(M))[1], layers.affine_backward, (N, M)),
+    "relu_backward": (layers.relu_forward(X)[1], layers.relu_backward, (N, D)),
+    "leaky_relu_backward": (layers.leaky_relu_forward(X)[1], layers.leaky_relu_backward, (N, D)),
+    "sigmoid_backward": (layers.sigmoid_forward(X)[1], layers.sigmoid_backward, (N, D)),
+    "tanh_backward": (layers.tanh_forward(X)[1], layers.tanh_backward, (N, D)),
+    "batchnorm_backward": (layers.batchnorm_forward(X, G, B, (G * 0, G))[2], layers.batchnorm_backward, (N, D)),
+    "layernorm_backward": (layers.layernorm_forward(X, G, B)[1], layers.layernorm_backward, (N, D)),
+    "dropout_backward": (layers.dropout_forward(X, 0.5, jax.random.PRNGKey(1))[1], layers.dropout_backward, (N, D)),
+    "softmax_backward": (layers.softmax_forward(X)[1], layers.softmax_backward, (N, D)),
+}
+
+
+@pytest.mark.parametrize("name", list(DOUT_CASES))
+@pytest.mark.parametrize("bad", ["column", "row", "transposed"])
+def test_a_dout_of_another_shape_is_refused(name, bad):
+    cache, backward, shape = DOUT_CASES[name]
+    dout = {"column": jnp.ones((shape[0], 1)), "row": jnp.ones((1, shape[1])), "transposed": jnp.ones(shape[::-1])}[bad]
+    message = f"{name}: dout has shape {tuple(dout.shape)} but the forward output has shape {shape}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        backward(dout, cache)
+    backward(jnp.ones(shape), cache)  # the right shape passes
+
+
+@pytest.mark.parametrize("name", ["affine_backward", "relu_backward"])
+def test_an_integer_dout_is_refused(name):
+    cache, backward, shape = DOUT_CASES[name]
+    with pytest.raises(TypeError, match=f"{name}: dout must be a floating-point array"):
+        backward(jnp.ones(shape, jnp.int32), cache)
+
+
+# --------------------------------------------------------------------------------------------
+# NaN in, NaN out: no layer hides a NaN (ReLU included)
+# --------------------------------------------------------------------------------------------
+
+NAN_X = jnp.array([[jnp.nan, 1.0, -1.0], [0.5, -0.5, 2.0]])
+NAN_W, NAN_B = jnp.ones((3, 2)), jnp.zeros(2)
+GAMMA, BETA, NAN_RUNNING = jnp.ones(3), jnp.zeros(3), (jnp.zeros(3), jnp.ones(3))
+
+FORWARDS = {
+    "affine": lambda x: layers.affine_forward(x, NAN_W, NAN_B)[0],
+    "relu": lambda x: layers.relu_forward(x)[0],
+    "leaky_relu": lambda x: layers.leaky_relu_forward(x)[0],
+    "sigmoid": lambda x: layers.sigmoid_forward(x)[0],
+    "tanh": lambda x: layers.tanh_forward(x)[0],
+    "batchnorm-train": lambda x: layers.batchnorm_forward(x, GAMMA, BETA, NAN_RUNNING)[0],
+    "batchnorm-eval": lambda x: layers.batchnorm_forward(x, GAMMA, BETA, NAN_RUNNING, train=False)[0],
+    "layernorm": lambda x: layers.layernorm_forward(x, GAMMA, BETA)[0],
+    "dropout": lambda x: layers.dropout_forward(x, 0.5, jax.random.PRNGKey(0))[0],
+    "softmax": lambda x: layers.softmax_forward(x)[0],
+    "softmax_cross_entropy": lambda x: losses.softmax_cross_entropy(x, jnp.array([0, 1]))[0],
+}
+
+
+@pytest.mark.parametrize("name", list(FORWARDS))
+def test_nan_in_gives_nan_out(name):
+    out = np.asarray(FORWARDS[name](NAN_X))
+    assert np.isnan(out).any(), f"{name} hid the NaN: {out}"
+    assert np.isnan(layers.relu_forward(jnp.array([jnp.nan, -1.0, 1.0]))[0][0])

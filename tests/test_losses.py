@@ -1,5 +1,7 @@
 """fnet.losses: hand-written dscores against jax.grad and central differences, numerical
-stability for huge scores, the documented conventions (MSE's 1/2, weight decay), bad input."""
+stability for huge scores, the documented conventions (MSE's 1/2, weight decay), bad input; the
+temporal softmax loss of sequence models (masked tokens, per-batch or per-token normalization)
+against a loop over tokens."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layer_checks import AUTODIFF_TOL, NUMERICAL_TOL, rnd
 from absl.testing import parameterized
 
 from fnet import losses, modules
@@ -37,16 +40,16 @@ def test_dscores_matches_grad_and_finite_differences_float64(name):
     chex.assert_equal_shape([dscores, scores])
     auto_loss, auto = jax.value_and_grad(lambda s: loss_fn(s, y)[0])(scores)
     np.testing.assert_allclose(loss, auto_loss, rtol=1e-15)
-    assert rel_error(dscores, auto) < 1e-7
+    assert rel_error(dscores, auto) < AUTODIFF_TOL
     numeric = numerical_gradient(lambda s: loss_fn(s, y)[0], scores)
-    assert rel_error(dscores, numeric, floor=NUMERICAL_FLOOR) < 1e-5
+    assert rel_error(dscores, numeric, floor=NUMERICAL_FLOOR) < NUMERICAL_TOL
 
 
 def test_mse_with_1d_scores_matches_grad():
     s, y = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.0, 1.0, 0.5])
     loss, ds = losses.mean_squared_error(s, y)
     np.testing.assert_allclose(loss, 0.5 * (1 + 9 + 0) / 3)
-    assert rel_error(ds, jax.grad(lambda s: losses.mean_squared_error(s, y)[0])(s)) < 1e-7
+    assert rel_error(ds, jax.grad(lambda s: losses.mean_squared_error(s, y)[0])(s)) < AUTODIFF_TOL
 
 
 class Float32Test(chex.TestCase):
@@ -75,9 +78,9 @@ def test_l2_weight_decay_value_and_gradient():
     np.testing.assert_allclose(penalty, expected, rtol=1e-14)
     chex.assert_trees_all_close(grads, {k: lam * w for k, w in ws.items()}, rtol=1e-15)
     auto = jax.grad(lambda p: losses.l2_weight_decay(p, lam)[0])(ws)
-    assert rel_error(grads, auto) < 1e-7
+    assert rel_error(grads, auto) < AUTODIFF_TOL
     numeric = numerical_gradient(lambda p: losses.l2_weight_decay(p, lam)[0], ws)
-    assert rel_error(grads, numeric, floor=NUMERICAL_FLOOR) < 1e-5
+    assert rel_error(grads, numeric, floor=NUMERICAL_FLOOR) < NUMERICAL_TOL
 
 
 def test_l2_weight_decay_traced_lambda_and_dtype():
@@ -108,7 +111,7 @@ def test_l2_weight_decay_masked_to_the_weights_of_a_parameter_tree():
         if not modules.is_weight(path):
             assert not np.any(np.asarray(g)), jax.tree_util.keystr(path)
     auto = jax.grad(lambda p: losses.l2_weight_decay(p, 0.3, mask=mask)[0])(params)
-    assert rel_error(grads, auto) < 1e-7
+    assert rel_error(grads, auto) < AUTODIFF_TOL
     with pytest.raises(ValueError, match=r"l2_weight_decay: mask does not match weights: missing \['dense2'\]"):
         losses.l2_weight_decay(params, 0.3, mask={k: v for k, v in mask.items() if k != "dense2"})
 
@@ -231,3 +234,65 @@ def test_wrong_ranks_and_shapes():
         losses.mean_squared_error(jnp.asarray(1.0), jnp.asarray(1.0))
     with pytest.raises(ValueError, match=r"sigmoid_binary_cross_entropy: y has shape \(4, 2\) but scores has shape \(4, 3\)"):
         losses.sigmoid_binary_cross_entropy(SCORES, jnp.zeros((4, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# temporal_softmax_loss: a sequence model's loss over (N, T) tokens with a mask
+# --------------------------------------------------------------------------------------------
+
+
+def temporal_softmax_naive(scores, y, mask, normalize):
+    scores, y, mask = np.asarray(scores), np.asarray(y), np.asarray(mask)
+    n, t, _ = scores.shape
+    total, count = 0.0, 0
+    for i in range(n):
+        for j in range(t):
+            if mask[i, j]:
+                s = scores[i, j]
+                total += np.log(np.sum(np.exp(s - s.max()))) + s.max() - s[y[i, j]]
+                count += 1
+    return total / (n if normalize == "batch" else max(count, 1))
+
+
+@pytest.mark.parametrize("normalize", losses.TEMPORAL_NORMALIZATIONS)
+def test_temporal_softmax_loss_matches_a_loop_and_grad(normalize):
+    rng = np.random.default_rng(9)
+    n, t, v = 3, 4, 5
+    scores = rnd(rng, (n, t, v), 3.0)
+    y = jnp.asarray(rng.integers(0, v, (n, t)))
+    mask = jnp.asarray(rng.uniform(size=(n, t)) > 0.3).at[0, 0].set(False)
+    loss_fn = lambda s: losses.temporal_softmax_loss(s, y, mask, normalize=normalize)  # noqa: E731
+    (loss, dscores), auto, numeric = jax.jit(
+        lambda s: (loss_fn(s), jax.grad(lambda s: loss_fn(s)[0])(s), numerical_gradient(lambda s: loss_fn(s)[0], s)))(
+        scores)
+    np.testing.assert_allclose(loss, temporal_softmax_naive(scores, y, mask, normalize), rtol=1e-13)
+    assert rel_error(dscores, auto) < AUTODIFF_TOL
+    assert rel_error(dscores, numeric, floor=NUMERICAL_FLOOR) < NUMERICAL_TOL
+    assert not np.any(np.asarray(dscores)[0, 0])  # a masked token gets no gradient
+
+
+def test_temporal_softmax_loss_conventions_differ_by_the_token_count():
+    rng = np.random.default_rng(10)
+    scores, y = rnd(rng, (2, 3, 4)), jnp.asarray(rng.integers(0, 4, (2, 3)))
+    mask = jnp.array([[1, 1, 0], [1, 0, 0]])  # 0/1 numbers work as a mask too
+    per_batch, _ = losses.temporal_softmax_loss(scores, y, mask)
+    per_token, _ = losses.temporal_softmax_loss(scores, y, mask, normalize="tokens")
+    np.testing.assert_allclose(per_batch * 2 / 3, per_token, rtol=1e-14)  # N = 2, 3 unmasked tokens
+    empty, d = losses.temporal_softmax_loss(scores, y, jnp.zeros((2, 3), bool), normalize="tokens")
+    assert float(empty) == 0.0 and not np.any(np.asarray(d))
+
+
+def test_temporal_softmax_loss_bad_input():
+    scores, y, mask = jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), jnp.ones((2, 3), bool)
+    with pytest.raises(ValueError, match=r"temporal_softmax_loss: mask must have shape \(N, T\) = \(2, 3\) for scores "
+                                         r"of shape \(2, 3, 4\), got shape \(3, 2\)"):
+        losses.temporal_softmax_loss(scores, y, mask.T)
+    with pytest.raises(ValueError, match=r"temporal_softmax_loss: y must have shape \(N, T\) = \(2, 3\)"):
+        losses.temporal_softmax_loss(scores, y[:, :2], mask)
+    with pytest.raises(ValueError, match=r"temporal_softmax_loss: y must lie in \[0, 4\)"):
+        losses.temporal_softmax_loss(scores, y + 4, mask)
+    with pytest.raises(TypeError, match=r"temporal_softmax_loss: y must be integer token ids"):
+        losses.temporal_softmax_loss(scores, y * 1.0, mask)
+    with pytest.raises(ValueError, match=r"temporal_softmax_loss: normalize must be one of \('batch', 'tokens'\), "
+                                         r"got 'mean'"):
+        losses.temporal_softmax_loss(scores, y, mask, normalize="mean")

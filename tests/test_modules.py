@@ -1,7 +1,13 @@
-"""fnet.modules and fnet.combinators: the module contract (shapes from init, one return shape,
-dparams shaped like params), every leaf module and combinator against jax.vjp of its forward,
-the naming of children, the errors of a bad composition (naming its position), fnet.summary,
-and a network of any shape trained by fit."""
+"""fnet.modules: the module contract (shapes from init, one return shape, dparams shaped like
+params), the leaf modules (dense, activations, norms, dropout, flatten, conv and pooling), batch
+norm's running statistics in its state, the integer arguments of every constructor, the
+convolutional shapes named at init; the recurrent modules (fnet.modules.recurrent): a 2-layer
+LSTM language model composed from modules (embedding -> lstm -> dropout -> lstm ->
+temporal_dense) whose derived manual backward equals jax.grad in float64, the options (last
+state, initial state from the input, state out) and their shapes, check_module on integer token
+input, composition with residual, and the argument checks.
+
+The combinators are tested in test_combinators.py, networks built from modules in test_nets.py."""
 
 from __future__ import annotations
 
@@ -10,13 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layer_checks import AUTODIFF_TOL
 
 import fnet
-from fnet import gradcheck, nets, optim
-from fnet import train as fnet_train
-from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
+from fnet import gradcheck, losses, modules, nets
+from fnet.combinators import fan_in_concat, fan_out, residual, serial
 from fnet.modules import (BatchNormState, Module, avg_pool, batchnorm, conv2d, dense, dropout, flatten, groupnorm,
                           identity, init_shapes, layernorm, leaky_relu, max_pool, relu, sigmoid, softmax, tanh)
+from fnet.modules import recurrent as rm
 
 N = 4
 
@@ -66,61 +73,6 @@ def test_dropout_without_a_key_in_train_mode_is_a_clear_error():
     np.testing.assert_array_equal(y, 1.0)
 
 
-def test_nested_combinators_backward_is_derived_from_the_children():
-    """(Each combinator alone is checked by `fnet gradcheck`; random compositions in
-    tests/test_compositions.py.)"""
-    module = serial(residual(serial(dense(4), tanh())), dropout(0.3), residual(layernorm()),
-                    fan_out(2), parallel(dense(2), sigmoid()), fan_in_concat())
-    row = gradcheck.check_module(module, (N, 4))
-    assert row.passed, gradcheck.format_report([row], verbose=True)
-    assert set(row.leaves) == {"x", "params.residual1.branches.block.dense1.W", "params.residual1.branches.block.dense1.b",
-                               "params.residual2.branches.block.gamma", "params.residual2.branches.block.beta",
-                               "params.parallel1.dense1.W", "params.parallel1.dense1.b"}
-
-
-def test_children_are_named_by_kind_and_parameter_free_ones_have_no_entry():
-    module = serial(dense(4), relu(), dropout(0.1), dense(4), ("head", dense(2)))
-    params, state, out = module.init(jax.random.PRNGKey(0), (None, 3))
-    assert [n for n, _ in module.children] == ["dense1", "relu1", "dropout1", "dense2", "head"]
-    assert set(params) == {"dense1", "dense2", "head"} and state == {} and out == (None, 2)
-    # inserting a parameter-free module never changes the parameter tree
-    plain = serial(dense(4), relu(), dense(4), ("head", dense(2)))
-    chex.assert_trees_all_equal_structs(plain.init(jax.random.PRNGKey(0), (None, 3))[0], params)
-    res = residual(serial(dense(3), relu()))
-    p, _, _ = res.init(jax.random.PRNGKey(0), (None, 3))
-    assert jax.tree_util.tree_map(jnp.shape, p) == {"branches": {"block": {"dense1": {"W": (3, 3), "b": (3,)}}}}
-
-
-@pytest.mark.parametrize("build, shape, message", [
-    (lambda: serial(dense(4), residual(dense(3))), (None, 5),
-     r"serial\[1\] \(residual1\): residual\[2\] \(merge\): fan_in_sum: the branches' shapes differ: \(None, 3\) vs "
-     r"\(None, 4\)"),
-    (lambda: serial(tanh(), batchnorm(), dense(2)), (None, 2, 3),
-     r"serial\[1\] \(batchnorm1\): batchnorm: expects input of shape \(N, D\) or \(N, C, H, W\), got \(None, 2, 3\)"),
-    (lambda: serial(dense(3), parallel(dense(2), dense(2))), (None, 5),
-     r"serial\[1\] \(parallel1\): parallel: input shape must be a tuple of 2 shapes .* put fan_out\(2\) before parallel"),
-    (lambda: serial(fan_out(2), parallel(dense(2), dense(3)), fan_in_concat(axis=0)), (None, 5),
-     r"serial\[2\] \(fan_in_concat1\): fan_in_concat: axis 0 must be a non-batch axis"),
-    (lambda: serial(layernorm()), (None, 2, 3), r"serial\[0\] \(layernorm1\): layernorm: expects input of shape \(N, D\), got"),
-], ids=["residual-shape", "batchnorm-rank", "parallel-without-fan-out", "concat-batch-axis", "layernorm-rank"])
-def test_a_bad_composition_names_the_position(build, shape, message):
-    with pytest.raises(ValueError, match=message):
-        build().init(jax.random.PRNGKey(0), shape)
-
-
-def test_bad_children_and_names_are_refused():
-    with pytest.raises(TypeError, match=r"serial: child 1 must be a Module .* got function; did you mean relu\(\)"):
-        serial(dense(3), relu)
-    with pytest.raises(ValueError, match=r"serial: child names must be unique .*repeated: \['a'\]"):
-        serial(("a", dense(3)), ("a", dense(3)))
-    with pytest.raises(ValueError, match="serial: needs at least one child"):
-        serial()
-    with pytest.raises(ValueError, match="dense: units must be a positive int, got 0"):
-        dense(0)
-    with pytest.raises(ValueError, match=r"dropout: rate must be in \[0, 1\), got 1.5"):
-        dropout(1.5)
-
-
 IMAGES = (None, 4, 8, 8)
 #: Every integer argument of a module or combinator constructor:
 #: name -> (build from the value, function, argument as the message names it, minimum, input shape).
@@ -165,99 +117,145 @@ def test_integer_arguments_refuse_bools_floats_and_out_of_range_naming_the_argum
         build(value)
 
 
-def test_a_wrong_backward_is_caught_by_the_gradient_check_with_a_clear_message():
-    honest = dense(3)
-    shapes_wrong = honest._replace(backward=lambda p, c, dy: (honest.backward(p, c, dy)[0], {"W": p["W"]}))
-    with pytest.raises(ValueError, match=r"three_way: the manual gradient of mine does not match the inputs: "
-                                         r"missing \['params'\]\['b'\]"):
-        gradcheck.check_module(shapes_wrong, (N, 2), name="mine")
-    values_wrong = honest._replace(backward=lambda p, c, dy: (lambda dx, dp: (dx, {**dp, "b": 2 * dp["b"]}))(
-        *honest.backward(p, c, dy)))
-    row = gradcheck.check_module(values_wrong, (N, 2), name="mine")
-    assert not row.passed and row.leaves["params.b"].manual_autodiff > 0.1 and row.leaves["params.W"].manual_autodiff < 1e-7
+@pytest.mark.parametrize("build, message", [
+    (lambda: conv2d(4, 9), r"serial\[0\] \(conv2d1\): conv2d: the 9x9 kernel is larger than the input \(8x8\)"),
+    (lambda: max_pool(9), r"max_pool: the 9x9 pooling window is larger than the input \(8x8\)"),
+    (lambda: groupnorm(3), r"groupnorm: 3 groups do not divide the 1 channels"),
+    (lambda: flatten(), None),
+], ids=["kernel", "pool", "groups", "ok"])
+def test_bad_convolutional_shapes_are_named_at_init(build, message):
+    module = serial(build(), flatten(), dense(2))
+    if message is None:
+        module.init(jax.random.PRNGKey(0), (None, 1, 8, 8))
+        return
+    with pytest.raises(ValueError, match=message):
+        module.init(jax.random.PRNGKey(0), (None, 1, 8, 8))
 
 
-def test_a_users_own_module_gets_the_three_way_table():
-    """A module written from scratch (forward + hand-written backward), checked like fnet's own."""
-
-    def init(key, input_shape):
-        return {"a": jnp.ones(input_shape[1:])}, {}, input_shape
-
-    def forward(params, state, x, *, train, key=None):
-        del train, key
-        y = params["a"] * x**2  # y = a * x^2
-        return y, state, x
-
-    def backward(params, x, dy):
-        return 2 * params["a"] * x * dy, {"a": jnp.sum(dy * x**2, axis=0)}
-
-    row = gradcheck.check_module(Module(init, forward, backward, "square"), (N, 3))
-    report = gradcheck.format_report([row], verbose=True)
-    assert row.passed and "square" in report and "params.a" in report and "PASS" in report
+def test_conv_module_arguments_are_checked_when_built():
+    with pytest.raises(ValueError, match=r"conv2d: stride must be a positive int, got 0"):
+        conv2d(4, 3, stride=0)
+    with pytest.raises(ValueError, match=r"conv2d: kernel_size must be an int or a pair \(h, w\)"):
+        conv2d(4, (3, 3, 3))
+    with pytest.raises(ValueError, match=r"cnn: unknown model 'alexnet'"):
+        nets.cnn("alexnet", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match=r"cnn: deep_convnet has 6 convolutions, so filters needs 6 widths"):
+        nets.cnn("deep_convnet", (1, 28, 28), 10, filters=(8, 8))
+    with pytest.raises(ValueError, match=r"serial\[0\] \(conv2d1\): conv2d: expects images of shape \(N, C, H, W\), "
+                                         r"got \(None, 64\).*flatten=False"):
+        fnet.network(serial(conv2d(4, 3), flatten(), dense(2)), (64,))
 
 
-def test_check_module_takes_the_parameters_of_a_module_with_a_domain():
-    """The default point draws every parameter from N(0, 0.25): a module defined only for positive
-    parameters (y = sqrt(s) * x) is checked at parameters the caller gives."""
-
-    def init(key, input_shape):
-        return {"s": jnp.ones(input_shape[1:])}, {}, input_shape
-
-    def forward(params, state, x, *, train, key=None):
-        return jnp.sqrt(params["s"]) * x, state, x
-
-    def backward(params, x, dy):
-        return jnp.sqrt(params["s"]) * dy, {"s": jnp.sum(dy * x, axis=0) / (2 * jnp.sqrt(params["s"]))}
-
-    module = Module(init, forward, backward, "sqrt_scale")
-    assert not gradcheck.check_module(module, (N, 3)).passed  # some s < 0: NaN, which never passes
-    row = gradcheck.check_module(module, (N, 3), params={"s": jnp.array([0.5, 1.0, 2.0])})
-    assert row.passed and set(row.leaves) == {"params.s", "x"}
+# --------------------------------------------------------------------------------------------
+# fnet.modules.recurrent: a language model composed from modules, the options and their shapes
+# --------------------------------------------------------------------------------------------
 
 
-def test_summary_lists_modules_shapes_and_parameter_counts():
-    net = fnet.network(serial(dense(100), batchnorm(), relu(), residual(serial(dense(100), tanh())), dense(10)), (784,))
-    text = fnet.summary(net)
-    lines = text.splitlines()
-    assert lines[0] == net.name and lines[1].split() == ["module", "type", "output", "shape", "params"]
-    row = next(line for line in lines if line.strip().startswith("dense1"))
-    assert "(N, 100)" in row and row.rstrip().endswith("78,500")
-    assert any(line.strip().startswith("residual1") and "10,100" in line for line in lines)
-    total = 78_500 + 200 + 10_100 + 1_010
-    assert lines[-1] == f"total: {total:,} parameters"
-    assert total == sum(a.size for a in jax.tree_util.tree_leaves(net.init(jax.random.PRNGKey(0)).params))
+def _random_params(module, input_shape, seed=0):
+    """float64 N(0, 0.5^2) parameters of the module's shapes, with its output shape (drawn with
+    NumPy: nothing compiled for the draws) and its state."""
+    params, state, out_shape = modules.init_shapes(module, input_shape)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape)), params), state, out_shape
 
 
-def test_a_residual_and_a_two_branch_network_train_with_fit():
+def test_two_layer_lstm_language_model_manual_backward_equals_grad():
+    V, N, T = 7, 3, 5
+    lm = serial(rm.embedding(V, 4), rm.lstm(6), modules.dropout(0.3), rm.lstm(5), rm.temporal_dense(V))
+    params, state, out_shape = _random_params(lm, (N, T))
+    assert out_shape == (N, T, V)
+    assert set(params) == {"embedding1", "lstm1", "lstm2", "temporal_dense1"}
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((256, 8)).astype(np.float32)
-    y = (x[:, 0] * x[:, 1] > 0).astype(np.int32)  # XOR of signs: needs the hidden layers
-    shapes = {
-        "residual": serial(dense(32), relu(), residual(serial(dense(32), relu(), dense(32))), dense(2)),
-        "two-branch": serial(fan_out(2), parallel(serial(dense(16), tanh()), serial(dense(16), relu())),
-                             fan_in_concat(), dense(2)),
-    }
-    for name, module in shapes.items():
-        net = fnet.network(module, (8,), weight_decay=1e-4, name=name)
-        result = fnet_train.fit(net, optim.adam(1e-2), x, y, epochs=30, batch_size=64, progress=False)
-        scores = net.apply(result.variables, x)
-        assert float(jnp.mean(jnp.argmax(scores, 1) == y)) > 0.9, name
+    ids, y = jnp.asarray(rng.integers(0, V, (N, T))), jnp.asarray(rng.integers(0, V, (N, T)))
+    mask = jnp.ones((N, T), bool).at[0, -2:].set(False)
+    key = jax.random.PRNGKey(1)
+
+    def loss(params):
+        scores = lm.forward(params, state, ids, train=True, key=key)[0]
+        return losses.temporal_softmax_loss(scores, y, mask)[0]
+
+    def manual(params):
+        scores, _, cache = lm.forward(params, state, ids, train=True, key=key)
+        value, dscores = losses.temporal_softmax_loss(scores, y, mask)
+        dx, dparams = lm.backward(params, cache, dscores)
+        return value, dx, dparams
+
+    (value, dx, dparams), auto = jax.jit(lambda p: (manual(p), jax.grad(loss)(p)))(params)
+    assert dx is None  # token ids have no gradient
+    chex.assert_trees_all_equal_shapes_and_dtypes(dparams, params)
+    assert gradcheck.rel_error(dparams, auto) < AUTODIFF_TOL
+    assert 0 < float(value) < 2 * T * np.log(V)  # summed over time, divided by N: about T log V at init
 
 
-def test_network_rejects_bad_modules_losses_and_shapes():
-    with pytest.raises(TypeError, match="network: module must be a fnet.modules.Module, got int"):
-        nets.network(3, (4,))
-    with pytest.raises(ValueError, match=r"network: input_shape must be the shape of one sample"):
-        nets.network(dense(2), (None, 4))
-    with pytest.raises(ValueError, match=r"network: softmax_cross_entropy needs scores of shape \(N, C\)"):
-        nets.network(identity(), (2, 3))
-    with pytest.raises(ValueError, match=r"network: unknown loss 'hinge'"):
-        nets.network(dense(2), (4,), loss="hinge")
-    with pytest.raises(ValueError, match=r"serial\[0\] \(layernorm1\): layernorm: expects input of shape \(N, D\)"):
-        nets.network(serial(layernorm(), flatten(), dense(2)), (2, 3))
-    # A network takes no sweep keywords (a sweep builds one network per trial, see fnet.fit_trials).
-    net = nets.network(dense(2), (4,))
-    with pytest.raises(TypeError, match="unexpected keyword argument 'dropout'"):
-        net.apply(net.init(jax.random.PRNGKey(0)), jnp.ones((1, 4)), dropout=0.5)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'std'"):
-        net.init(jax.random.PRNGKey(0), std=0.1)
+def test_check_module_takes_integer_token_input():
+    ids = np.array([[1, 3, 3], [0, 3, 1]])  # a repeated id: the gradients of its rows add up
+    row = gradcheck.check_module(serial(rm.embedding(4, 3), rm.gru(2, return_sequences=False)), (2, 3), x=ids)
+    assert set(row.leaves) == {"params.embedding1.W", "params.gru1.Wx", "params.gru1.Wh", "params.gru1.b",
+                               "params.gru1.bh"}
+    assert row.passed, gradcheck.format_report([row], verbose=True)
+
+
+def test_check_module_on_state_in_and_out_and_a_residual_block():
+    lstm = rm.lstm(3, initial_state=True, return_state=True)
+    row = gradcheck.check_module(lstm, ((2, 3, 2), (2, 3), (2, 3)))
+    assert {"x.0", "x.1", "x.2"} <= set(row.leaves)  # dx, dh0, dc0
+    assert row.passed, gradcheck.format_report([row], verbose=True)
+    row = gradcheck.check_module(serial(rm.rnn(3), residual(rm.gru(3))), (2, 3, 2))
+    assert row.passed, gradcheck.format_report([row], verbose=True)
+
+
+OPTIONS = [dict(), dict(return_sequences=False), dict(initial_state=True), dict(return_state=True),
+           dict(return_sequences=False, initial_state=True, return_state=True)]
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_output_shapes_from_init_match_forward(kind, options):
+    n, t, d, h = 2, 4, 3, 5
+    m = getattr(rm, kind)(h, **options)
+    states = 2 if kind == "lstm" else 1
+    shape = ((n, t, d),) + ((n, h),) * states if options.get("initial_state") else (n, t, d)
+    params, state, out_shape = modules.init_shapes(m, shape)
+    x = (jax.tree_util.tree_map(lambda s: jnp.ones(s), shape, is_leaf=lambda s: isinstance(s[0], int))
+         if options.get("initial_state") else jnp.ones(shape))
+    y = jax.eval_shape(lambda p, x: m.forward(p, state, x, train=False)[0], params, x)
+    assert jax.tree_util.tree_map(lambda s: s.shape, y) == out_shape
+    want = (n, t, h) if options.get("return_sequences", True) else (n, h)
+    assert (out_shape[0] if options.get("return_state") else out_shape) == want
+
+
+def test_last_state_and_returned_state_are_the_sequences_last_step():
+    rng = np.random.default_rng(1)
+    x, h0, c0 = (jnp.asarray(rng.standard_normal(s)) for s in ((2, 4, 3), (2, 5), (2, 5)))
+    full = rm.lstm(5, initial_state=True)
+    params, _, _ = _random_params(full, ((2, 4, 3), (2, 5), (2, 5)))
+    h = full.forward(params, {}, (x, h0, c0), train=False)[0]
+    last, h_last, _ = rm.lstm(5, initial_state=True, return_state=True, return_sequences=False).forward(
+        params, {}, (x, h0, c0), train=False)[0]
+    np.testing.assert_array_equal(last, h[:, -1])
+    np.testing.assert_array_equal(h_last, h[:, -1])
+
+
+def test_summary_of_a_language_model():
+    lm = serial(rm.embedding(10, 4), rm.lstm(6, return_state=True))
+    text = modules.summary(lm, (None, 8))
+    assert "embedding1" in text and "(N, 8, 4)" in text and "(N, 8, 6) (N, 6) (N, 6)" in text
+    assert "total: 304 parameters" in text  # 10 * 4 + 4 * 6 * (4 + 6 + 1)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"lstm: expects input of shape \(N, T, D\), got \(2, 3\)"):
+        rm.lstm(4).init(jax.random.PRNGKey(0), (2, 3))
+    with pytest.raises(ValueError, match=r"lstm: with initial_state=True the input is a tuple \(x, h0, c0\)"):
+        rm.lstm(4, initial_state=True).init(jax.random.PRNGKey(0), ((2, 3, 1), (2, 4)))
+    with pytest.raises(ValueError, match=r"gru: h0 must have shape \(N, H\) = \(2, 4\) for x of shape \(2, 3, 1\), "
+                                         r"got shape \(2, 5\)"):
+        rm.gru(4, initial_state=True).init(jax.random.PRNGKey(0), ((2, 3, 1), (2, 5)))
+    with pytest.raises(ValueError, match=r"rnn: hidden must be a positive int, got 0"):
+        rm.rnn(0)
+    with pytest.raises(ValueError, match=r"temporal_dense: expects input of shape \(N, T, D\), got \(2, 3\)"):
+        rm.temporal_dense(3).init(jax.random.PRNGKey(0), (2, 3))
+    emb = rm.embedding(5, 2)
+    params, _, _ = _random_params(emb, (1, 2))
+    with pytest.raises(TypeError, match=r"word_embedding_forward: x must be integer token ids, got dtype float"):
+        emb.forward(params, {}, jnp.zeros((1, 2)), train=False)

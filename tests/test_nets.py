@@ -1,373 +1,95 @@
-"""fnet.mlp: the derived backward chain of the composition against jax.grad for every combination
-of activation, normalization, dropout and weight decay; jit; batch-norm state; dropout; weight
-decay on weights only; argument checks; the cs231n-name mapping of the parameters.
-
-The combination test runs eagerly: all combinations share the same layer shapes, so after the
-first few every op is already compiled, whereas a jit per combination costs ~4x more."""
+"""fnet.nets: a network from any composition of modules (fnet.network) and what its functions
+check: params and state of another network named by path, inputs of the wrong shape, rank or
+dtype (flat images given to a CNN, with a hint), a missing state or key, bad labels, the
+``apply(variables, x)`` form; the summary table; networks of any shape (residual, two-branch,
+convolutional) trained by fit; a NaN weight giving NaN scores, never hidden."""
 
 from __future__ import annotations
-
-import dataclasses
-import itertools
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _data_fixtures import classification
 
 import fnet
-from fnet import mlp, nets, optim
-from fnet.gradcheck import leaf_name, rel_error
+from fnet import data, mlp, nets, optim
+from fnet import train as fnet_train
+from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
+from fnet.modules import (avg_pool, batchnorm, conv2d, dense, flatten, global_avg_pool, groupnorm, identity, layernorm,
+                          max_pool, relu, tanh)
 
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
-COMBOS = list(itertools.product(ACTIVATIONS, nets.NORMS, (0.0, 0.3), (0.0, 0.1)))
 N, D, H, C = 8, 5, 6, 3
 
 
-def _data(seed=0, n=N, d=D, c=C):
-    rng = np.random.default_rng(seed)
-    return jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(rng.integers(0, c, n))
+def test_summary_lists_modules_shapes_and_parameter_counts():
+    net = fnet.network(serial(dense(100), batchnorm(), relu(), residual(serial(dense(100), tanh())), dense(10)), (784,))
+    text = fnet.summary(net)
+    lines = text.splitlines()
+    assert lines[0] == net.name and lines[1].split() == ["module", "type", "output", "shape", "params"]
+    row = next(line for line in lines if line.strip().startswith("dense1"))
+    assert "(N, 100)" in row and row.rstrip().endswith("78,500")
+    assert any(line.strip().startswith("residual1") and "10,100" in line for line in lines)
+    total = 78_500 + 200 + 10_100 + 1_010
+    assert lines[-1] == f"total: {total:,} parameters"
+    assert total == sum(a.size for a in jax.tree_util.tree_leaves(net.init(jax.random.PRNGKey(0)).params))
 
 
-def _flat(tree) -> dict:
-    """{"dense1.W": array, ...}: a nested params tree by leaf path."""
-    return {leaf_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+def test_a_residual_and_a_two_branch_network_train_with_fit():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    y = (x[:, 0] * x[:, 1] > 0).astype(np.int32)  # XOR of signs: needs the hidden layers
+    shapes = {
+        "residual": serial(dense(32), relu(), residual(serial(dense(32), relu(), dense(32))), dense(2)),
+        "two-branch": serial(fan_out(2), parallel(serial(dense(16), tanh()), serial(dense(16), relu())),
+                             fan_in_concat(), dense(2)),
+    }
+    for name, module in shapes.items():
+        net = fnet.network(module, (8,), weight_decay=1e-4, name=name)
+        result = fnet_train.fit(net, optim.adam(1e-2), x, y, epochs=30, batch_size=64, progress=False)
+        scores = net.apply(result.variables, x)
+        assert float(jnp.mean(jnp.argmax(scores, 1) == y)) > 0.9, name
 
 
-def _assert_grads_equal(manual, auto, cfg, tol=1e-7):
-    """rel_error < tol on every leaf; except that a bias feeding batch norm has an exact gradient
-    of 0 (batch norm removes the mean), so both paths give rounding noise (~1e-17) there: those
-    leaves are compared absolutely."""
-    chex.assert_trees_all_equal_shapes_and_dtypes(manual, auto)
-    manual, auto = _flat(manual), _flat(auto)
-    assert set(manual) == set(auto) == set(_names(cfg))
-    zero = {f"dense{i}.b" for i in range(1, cfg.num_layers)} if cfg.norm == "batchnorm" else set()
-    rest = [k for k in manual if k not in zero]
-    assert rel_error({k: manual[k] for k in rest}, {k: auto[k] for k in rest}) < tol
-    for k in zero:
-        assert float(jnp.max(jnp.abs(manual[k]))) < 1e-12 and float(jnp.max(jnp.abs(auto[k]))) < 1e-12, k
+def test_network_rejects_bad_modules_losses_and_shapes():
+    with pytest.raises(TypeError, match="network: module must be a fnet.modules.Module, got int"):
+        nets.network(3, (4,))
+    with pytest.raises(ValueError, match=r"network: input_shape must be the shape of one sample"):
+        nets.network(dense(2), (None, 4))
+    with pytest.raises(ValueError, match=r"network: softmax_cross_entropy needs scores of shape \(N, C\)"):
+        nets.network(identity(), (2, 3))
+    with pytest.raises(ValueError, match=r"network: unknown loss 'hinge'"):
+        nets.network(dense(2), (4,), loss="hinge")
+    with pytest.raises(ValueError, match=r"serial\[0\] \(layernorm1\): layernorm: expects input of shape \(N, D\)"):
+        nets.network(serial(layernorm(), flatten(), dense(2)), (2, 3))
+    # A network takes no sweep keywords (a sweep builds one network per trial, see fnet.fit_trials).
+    net = nets.network(dense(2), (4,))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'dropout'"):
+        net.apply(net.init(jax.random.PRNGKey(0)), jnp.ones((1, 4)), dropout=0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'std'"):
+        net.init(jax.random.PRNGKey(0), std=0.1)
 
 
-def _names(cfg) -> list:
-    """The documented parameter names of an mlp: dense{i}.W/b, and {norm}{i}.gamma/beta."""
-    names = []
-    for i in range(1, cfg.num_layers + 1):
-        names += [f"dense{i}.W", f"dense{i}.b"]
-        if cfg.norm is not None and i < cfg.num_layers:
-            names += [f"{cfg.norm}{i}.gamma", f"{cfg.norm}{i}.beta"]
-    return names
+def test_a_cnn_composes_like_any_network_and_trains_with_fit():
+    ds = data.load("digits", flatten=False)
+    assert ds.x_train.shape[1:] == (1, 8, 8)
+    module = serial(conv2d(16, 3, pad=1), groupnorm(4), relu(), max_pool(2), conv2d(32, 3, pad=1), relu(),
+                    avg_pool(2, stride=1), global_avg_pool(), dense(10))
+    net = fnet.network(module, (1, 8, 8))
+    result = fnet_train.fit(net, optim.adam(3e-3), ds.x_train, ds.y_train, epochs=8, batch_size=64, progress=False)
+    test = fnet_train.evaluate(net, result.params, result.state, ds.x_test, ds.y_test)
+    assert test["accuracy"] > 0.8
 
 
-def _compare(net, x, y, seed=0):
-    k_init, k_drop = jax.random.split(jax.random.PRNGKey(seed))
-    params, state = net.init(k_init)
-    loss, grads, new_state = net.loss_and_grad(params, x, y, state=state, key=k_drop)
-    (loss_auto, state_auto), grads_auto = jax.value_and_grad(net.loss, has_aux=True)(
-        params, x, y, state=state, key=k_drop
-    )
-    np.testing.assert_allclose(loss, loss_auto, rtol=1e-14)
-    chex.assert_trees_all_close(new_state, state_auto, rtol=1e-14, atol=1e-15)
-    _assert_grads_equal(grads, grads_auto, net.config)
-    return params, state, loss, grads, new_state
-
-
-@pytest.mark.parametrize("index", range(len(COMBOS)),
-                         ids=[f"{a}-{n}-drop{d}-wd{w}" for a, n, d, w in COMBOS])
-def test_manual_grad_equals_jax_grad_all_combinations(index):
-    activation, norm, dropout, wd = COMBOS[index]
-    depth = 1 + index % 5
-    net = mlp(D, [H] * depth, C, activation=activation, norm=norm, dropout=dropout, weight_decay=wd,
-              dtype="float64")
-    x, y = _data(index)
-    _, state, loss, _, new_state = _compare(net, x, y, seed=index)
-    assert np.isfinite(loss)
-    chex.assert_trees_all_equal_structs(new_state, state)
-    if norm == "batchnorm":
-        assert not np.allclose(new_state["batchnorm1"].mean, state["batchnorm1"].mean)
-
-
-def test_the_combinations_cover_the_librarys_activations_norms_and_losses():
-    """Every activation and norm that fnet.mlp accepts has combinations above, every loss a case
-    (the combinations' default, the heads' others), and every depth 1..5 occurs: adding one of
-    them to the library without a case here fails."""
-    activations, norms, dropouts, decays = map(set, zip(*COMBOS))
-    assert activations == set(fnet.modules.ACTIVATIONS)
-    assert norms == set(nets.NORMS)
-    assert {0.0} < dropouts and {0.0} < decays  # with and without each
-    (heads,) = [m for m in test_regression_and_binary_heads.pytestmark if m.name == "parametrize"]
-    # The sequence loss needs scores (N, T, V), which an MLP does not make: tests/test_nets_tokens.py.
-    mlp_losses = set(fnet.losses.LOSSES) - {"temporal_softmax_cross_entropy"}
-    assert {mlp.__kwdefaults__["loss"]} | {loss for loss, _ in heads.args[1]} == mlp_losses
-    assert {1 + i % 5 for i in range(len(COMBOS))} == {1, 2, 3, 4, 5}
-
-
-@pytest.mark.parametrize("loss, norm", [("mse", "batchnorm"), ("sigmoid_binary_cross_entropy", "layernorm")])
-def test_regression_and_binary_heads(loss, norm):
-    net = mlp(D, [H, H], C, activation="tanh", norm=norm, dropout=0.2, weight_decay=0.05, loss=loss,
-              dtype="float64")
-    x, _ = _data(1)
-    t = jnp.asarray(np.random.default_rng(2).standard_normal((N, C)))
-    if loss != "mse":
-        t = (t > 0).astype(jnp.float64)
-    _compare(net, x, t)
-
-
-def test_linear_model():
-    net = mlp(D, [], C, weight_decay=0.1, dropout=0.5, dtype="float64")
-    x, y = _data(3)
-    params, *_ = _compare(net, x, y)
-    assert list(_flat(params)) == ["dense1.W", "dense1.b"]
-    scores = net.apply(params, x)
-    W, b = np.asarray(params["dense1"]["W"]), np.asarray(params["dense1"]["b"])
-    np.testing.assert_allclose(scores, np.asarray(x) @ W + b, rtol=1e-13)
-
-
-def test_parameter_tree_and_its_cs231n_mapping():
-    """The documented mapping: W{i}/b{i} -> dense{i}, gamma{i}/beta{i} -> batchnorm{i}, the running
-    statistics -> state["batchnorm{i}"].mean/var; parameter-free layers have no entry."""
-    net = mlp(D, [H, 4], C, norm="batchnorm", dropout=0.2)
-    params, state = net.init(jax.random.PRNGKey(0))
-    assert set(params) == {"dense1", "batchnorm1", "dense2", "batchnorm2", "dense3"}
-    assert jax.tree_util.tree_map(jnp.shape, params["dense2"]) == {"W": (H, 4), "b": (4,)}
-    assert jax.tree_util.tree_map(jnp.shape, params["batchnorm1"]) == {"gamma": (H,), "beta": (H,)}
-    assert set(state) == {"batchnorm1", "batchnorm2"} and state["batchnorm2"].mean.shape == (4,)
-    assert optim.weights_only(params) == {
-        "dense1": {"W": True, "b": False}, "dense2": {"W": True, "b": False}, "dense3": {"W": True, "b": False},
-        "batchnorm1": {"gamma": False, "beta": False}, "batchnorm2": {"gamma": False, "beta": False}}
-
-
-def test_inputs_of_higher_rank_are_flattened():
-    net = mlp(6, [H], C, norm="layernorm", dtype="float64")
-    x = jnp.asarray(np.random.default_rng(4).standard_normal((N, 2, 3)))
-    y = _data(4)[1]
-    params, *_ = _compare(net, x, y)
-    chex.assert_trees_all_close(net.apply(params, x), net.apply(params, x.reshape(N, 6)), rtol=1e-15)
-
-
-def test_float32_network_under_jit():
-    net = mlp(D, [H], C, norm="batchnorm", dropout=0.2)
-    params, state = net.init(jax.random.PRNGKey(0))
-    x, y = _data(5)
-    x = x.astype(jnp.float32)
-
-    @jax.jit
-    def both(params, x, y, state, key):
-        return (net.loss_and_grad(params, x, y, state=state, key=key),
-                jax.value_and_grad(net.loss, has_aux=True)(params, x, y, state=state, key=key))
-
-    (loss, grads, new_state), ((loss2, _), grads2) = both(params, x, y, state, jax.random.PRNGKey(1))
-    assert loss.dtype == jnp.float32
-    assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves((grads, new_state)))
-    np.testing.assert_allclose(loss, loss2, rtol=1e-6)
-    chex.assert_trees_all_close(grads, grads2, rtol=1e-3, atol=1e-6)
-
-
-# --------------------------------------------------------------------------------------------
-# jit, state, dropout, weight decay
-# --------------------------------------------------------------------------------------------
-
-
-def test_jit_equals_eager():
-    net = mlp(D, [H, H], C, norm="batchnorm", dropout=0.3, weight_decay=0.1, dtype="float64")
-    params, state = net.init(jax.random.PRNGKey(0))
-    x, y = _data(6)
-    key = jax.random.PRNGKey(1)
-    chex.assert_trees_all_close(jax.jit(lambda p, x, s: net.apply(p, x, state=s))(params, x, state),
-                                net.apply(params, x, state=state), rtol=1e-13)
-    train = lambda p, x, s, k: net.apply(p, x, state=s, train=True, key=k)  # noqa: E731
-    chex.assert_trees_all_close(jax.jit(train)(params, x, state, key), train(params, x, state, key), rtol=1e-13)
-    lg = lambda p, x, y, s, k: net.loss_and_grad(p, x, y, state=s, key=k)  # noqa: E731
-    chex.assert_trees_all_close(jax.jit(lg)(params, x, y, state, key), lg(params, x, y, state, key),
-                                rtol=1e-12, atol=1e-15)
-
-
-def test_batchnorm_state_updates_as_documented_and_eval_uses_it():
-    net = mlp(D, [H], C, norm="batchnorm", dtype="float64")
-    params, state = net.init(jax.random.PRNGKey(0))
-    params = dict(params, dense1=dict(params["dense1"], b=jnp.linspace(-1.0, 1.0, H)),
-                  batchnorm1=dict(params["batchnorm1"], gamma=jnp.linspace(0.5, 2.0, H)))
-    P = {"W1": np.asarray(params["dense1"]["W"]), "b1": np.asarray(params["dense1"]["b"]),
-         "gamma1": np.asarray(params["batchnorm1"]["gamma"]), "beta1": np.asarray(params["batchnorm1"]["beta"]),
-         "W2": np.asarray(params["dense2"]["W"]), "b2": np.asarray(params["dense2"]["b"])}
-    rm, rv = np.zeros(H), np.ones(H)
-    for step in range(3):
-        x, y = _data(10 + step)
-        _, _, state = net.loss_and_grad(params, x, y, state=state)
-        h = np.asarray(x) @ P["W1"] + P["b1"]
-        rm = 0.9 * rm + 0.1 * h.mean(axis=0)
-        rv = 0.9 * rv + 0.1 * h.var(axis=0)  # biased variance
-        np.testing.assert_allclose(state["batchnorm1"].mean, rm, rtol=1e-12)
-        np.testing.assert_allclose(state["batchnorm1"].var, rv, rtol=1e-12)
-    # train-mode apply returns the same new state
-    _, state_apply = net.apply(params, x, state=state, train=True)
-    _, state_loss = net.loss(params, x, y, state=state)
-    chex.assert_trees_all_close(state_apply, state_loss, rtol=1e-15)
-    # eval mode normalizes with the running statistics
-    h = np.asarray(x) @ P["W1"] + P["b1"]
-    h = P["gamma1"] * (h - rm) / np.sqrt(rv + 1e-5) + P["beta1"]
-    expected = np.maximum(h, 0) @ P["W2"] + P["b2"]
-    np.testing.assert_allclose(net.apply(params, x, state=state), expected, rtol=1e-12, atol=1e-13)
-    # and depends on the state, not on the batch: one sample gives its row of the full batch
-    np.testing.assert_allclose(net.apply(params, x[:1], state=state), expected[:1], rtol=1e-12, atol=1e-13)
-
-
-def test_dropout_in_the_network():
-    net = mlp(D, [H, H], C, dropout=0.5, dtype="float64")
-    plain = mlp(D, [H, H], C, dtype="float64")
-    params, _ = net.init(jax.random.PRNGKey(0))
-    x, _ = _data(7)
-    # eval mode is the identity: same scores as the network without dropout, no key needed
-    chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))
-    # train mode drops units: the scores change with the key, and are fixed for a fixed key
-    a, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1))
-    b, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(1))
-    c, _ = net.apply(params, x, train=True, key=jax.random.PRNGKey(2))
-    chex.assert_trees_all_equal(a, b)
-    assert not np.allclose(a, c)
-    # rate 0 given as an array (a sweep's value: the dropout layers are present) is the identity
-    # in train mode
-    zero = mlp(D, [H, H], C, dropout=jnp.asarray(0.0), dtype="float64")
-    assert len(zero.module.children) == len(net.module.children)
-    z, _ = zero.apply(params, x, train=True, key=jax.random.PRNGKey(1))
-    chex.assert_trees_all_close(z, plain.apply(params, x, train=True)[0], rtol=1e-15)
-
-
-def test_input_dropout_drops_input_features_in_train_mode_only():
-    net = mlp(D, [H], C, input_dropout=0.5, dtype="float64")
-    plain = mlp(D, [H], C, dtype="float64")
-    assert net.name.endswith("input_dropout=0.5") and nets.from_config(dataclasses.asdict(net.config)).name == net.name
-    params, _ = net.init(jax.random.PRNGKey(0))
-    x, y = _data(7)
-    chex.assert_trees_all_equal(net.apply(params, x), plain.apply(params, x))  # eval: the identity
-    # train mode: the first layer sees the inputs with ~half the features zeroed and the rest
-    # scaled by 1 / (1 - 0.5): the same scores as the plain net on that masked input
-    key = jax.random.PRNGKey(3)
-    scores, _ = net.apply(params, x, train=True, key=key)
-    dropped, _, _ = fnet.modules.dropout(0.5).forward({}, {}, x, train=True, key=jax.random.split(key, 2)[0])
-    assert 0 < np.mean(np.asarray(dropped) == 0) < 1 and set(np.unique(np.asarray(dropped / x)).round(12)) <= {0.0, 2.0}
-    chex.assert_trees_all_close(scores, plain.apply(params, dropped), rtol=1e-12)
-    # the hand-written chain through it is jax.grad's, and a traced hidden rate of 0 (a sweep's
-    # network, whose hidden dropout layers are present) leaves the input dropout alone
-    manual = net.loss_and_grad(params, x, y, key=key)[1]
-    auto = jax.grad(lambda p: net.loss(p, x, y, key=key)[0])(params)
-    assert rel_error(manual, auto) < 1e-10
-    swept = jax.jit(lambda r: mlp(D, [H], C, input_dropout=0.5, dropout=r, dtype="float64")
-                    .apply(params, x, train=True, key=key)[0])(0.0)
-    chex.assert_trees_all_close(swept, scores, rtol=1e-12)
-
-
-def test_traced_dropout_and_weight_decay_under_vmap():
-    """A network built inside vmap from traced rates (a sweep's) equals the one built from floats."""
-    net = mlp(D, [H], C, dtype="float64")
-    params, _ = net.init(jax.random.PRNGKey(0))
-    x, y = _data(8)
-    key = jax.random.PRNGKey(1)
-    rates = jnp.array([0.0, 0.2, 0.5])
-    lams = jnp.array([0.0, 0.1, 1.0])
-    losses_, grads, _ = jax.vmap(
-        lambda r, lam: mlp(D, [H], C, dropout=r, weight_decay=lam, dtype="float64").loss_and_grad(
-            params, x, y, state={}, key=key)
-    )(rates, lams)
-    for i in range(3):
-        net_i = mlp(D, [H], C, dropout=float(rates[i]), weight_decay=float(lams[i]), dtype="float64")
-        (l_auto, _), g_auto = jax.value_and_grad(net_i.loss, has_aux=True)(params, x, y, key=key)
-        np.testing.assert_allclose(losses_[i], l_auto, rtol=1e-13)
-        assert rel_error(jax.tree_util.tree_map(lambda g: g[i], grads), g_auto) < 1e-7
-    # rate 0 and lambda 0 give the plain network's loss
-    np.testing.assert_allclose(losses_[0], net.loss(params, x, y)[0], rtol=1e-14)
-
-
-@pytest.mark.parametrize("norm", [None, "batchnorm", "layernorm"])
-def test_weight_decay_applies_to_weights_only(norm):
-    lam = 0.37
-    with_wd = mlp(D, [H, H], C, norm=norm, dropout=0.2, weight_decay=lam, dtype="float64")
-    without = mlp(D, [H, H], C, norm=norm, dropout=0.2, dtype="float64")
-    params, state = with_wd.init(jax.random.PRNGKey(0))
-    x, y = _data(9)
-    key = jax.random.PRNGKey(1)
-    l1, g1, s1 = with_wd.loss_and_grad(params, x, y, state=state, key=key)
-    l0, g0, s0 = without.loss_and_grad(params, x, y, state=state, key=key)
-    p, f1, f0 = _flat(params), _flat(g1), _flat(g0)
-    weights = {k: v for k, v in p.items() if k.endswith(".W")}
-    np.testing.assert_allclose(l1 - l0, 0.5 * lam * sum(float(jnp.sum(w ** 2)) for w in weights.values()), rtol=1e-10)
-    for k in p:
-        if k.endswith(".W"):
-            chex.assert_trees_all_close(f1[k] - f0[k], lam * p[k], rtol=1e-10, atol=1e-14)
-        else:  # biases, gamma, beta: untouched
-            chex.assert_trees_all_equal(f1[k], f0[k])
-    chex.assert_trees_all_equal(s1, s0)
-    # and autodiff agrees on the decayed loss
-    (_, _), g_auto = jax.value_and_grad(with_wd.loss, has_aux=True)(params, x, y, state=state, key=key)
-    _assert_grads_equal(g1, g_auto, with_wd.config)
-
-
-def test_config_round_trip():
-    net = mlp(D, [H, 4], C, activation="tanh", norm="layernorm", dropout=0.1, init=0.05, weight_decay=0.01,
-              dtype="float64")
-    cfg = net.config
-    assert cfg.hidden_dims == (H, 4) and cfg.num_layers == 3 and cfg.dtype == "float64"
-    again = nets.from_config(dataclasses.asdict(cfg))
-    assert again.config == cfg
-    params, _ = net.init(jax.random.PRNGKey(0))
-    x, _ = _data(11)
-    chex.assert_trees_all_equal(again.apply(params, x), net.apply(params, x))
-
-
-# --------------------------------------------------------------------------------------------
-# Bad input
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "kwargs, exc, msg",
-    [
-        (dict(activation="gelu"), ValueError, r"mlp: unknown activation 'gelu'; choose one of"),
-        (dict(norm="groupnorm"), ValueError, r"mlp: unknown norm 'groupnorm'; choose one of"),
-        (dict(loss="hinge"), ValueError, r"mlp: unknown loss 'hinge'; choose one of"),
-        (dict(weight_decay=-0.1), ValueError, r"mlp: weight_decay must be >= 0, got -0.1"),
-        (dict(dropout=1.0), ValueError, r"mlp: dropout must be in \[0, 1\), got 1.0"),
-        (dict(dropout=-0.1), ValueError, r"mlp: dropout must be in \[0, 1\), got -0.1"),
-        (dict(input_dropout=1.0), ValueError, r"mlp: input_dropout must be in \[0, 1\), got 1.0"),
-        (dict(dtype="int32"), TypeError, r"mlp: dtype must be a floating dtype, got 'int32'"),
-    ],
-)
-def test_mlp_rejects_bad_config(kwargs, exc, msg):
-    with pytest.raises(exc, match=msg):
-        mlp(D, [H], C, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "args, exc, msg",
-    [
-        ((0, [H], C), ValueError, r"mlp: input_dim must be a positive int, got 0"),
-        ((2.5, [H], C), TypeError, r"mlp: input_dim must be an int, got 2.5"),
-        ((D, [H], -1), ValueError, r"mlp: output_dim must be a positive int, got -1"),
-        ((D, [H, 0], C), ValueError, r"mlp: hidden_dims\[1\] must be a positive int, got 0"),
-        ((D, [3.0], C), TypeError, r"mlp: hidden_dims\[0\] must be an int, got 3.0"),
-        ((D, [True], C), TypeError, r"mlp: hidden_dims\[0\] must be an int, got True"),
-    ],
-)
-def test_mlp_rejects_bad_dims(args, exc, msg):
-    with pytest.raises(exc, match=msg):
-        mlp(*args)
-
-
-def test_numpy_integer_sizes_are_accepted_and_stored_as_python_ints():
-    import dataclasses
-    import json
-
-    import fnet
-
-    net = mlp(np.int64(D), [np.int32(H)], np.int64(C))
-    assert net.config == mlp(D, [H], C).config and type(net.config.input_dim) is int
-    json.dumps(dataclasses.asdict(net.config))
-    cnn = fnet.models.cnn("simple_convnet", (np.int64(1), 8, 8), np.int64(3), filters=(np.int16(4),),
-                          dense_width=np.int64(5))
-    assert cnn.config.input_shape == (1, 8, 8) and cnn.config.dense_width == 5
-    lm = fnet.models.char_lm(np.int64(7), cell="gru", embed=np.int64(4), hidden=np.int64(6), context=np.int64(5))
-    assert (lm.config.vocab_size, lm.config.context) == (7, 5)
-    assert fnet.network(fnet.modules.dense(np.int64(3)), input_shape=(np.int64(4),)).input_shape == (4,)
+def test_flat_images_are_refused_with_a_hint():
+    net = nets.cnn("simple_convnet", (1, 28, 28), 10)
+    variables = net.init(jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"net.apply: x has shape \(2, 784\) but the network expects samples of shape "
+                                         r"\(1, 28, 28\).*flatten=False"):
+        net.apply(variables, jnp.zeros((2, 784)))
+    with pytest.raises(ValueError, match=r"fit: training features have shape \(5, 784\) .*flatten=False"):
+        fnet_train.fit(net, optim.sgd(), np.zeros((5, 784), np.float32), np.zeros(5, np.int32), batch_size=5)
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +101,7 @@ def bn_net():
 
 def test_params_of_another_network_are_named(bn_net):
     net, params, state = bn_net
-    x, y = _data()
+    x, y = classification(N, D, C, dtype=np.float64)
     bad = dict(params, batchnorm1={"gamma": params["batchnorm1"]["gamma"]})
     with pytest.raises(ValueError, match=r"net.apply: params does not match the network's params .*missing "
                                          r"\['batchnorm1'\]\['beta'\]"):
@@ -394,7 +116,7 @@ def test_params_of_another_network_are_named(bn_net):
 
 def test_a_state_with_wrong_keys_is_named(bn_net):
     net, params, state = bn_net
-    x, _ = _data()
+    x, _ = classification(N, D, C, dtype=np.float64)
     with pytest.raises(ValueError, match=r"net.apply: state does not match the network's state .*missing \['batchnorm1'\]"):
         net.apply(params, x, state={"norm1": state["batchnorm1"]})
     with pytest.raises(ValueError, match=r"net.apply: state does not match"):
@@ -419,7 +141,7 @@ def test_x_with_wrong_feature_count_or_rank_or_dtype(bn_net):
 
 def test_batchnorm_net_without_state(bn_net):
     net, params, _ = bn_net
-    x, y = _data()
+    x, y = classification(N, D, C, dtype=np.float64)
     with pytest.raises(ValueError, match=r"net.apply: state is None but the network has state"):
         net.apply(params, x)
     with pytest.raises(ValueError, match=r"net.loss_and_grad: state is None but the network has state"):
@@ -429,7 +151,7 @@ def test_batchnorm_net_without_state(bn_net):
 def test_apply_takes_the_variables_for_every_network(bn_net):
     """The project's promise: net.apply(variables, x) with exactly two arguments, batch norm included."""
     net, params, state = bn_net
-    x, _ = _data()
+    x, _ = classification(N, D, C, dtype=np.float64)
     variables = net.init(jax.random.PRNGKey(0))
     assert isinstance(variables, nets.Variables)
     chex.assert_trees_all_equal(net.apply(variables, x), net.apply(variables.params, x, state=variables.state))
@@ -441,7 +163,7 @@ def test_apply_takes_the_variables_for_every_network(bn_net):
 
 def test_dropout_net_in_train_mode_without_key(bn_net):
     net, params, state = bn_net
-    x, y = _data()
+    x, y = classification(N, D, C, dtype=np.float64)
     with pytest.raises(ValueError, match=r"net.loss: serial\[3\] \(dropout1\): dropout: key is None in train mode; "
                                          r"dropout \(rate 0.5\) needs a PRNG key"):
         net.loss(params, x, y, state=state)
@@ -452,7 +174,7 @@ def test_dropout_net_in_train_mode_without_key(bn_net):
 
 def test_bad_labels_through_the_network(bn_net):
     net, params, state = bn_net
-    x, _ = _data()
+    x, _ = classification(N, D, C, dtype=np.float64)
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match=r"softmax_cross_entropy: y must lie in \[0, 3\) for 3 classes, got values in \[0, 3\]"):
         net.loss_and_grad(params, x, jnp.array([0, 1, 2, 3, 0, 1, 2, 0]), state=state, key=key)
@@ -462,3 +184,11 @@ def test_bad_labels_through_the_network(bn_net):
         net.loss_and_grad(params, x, jnp.zeros(8), state=state, key=key)
     # the range check is skipped under jit (no error at trace time)
     jax.jit(lambda y: net.loss_and_grad(params, x, y, state=state, key=key))(jnp.full(8, 5))
+def test_a_nan_weight_gives_nan_scores():
+    net = mlp(3, [4], 2)
+    params, state = net.init(jax.random.PRNGKey(0))
+    params = dict(params, dense1=dict(params["dense1"], W=params["dense1"]["W"].at[0, 0].set(jnp.nan)))
+    x = jnp.array([[1.0, 1.0, -1.0], [0.5, -0.5, 2.0]])
+    assert np.isnan(np.asarray(net.apply(params, x))).any()
+
+

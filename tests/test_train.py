@@ -1,4 +1,5 @@
-"""fnet.train: the jit-compiled step, the scanned epoch, batched evaluation and fit().
+"""fnet.train: the jit-compiled step, the scanned epoch and fit(), with its divergence rule and
+its refusal of non-finite data and params.
 
 Small float64 problems check exact properties (manual == autodiff, epoch == loop of steps, resume
 is bitwise); a few short runs on the bundled digits check what fit() records and how it fails.
@@ -6,7 +7,6 @@ Nearly all the time is XLA compilation, so the tests share nets and optimizers (
 compiled epoch of a (net, opt) pair) and compile about a dozen programs in all.
 """
 
-import json
 import math
 
 import chex
@@ -14,18 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
+from _data_fixtures import classification
 from _tolerances import adam_noise_floor, assert_trees_close, scale
 
-from fnet import checkpoint, data, nets, optim, schedules, train, xla_options
+from fnet import checkpoint, data, nets, optim, schedules, train, trials, xla_options
 
 N, D, C, B = 37, 5, 3, 8  # N is not a multiple of B: the last incomplete batch is dropped
-
-
-def _toy():
-    """float64 features of shape (N, D) and int32 labels of shape (N,) in [0, C)."""
-    rng = np.random.default_rng(0)
-    return rng.normal(size=(N, D)), rng.integers(0, C, size=N).astype(np.int32)
 
 
 def _copy(tree):
@@ -85,7 +79,7 @@ def manual_step():
 
 @pytest.fixture(scope="module")
 def manual_trajectory(manual_step):
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     return _run_steps(manual_step, NET64, OPT64, x, y)
 
 
@@ -94,7 +88,7 @@ def manual_trajectory(manual_step):
 
 @pytest.mark.xla_defaults
 def test_manual_and_autodiff_steps_give_the_same_trajectory(manual_trajectory):
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     auto = _run_steps(train.make_train_step(NET64, OPT64, grad="autodiff"), NET64, OPT64, x, y)
     _assert_adam_trajectories_close(auto, manual_trajectory, steps=4)
     # The trajectory really moved (dropout and batch norm active): the check is not vacuous.
@@ -108,7 +102,7 @@ def test_jit_and_no_jit_steps_agree():
     # A plain net: without jit every primitive is dispatched (and compiled) on its own, which is
     # slow for dropout's random bits; the jit/no-jit question does not depend on the layers.
     net, opt = nets.mlp(D, [6], C, dtype="float64"), optim.momentum(0.1)
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     jitted = _run_steps(train.make_train_step(net, opt), net, opt, x, y, steps=2)
     eager = _run_steps(train.make_train_step(net, opt, jit=False), net, opt, x, y, steps=2)
     assert_trees_close(eager, jitted, dtype=np.float64, terms=D + 6 + C + B, steps=2)
@@ -119,7 +113,7 @@ def test_donation_consumes_the_inputs_only_when_asked(manual_step, manual_trajec
     """make_train_step donates params/state/opt_state by default (the caller must not reuse
     them); donate=False leaves them intact; fit() copies the params/state it is given, so its
     caller's arrays survive."""
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     params, state = NET64.init(jax.random.PRNGKey(0))
     kept = _copy((params, state))
     manual_step(params, state, OPT64.init(params), (x[:B], y[:B]), jax.random.PRNGKey(1))
@@ -144,7 +138,7 @@ def test_make_train_step_rejects_unknown_grad_mode():
 
 @pytest.mark.xla_defaults
 def test_epoch_equals_a_python_loop_of_steps_over_the_same_batches_and_keys(manual_step):
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     params, state = NET64.init(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(7)
     epoch = train.make_epoch(NET64, OPT64, batch_size=B)
@@ -166,54 +160,13 @@ def test_epoch_equals_a_python_loop_of_steps_over_the_same_batches_and_keys(manu
 
 
 def test_epoch_rejects_a_batch_larger_than_the_data():
-    x, y = _toy()
+    x, y = classification(N, D, C, dtype=np.float64)
     params, state = NET64.init(jax.random.PRNGKey(0))
     epoch = train.make_epoch(NET64, OPT64, batch_size=N + 1)
     with pytest.raises(ValueError, match=f"make_epoch: batch_size {N + 1} is larger than the {N} training samples"):
         epoch(params, state, OPT64.init(params), jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="make_epoch: batch_size must be a positive int"):
         train.make_epoch(NET64, OPT64, batch_size=0)
-
-
-# ----------------------------------------------------------------------------- evaluate
-
-
-def test_evaluate_matches_a_direct_apply_on_the_whole_set():
-    net = NET64
-    x, y = _toy()
-    params, state = net.init(jax.random.PRNGKey(0))
-    # Move the running statistics away from (0, 1) so that eval mode really uses them.
-    state = jax.tree_util.tree_map(lambda v: v + 0.3, state)
-    got = train.evaluate(net, params, state, x, y, batch_size=10)  # 37 = 3 full batches + 7
-    scores = net.apply(params, x, state=state)
-    log_p = jax.nn.log_softmax(scores, axis=1)
-    assert got["loss"] == pytest.approx(float(-jnp.mean(log_p[jnp.arange(N), y])), rel=1e-12)
-    # The accuracy is the exact fraction of correct rows (a count over N, not a float32 mean).
-    assert got["accuracy"] == pytest.approx(np.mean(np.argmax(np.asarray(scores), 1) == np.asarray(y)), abs=1e-12)
-    assert train.evaluate(net, params, state, x, y, batch_size=1000) == pytest.approx(got, rel=1e-12)
-
-
-def test_evaluate_regression_has_nan_accuracy():
-    net = nets.mlp(D, [4], 2, loss="mse", dtype="float64")
-    x, _ = _toy()
-    t = np.random.default_rng(1).normal(size=(N, 2))
-    params, _ = net.init(jax.random.PRNGKey(0))
-    got = train.evaluate(net, params, {}, x, t, batch_size=8)
-    assert math.isnan(got["accuracy"])
-    expected = float(0.5 * jnp.mean(jnp.sum((net.apply(params, x) - t) ** 2, axis=1)))
-    assert got["loss"] == pytest.approx(expected, rel=1e-10)
-
-
-def test_evaluate_rejects_bad_labels():
-    net = NET64
-    x, y = _toy()
-    params, state = net.init(jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"evaluate: y must lie in \[0, 3\)"):
-        train.evaluate(net, params, state, x, np.where(y == 0, C, y))
-    with pytest.raises(TypeError, match="evaluate: y must be integer class labels"):
-        train.evaluate(net, params, state, x, y.astype(np.float32))
-    with pytest.raises(ValueError, match="evaluate: y must have shape"):
-        train.evaluate(net, params, state, x, y[:-1])
 
 
 # ----------------------------------------------------------------------------- fit
@@ -424,10 +377,85 @@ def test_fit_rejects_bad_validation_data_and_options(digits, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_save_history_writes_nan_as_null(tmp_path):
-    path = tmp_path / "history.json"
-    train.save_history(path, {"epoch": [1, 2], "val_acc": [math.nan, 0.5]})
-    assert json.loads(path.read_text()) == {"epoch": [1, 2], "val_acc": [None, 0.5]}
+def test_library_accepts_numpy_integers_and_names_bad_values(tmp_path):
+    x, y = classification(40, 3, 2)
+    net = nets.mlp(3, [4], 2)
+    result = train.fit(net, optim.sgd(0.1), x, y, epochs=np.int64(2), batch_size=np.int32(8),
+                            seed=np.int16(1), early_stopping=np.int64(5), progress=False)
+    assert result.history["epoch"] == [1, 2]
+    with pytest.raises(TypeError, match=r"fit: epochs must be an int, got 2.0"):
+        train.fit(net, optim.sgd(0.1), x, y, epochs=2.0, progress=False)
+    with pytest.raises(ValueError, match=r"fit: early_stopping must be a positive int \(epochs\), got 0"):
+        train.fit(net, optim.sgd(0.1), x, y, batch_size=8, early_stopping=0, progress=False)
+    with pytest.raises(ValueError, match="fit: validation data is empty"):
+        train.fit(net, optim.sgd(0.1), x, y, batch_size=8, val=(x[:0], y[:0]), progress=False)
+    with pytest.raises(ValueError, match="fit: divergence_factor must be a finite number > 1"):
+        train.fit(net, optim.sgd(0.1), x, y, batch_size=8, divergence_factor=0.5, progress=False)
+
+
+# ----------------------------------------------------------------------------- divergence, non-finite values
+# An epoch whose mean loss exceeds divergence_factor times the untrained network's loss stops the
+# run, naming the epoch (a finite explosion, not only NaN); non-finite data, params and seeds out
+# of range are refused before training.
+
+
+def test_a_finite_explosion_stops_fit_naming_the_epoch():
+    x, y = classification(64, 4, 3)
+    with pytest.raises(train.TrainingDiverged, match=r"diverged at epoch 1: its mean .* is more than 1000 times "
+                                                          r"the untrained network's loss") as e:
+        train.fit(nets.mlp(4, [16], 3), optim.adam(1e6), x, y, epochs=3, batch_size=16, progress=False)
+    assert e.value.history["epoch"] == []
+
+
+def test_the_rule_can_be_turned_off_and_does_not_fire_on_healthy_runs():
+    x, y = classification(64, 4, 3)
+    net = nets.mlp(4, [16], 3)
+    healthy = train.fit(net, optim.adam(1e-2), x, y, epochs=5, batch_size=16, progress=False)
+    assert healthy.history["epoch"] == [1, 2, 3, 4, 5]
+    wild = train.fit(net, optim.adam(1e6), x, y, epochs=2, batch_size=16, progress=False, divergence_factor=None)
+    assert max(wild.history["train_loss"]) > 1e3 * healthy.history["train_loss"][0]
+
+
+def test_a_start_that_is_already_non_finite_is_not_blamed_on_the_learning_rate():
+    x, y = classification(64, 4, 3)
+    # He init scaled to 1e30: the very first scores overflow float32, before any update.
+    with pytest.raises(train.TrainingDiverged, match="untrained network's loss is already .* a smaller learning "
+                                                          "rate cannot help"):
+        train.fit(nets.mlp(4, [16], 3, init=1e30), optim.sgd(1e-3), x, y, epochs=2, batch_size=16, progress=False)
+
+
+def test_fit_refuses_non_finite_starting_params_and_seeds_out_of_range():
+    x, y = classification(64, 4, 3)
+    net = nets.mlp(4, [16], 3)
+    params, state = net.init(jax.random.PRNGKey(0))
+    params["dense1"]["b"] = params["dense1"]["b"].at[3].set(np.inf)
+    with pytest.raises(ValueError, match=r"fit: params\['dense1'\]\['b'\] must be finite"):
+        train.fit(net, optim.sgd(0.1), x, y, params=params, state=state, epochs=1, batch_size=16, progress=False)
+    for seed, error in ((-1, ValueError), (2**63, ValueError), (2**70, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="fit: seed must be"):
+            train.fit(net, optim.sgd(0.1), x, y, seed=seed, epochs=1, batch_size=16, progress=False)
+    with pytest.raises(ValueError, match="fit_trials: seeds must be integers with 0 <= seed"):
+        trials.fit_trials(net, lambda h: optim.sgd(h["learning_rate"]), x, y,
+                               hparams={"learning_rate": np.full(2, 0.1)}, seeds=np.array([0, -1]), epochs=1,
+                               batch_size=16)
+
+
+def test_fit_and_evaluate_refuse_non_finite_data_and_params():
+    x, y = classification(32, 3, 2)
+    net = nets.mlp(3, [4], 2)
+    params, state = net.init(jax.random.PRNGKey(0))
+    bad_params = dict(params, dense1=dict(params["dense1"], W=params["dense1"]["W"].at[1, 2].set(jnp.nan)))
+    with pytest.raises(ValueError, match=r"fit: params\['dense1'\]\['W'\] must be finite, found 1 NaN"):
+        train.fit(net, optim.sgd(0.1), x, y, batch_size=8, params=bad_params, progress=False)
+    x_nan = np.full_like(x, np.nan)
+    with pytest.raises(ValueError, match="fit: training features contain NaN or inf"):
+        train.fit(net, optim.sgd(0.1), x_nan, y, batch_size=8, progress=False)
+    with pytest.raises(ValueError, match="evaluate: x must be finite, found 96 NaN"):
+        train.evaluate(net, params, state, x_nan, y)
+    with pytest.raises(ValueError, match=r"evaluate: x is empty \(shape \(0, 3\)\)"):
+        train.evaluate(net, params, state, x[:0], y[:0])
+    with pytest.raises(ValueError, match="evaluate: batch_size must be a positive int, got 0"):
+        train.evaluate(net, params, state, x, y, batch_size=0)
 
 
 # ----------------------------------------------------------------------------- real data

@@ -1,5 +1,6 @@
 """Many trials in one vmapped program (fnet.trials.fit_trials): each trial equals its own fit()
-run, new hyperparameter values do not recompile, and bad input is rejected before tracing."""
+run, new hyperparameter values do not recompile, diverged trials are flagged, and bad input is
+rejected before tracing."""
 
 import contextlib
 
@@ -7,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _data_fixtures import classification
 from _tolerances import assert_trees_close
 
 from fnet import nets, optim, train, trials as fnet_trials
@@ -135,3 +137,13 @@ def test_bad_data_and_seeds():
     # a factory's network that does not fit the data is refused before the program is traced
     with pytest.raises(ValueError, match="fit_trials: training features have shape"):
         fnet_trials.fit_trials(lambda h: nets.mlp(7, [4], 3), FACTORY, X, Y, hparams=hp)
+
+
+def test_fit_trials_flags_the_same_trials():
+    """The rule of fit's divergence test (test_train.py) per trial: only the trial at lr 1e6 is flagged."""
+    x, y = classification(64, 4, 3)
+    net = nets.mlp(4, [16], 3)
+    lrs = np.array([1e-2, 1e6])
+    trials = fnet_trials.fit_trials(net, lambda h: optim.adam(h["learning_rate"]), x, y,
+                                   hparams={"learning_rate": lrs}, epochs=2, batch_size=16)
+    assert trials.diverged.tolist() == [False, True]

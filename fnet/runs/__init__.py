@@ -40,6 +40,21 @@ parameters with :func:`load_best`, refusing non-finite ones.
 The pieces: :mod:`fnet.runs.config` (config.json's schema and the resume rule),
 :mod:`fnet.runs.folder` (kinds, marker, lock, start, the staging swap, outputs) and
 :mod:`fnet.runs.readback` (a run read back: checks before resuming or evaluating it).
+
+What an output path is, before anything is written to it:
+
+>>> import pathlib
+>>> import tempfile
+>>> from fnet import runs
+>>> with tempfile.TemporaryDirectory() as d:
+...     folder = pathlib.Path(d)
+...     kinds = [runs.inspect(folder / "new"), runs.inspect(folder)]
+...     _ = (folder / "notes.txt").write_text("mine")
+...     kinds.append(runs.inspect(folder))
+...     runs.write_marker(folder, "0.1.0")
+...     kinds.append(runs.inspect(folder))
+>>> kinds == [runs.MISSING, runs.EMPTY, runs.OTHER, runs.RUN], kinds
+(True, ['missing', 'empty', 'other', 'owned'])
 """
 
 

@@ -1,8 +1,7 @@
-"""fnet.layers.recurrent and fnet.layers.embedding (RNN, LSTM, GRU steps and sequences, word embedding, temporal affine) and
-fnet.losses.temporal_softmax_loss: forwards against slow NumPy loop references on random shapes,
-every backward against jax.vjp (float64, < 1e-7) and central differences, steps against
-sequences, state carried across batches, the gate orders against PyTorch, and the argument
-checks."""
+"""fnet.layers.recurrent (RNN, LSTM, GRU steps and sequences): forwards against slow NumPy loop
+references on random shapes, every backward against jax.vjp (float64, < 1e-7) and central
+differences, steps against sequences, state carried across batches, the gate orders against
+PyTorch, and the argument checks."""
 
 from __future__ import annotations
 
@@ -11,22 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layer_checks import AUTODIFF_TOL, NUMERICAL_TOL, manual_and_vjp, rnd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fnet import losses
 from fnet import layers as R
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 
-AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp
-NUMERICAL_TOL = 1e-5  # float64, manual vs central differences
 # Forward vs the loop reference: the same float64 operations in another order; T <= 5 steps of
 # O(D + H) terms of size O(1) each, so a few hundred eps.
 FORWARD_TOL = 1e-12
-
-
-def _rnd(rng, shape, scale=1.0):
-    return jnp.asarray(scale * rng.standard_normal(shape), jnp.float64)
 
 
 def _sigmoid(a):
@@ -101,15 +94,9 @@ def _family_args(family, rng, n, t, d, h, scale=0.7):
     """The forward's arguments: x, the states, Wx, Wh, b[, bh], weights at ``scale`` (gates
     away from saturation, where every term of the gradient matters)."""
     _, _, gates, states, hidden_bias, _ = FAMILIES[family]
-    args = [_rnd(rng, (n, t, d))] + [_rnd(rng, (n, h)) for _ in range(states)]
-    args += [_rnd(rng, (d, gates * h), scale), _rnd(rng, (h, gates * h), scale), _rnd(rng, (gates * h,), scale)]
-    return tuple(args + ([_rnd(rng, (h,), scale)] if hidden_bias else []))
-
-
-def _manual_and_vjp(forward, backward, args, dout):
-    out, cache = forward(*args)
-    _, vjp = jax.vjp(lambda *a: forward(*a)[0], *args)
-    return out, backward(dout, cache), vjp(dout)
+    args = [rnd(rng, (n, t, d))] + [rnd(rng, (n, h)) for _ in range(states)]
+    args += [rnd(rng, (d, gates * h), scale), rnd(rng, (h, gates * h), scale), rnd(rng, (gates * h,), scale)]
+    return tuple(args + ([rnd(rng, (h,), scale)] if hidden_bias else []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +112,8 @@ def test_sequence_matches_loops_and_vjp(family, n, t, d, h, seed):
     forward, backward, *_, reference = FAMILIES[family]
     rng = np.random.default_rng(seed)
     args = _family_args(family, rng, n, t, d, h)
-    dout = jax.tree_util.tree_map(lambda s: _rnd(rng, s.shape), jax.eval_shape(lambda a: forward(*a)[0], args))
-    out, manual, auto = jax.jit(lambda a, g: _manual_and_vjp(forward, backward, a, g))(args, dout)
+    dout = jax.tree_util.tree_map(lambda s: rnd(rng, s.shape), jax.eval_shape(lambda a: forward(*a)[0], args))
+    out, manual, auto = jax.jit(lambda a, g: manual_and_vjp(forward, backward, a, g))(args, dout)
     chex.assert_trees_all_close(out, reference(*args), rtol=FORWARD_TOL, atol=FORWARD_TOL)
     chex.assert_trees_all_equal_shapes_and_dtypes(tuple(manual), args)
     assert rel_error(tuple(manual), auto) < AUTODIFF_TOL
@@ -137,13 +124,13 @@ def numeric_grads():
     """{family: (manual, jax.vjp, central differences)} on tiny shapes, one program for all."""
     rng = np.random.default_rng(1)
     inputs = {f: _family_args(f, rng, 2, 3, 2, 3) for f in FAMILIES}
-    douts = {f: jax.tree_util.tree_map(lambda s: _rnd(rng, s.shape),
+    douts = {f: jax.tree_util.tree_map(lambda s: rnd(rng, s.shape),
                                        jax.eval_shape(lambda a: FAMILIES[f][0](*a)[0], inputs[f])) for f in FAMILIES}
 
     def all_grads(inputs, douts):
         grads = {}
         for f, (forward, backward, *_) in FAMILIES.items():
-            _, manual, auto = _manual_and_vjp(forward, backward, inputs[f], douts[f])
+            _, manual, auto = manual_and_vjp(forward, backward, inputs[f], douts[f])
             scalar = lambda a, f=f, forward=forward: sum(  # noqa: E731
                 jnp.sum(o * g) for o, g in zip(jax.tree_util.tree_leaves(forward(*a)[0]), jax.tree_util.tree_leaves(douts[f])))
             grads[f] = (tuple(manual), auto, numerical_gradient(scalar, inputs[f]))
@@ -180,7 +167,7 @@ def test_steps_in_a_loop_equal_the_sequence(family):
     n, t, d, h = 2, 4, 3, 5
     x, *states = _family_args("lstm_state" if lstm else family, rng, n, t, d, h)[: 3 if lstm else 2]
     weights = _family_args("lstm_state" if lstm else family, rng, n, t, d, h)[3 if lstm else 2:]
-    dh, dc_last = _rnd(rng, (n, t, h)), _rnd(rng, (n, h))
+    dh, dc_last = rnd(rng, (n, t, h)), rnd(rng, (n, h))
 
     def by_steps(x, states, weights, dh, dc_last):
         outs, caches = [], []
@@ -218,7 +205,7 @@ class CarriedStateTest(chex.TestCase):
         rng = np.random.default_rng(3)
         n, t, d, h = 2, 5, 3, 4
         x, h0, c0, Wx, Wh, b = _family_args("lstm_state", rng, n, t, d, h)
-        dh, dc_last = _rnd(rng, (n, t, h)), _rnd(rng, (n, h))
+        dh, dc_last = rnd(rng, (n, t, h)), rnd(rng, (n, h))
 
         @self.variant
         def full(x, h0, c0, dh, dc_last):
@@ -241,7 +228,7 @@ class CarriedStateTest(chex.TestCase):
     def test_lstm_forward_is_the_state_form_from_zero(self):
         rng = np.random.default_rng(4)
         x, h0, _, Wx, Wh, b = _family_args("lstm_state", rng, 2, 3, 3, 4)
-        dh = _rnd(rng, (2, 3, 4))
+        dh = rnd(rng, (2, 3, 4))
 
         @self.variant
         def both(x, h0, dh):
@@ -297,87 +284,6 @@ def test_gru_convention_is_pytorchs():
 
 
 # --------------------------------------------------------------------------------------------
-# Word embedding and temporal affine
-# --------------------------------------------------------------------------------------------
-
-
-def test_word_embedding_sums_the_gradients_of_repeated_ids():
-    rng = np.random.default_rng(7)
-    V, D = 6, 3
-    W = _rnd(rng, (V, D))
-    x = jnp.array([[0, 3, 3, 5], [3, 0, 1, 3]])  # 3 four times, 0 twice; 2 and 4 unused
-    out, cache = R.word_embedding_forward(x, W)
-    np.testing.assert_array_equal(out, np.asarray(W)[np.asarray(x)])
-    dout = _rnd(rng, out.shape)
-    dW = R.word_embedding_backward(dout, cache)
-    want = np.zeros((V, D))
-    for n in range(2):
-        for t in range(4):
-            want[int(x[n, t])] += np.asarray(dout[n, t])
-    np.testing.assert_allclose(dW, want, rtol=1e-14, atol=1e-15)
-    assert not np.any(np.asarray(dW)[[2, 4]])
-    auto = jax.grad(lambda W: jnp.sum(R.word_embedding_forward(x, W)[0] * dout))(W)
-    assert rel_error(dW, auto) < AUTODIFF_TOL
-
-
-def test_temporal_affine_matches_a_loop_and_vjp():
-    rng = np.random.default_rng(8)
-    x, W, b = _rnd(rng, (2, 3, 4)), _rnd(rng, (4, 5)), _rnd(rng, (5,))
-    out, cache = R.temporal_affine_forward(x, W, b)
-    want = np.stack([np.asarray(x[:, t]) @ np.asarray(W) + np.asarray(b) for t in range(3)], axis=1)
-    np.testing.assert_allclose(out, want, rtol=1e-13)
-    dout = _rnd(rng, out.shape)
-    _, vjp = jax.vjp(lambda *a: R.temporal_affine_forward(*a)[0], x, W, b)
-    assert rel_error(R.temporal_affine_backward(dout, cache), vjp(dout)) < AUTODIFF_TOL
-
-
-# --------------------------------------------------------------------------------------------
-# temporal_softmax_loss
-# --------------------------------------------------------------------------------------------
-
-
-def temporal_softmax_naive(scores, y, mask, normalize):
-    scores, y, mask = np.asarray(scores), np.asarray(y), np.asarray(mask)
-    n, t, _ = scores.shape
-    total, count = 0.0, 0
-    for i in range(n):
-        for j in range(t):
-            if mask[i, j]:
-                s = scores[i, j]
-                total += np.log(np.sum(np.exp(s - s.max()))) + s.max() - s[y[i, j]]
-                count += 1
-    return total / (n if normalize == "batch" else max(count, 1))
-
-
-@pytest.mark.parametrize("normalize", losses.TEMPORAL_NORMALIZATIONS)
-def test_temporal_softmax_loss_matches_a_loop_and_grad(normalize):
-    rng = np.random.default_rng(9)
-    n, t, v = 3, 4, 5
-    scores = _rnd(rng, (n, t, v), 3.0)
-    y = jnp.asarray(rng.integers(0, v, (n, t)))
-    mask = jnp.asarray(rng.uniform(size=(n, t)) > 0.3).at[0, 0].set(False)
-    loss_fn = lambda s: losses.temporal_softmax_loss(s, y, mask, normalize=normalize)  # noqa: E731
-    (loss, dscores), auto, numeric = jax.jit(
-        lambda s: (loss_fn(s), jax.grad(lambda s: loss_fn(s)[0])(s), numerical_gradient(lambda s: loss_fn(s)[0], s)))(
-        scores)
-    np.testing.assert_allclose(loss, temporal_softmax_naive(scores, y, mask, normalize), rtol=1e-13)
-    assert rel_error(dscores, auto) < AUTODIFF_TOL
-    assert rel_error(dscores, numeric, floor=NUMERICAL_FLOOR) < NUMERICAL_TOL
-    assert not np.any(np.asarray(dscores)[0, 0])  # a masked token gets no gradient
-
-
-def test_temporal_softmax_loss_conventions_differ_by_the_token_count():
-    rng = np.random.default_rng(10)
-    scores, y = _rnd(rng, (2, 3, 4)), jnp.asarray(rng.integers(0, 4, (2, 3)))
-    mask = jnp.array([[1, 1, 0], [1, 0, 0]])  # 0/1 numbers work as a mask too
-    per_batch, _ = losses.temporal_softmax_loss(scores, y, mask)
-    per_token, _ = losses.temporal_softmax_loss(scores, y, mask, normalize="tokens")
-    np.testing.assert_allclose(per_batch * 2 / 3, per_token, rtol=1e-14)  # N = 2, 3 unmasked tokens
-    empty, d = losses.temporal_softmax_loss(scores, y, jnp.zeros((2, 3), bool), normalize="tokens")
-    assert float(empty) == 0.0 and not np.any(np.asarray(d))
-
-
-# --------------------------------------------------------------------------------------------
 # Bad input: one clear message naming the function, the argument and the shapes
 # --------------------------------------------------------------------------------------------
 
@@ -412,30 +318,3 @@ def test_bad_shapes_name_the_argument():
         R.lstm_state_backward(jnp.zeros((2, 3, 4)), jnp.zeros(4), cache)
     with pytest.raises(ValueError, match=r"temporal_affine_forward: W must have shape \(D, M\) = \(3, M\)"):
         R.temporal_affine_forward(x, Wx.T, b)
-
-
-def test_bad_token_ids():
-    W = jnp.ones((5, 2))
-    with pytest.raises(TypeError, match=r"word_embedding_forward: x must be integer token ids, got dtype float"):
-        R.word_embedding_forward(jnp.zeros((2, 3)), W)
-    with pytest.raises(ValueError, match=r"word_embedding_forward: x must lie in \[0, 5\) for a vocabulary of 5, "
-                                         r"got values in \[-1, 5\]"):
-        R.word_embedding_forward(jnp.array([[0, 5], [-1, 2]]), W)
-    # under jit the values are unknown: only the dtype is checked
-    assert jax.jit(lambda x: R.word_embedding_forward(x, W)[0])(jnp.array([[0, 4]])).shape == (1, 2, 2)
-
-
-def test_temporal_softmax_loss_bad_input():
-    scores, y, mask = jnp.zeros((2, 3, 4)), jnp.zeros((2, 3), int), jnp.ones((2, 3), bool)
-    with pytest.raises(ValueError, match=r"temporal_softmax_loss: mask must have shape \(N, T\) = \(2, 3\) for scores "
-                                         r"of shape \(2, 3, 4\), got shape \(3, 2\)"):
-        losses.temporal_softmax_loss(scores, y, mask.T)
-    with pytest.raises(ValueError, match=r"temporal_softmax_loss: y must have shape \(N, T\) = \(2, 3\)"):
-        losses.temporal_softmax_loss(scores, y[:, :2], mask)
-    with pytest.raises(ValueError, match=r"temporal_softmax_loss: y must lie in \[0, 4\)"):
-        losses.temporal_softmax_loss(scores, y + 4, mask)
-    with pytest.raises(TypeError, match=r"temporal_softmax_loss: y must be integer token ids"):
-        losses.temporal_softmax_loss(scores, y * 1.0, mask)
-    with pytest.raises(ValueError, match=r"temporal_softmax_loss: normalize must be one of \('batch', 'tokens'\), "
-                                         r"got 'mean'"):
-        losses.temporal_softmax_loss(scores, y, mask, normalize="mean")

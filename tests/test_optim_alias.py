@@ -1,6 +1,9 @@
-"""fnet.optim's selectable forms against transcriptions of the texts that teach them, the checks
-of bad hyperparameters, and the errata of docs/source_errata.md: for each error of a widely copied
-version, its NumPy transcription differs from the right one and fnet computes the right one.
+"""fnet.optim.alias, the named optimizers: their selectable forms (``form=``) against
+transcriptions of the texts that teach them, the checks of bad hyperparameters, and the errata of
+docs/source_errata.md: for each error of a widely copied version, its NumPy transcription differs
+from the right one and fnet computes the right one. (test_optim.py checks every optimizer against
+a NumPy reference and optax, under jit and vmap, and the transformations and errors of
+fnet.optim.base and transform.)
 
 The transcriptions follow their sources' code shape (classes or config dicts over a dict of
 arrays, updated in place) rather than fnet's, so that a shared mistake is unlikely."""

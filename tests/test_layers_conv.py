@@ -10,19 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _layer_checks import AUTODIFF_TOL, NUMERICAL_TOL, manual_and_vjp, rnd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnet import layers
-from fnet.layers import conv
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
-
-AUTODIFF_TOL = 1e-7  # float64, manual vs jax.vjp
-NUMERICAL_TOL = 1e-5  # float64, manual vs central differences
-
-
-def _rnd(rng, shape, scale=1.0, shift=0.0):
-    return jnp.asarray(scale * rng.standard_normal(shape) + shift, jnp.float64)
+from fnet.layers import conv
 
 
 def _distinct(rng, shape):
@@ -104,21 +98,12 @@ seeds = st.integers(0, 2**31 - 1)
 strides = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
 
 
-def _manual_and_vjp(forward, backward, inputs, dout):
-    """(out, manual grads, jax.vjp grads) as tuples in the order of ``inputs``."""
-    out, cache = forward(*inputs)
-    manual = backward(dout, cache)
-    manual = manual if isinstance(manual, tuple) else (manual,)
-    _, vjp = jax.vjp(lambda *a: forward(*a)[0], *inputs)
-    return out, manual, vjp(dout)
-
-
 def _checked(forward, backward, inputs, rng):
     """Run forward + manual backward + vjp under jit (a compile per shape is cheaper than eager
     dispatch of every op); assert manual == vjp; return (out, manual grads, dout) as NumPy."""
     out_shape = jax.eval_shape(lambda *a: forward(*a)[0], *inputs).shape
-    dout = _rnd(rng, out_shape)
-    out, manual, auto = jax.jit(lambda a, g: _manual_and_vjp(forward, backward, a, g))(tuple(inputs), dout)
+    dout = rnd(rng, out_shape)
+    out, manual, auto = jax.jit(lambda a, g: manual_and_vjp(forward, backward, a, g))(tuple(inputs), dout)
     assert rel_error(manual, auto) < AUTODIFF_TOL
     return np.asarray(out), [np.asarray(m) for m in manual], np.asarray(dout)
 
@@ -138,7 +123,7 @@ def conv_cases(draw):
 def test_conv_matches_naive_loops_and_vjp(case):
     x_shape, w_shape, stride, pad, seed = case
     rng = np.random.default_rng(seed)
-    inputs = (_rnd(rng, x_shape), _rnd(rng, w_shape), _rnd(rng, w_shape[:1]))
+    inputs = (rnd(rng, x_shape), rnd(rng, w_shape), rnd(rng, w_shape[:1]))
     out, (dx, dw, db), dout = _checked(lambda x, w, b: layers.conv_forward(x, w, b, stride=stride, pad=pad),
                                        layers.conv_backward, inputs, rng)
     for got, want in zip((out, dx, dw, db), conv_naive(*inputs, dout, stride, pad)):
@@ -175,7 +160,7 @@ def test_spatial_groupnorm_matches_reference_and_vjp(n, c_per_group, groups, h, 
     # batch norm is batchnorm_forward/_backward on a reshape: the fixed cases below check it.)
     c, h = c_per_group * groups, max(h, 3 - c_per_group)
     rng = np.random.default_rng(seed)
-    x, gamma, beta = _rnd(rng, (n, c, h, w), 3.0, 1.0), _rnd(rng, (c,)), _rnd(rng, (c,))
+    x, gamma, beta = rnd(rng, (n, c, h, w), 3.0, 1.0), rnd(rng, (c,)), rnd(rng, (c,))
     out, _, _ = _checked(lambda x, g, b: layers.spatial_groupnorm_forward(x, g, b, groups),
                          layers.spatial_groupnorm_backward, (x, gamma, beta), rng)
     np.testing.assert_allclose(out, groupnorm_naive(x, gamma, beta, groups), rtol=1e-10, atol=1e-10)
@@ -207,18 +192,18 @@ CASES = {
     # rows: 8 padded, kernel 3, stride 2: the last row unused (floor rule); columns: pad 2 > kernel
     # width - 1 (dx's convolution crops), 9 padded, stride 3: the last column unused
     "conv_stride_2x3_pad_1x2": (_conv((2, 3), (1, 2)), layers.conv_backward,
-                                lambda r: (_rnd(r, (2, 2, 6, 5)), _rnd(r, (3, 2, 3, 2)), _rnd(r, (3,)))),
+                                lambda r: (rnd(r, (2, 2, 6, 5)), rnd(r, (3, 2, 3, 2)), rnd(r, (3,)))),
     "max_pool_3x3_stride1_overlapping": (_pool(layers.max_pool_forward, 3, 3, 1), layers.max_pool_backward,
                                          lambda r: (_distinct(r, (2, 2, 5, 5)),)),
     "avg_pool_3x2_stride_1x2": (_pool(layers.avg_pool_forward, 3, 2, (1, 2)), layers.avg_pool_backward,
-                                lambda r: (_rnd(r, (2, 2, 4, 5)),)),  # overlapping rows, floor rule in columns
+                                lambda r: (rnd(r, (2, 2, 4, 5)),)),  # overlapping rows, floor rule in columns
     "global_avg_pool": (layers.global_avg_pool_forward, layers.global_avg_pool_backward,
-                        lambda r: (_rnd(r, (2, 3, 3, 4)),)),
+                        lambda r: (rnd(r, (2, 3, 3, 4)),)),
     "spatial_batchnorm_train": (_spatial_bn, layers.spatial_batchnorm_backward,
-                                lambda r: (_rnd(r, (3, 4, 2, 3), 3.0, 2.0), _rnd(r, (4,)), _rnd(r, (4,)))),
+                                lambda r: (rnd(r, (3, 4, 2, 3), 3.0, 2.0), rnd(r, (4,)), rnd(r, (4,)))),
     "spatial_groupnorm_G2": (lambda x, g, b: layers.spatial_groupnorm_forward(x, g, b, 2),
                              layers.spatial_groupnorm_backward,
-                             lambda r: (_rnd(r, (2, 4, 2, 3), 2.0, -1.0), _rnd(r, (4,)), _rnd(r, (4,)))),
+                             lambda r: (rnd(r, (2, 4, 2, 3), 2.0, -1.0), rnd(r, (4,)), rnd(r, (4,)))),
 }
 
 
@@ -230,12 +215,12 @@ def case_grads():
     for name, (forward, _, make) in CASES.items():
         rng = np.random.default_rng(0)
         inputs[name] = make(rng)
-        douts[name] = _rnd(rng, jax.eval_shape(lambda a: forward(*a)[0], inputs[name]).shape)
+        douts[name] = rnd(rng, jax.eval_shape(lambda a: forward(*a)[0], inputs[name]).shape)
 
     def all_grads(inputs, douts):
         grads = {}
         for name, (forward, backward, _) in CASES.items():
-            _, manual, auto = _manual_and_vjp(forward, backward, inputs[name], douts[name])
+            _, manual, auto = manual_and_vjp(forward, backward, inputs[name], douts[name])
             numeric = numerical_gradient(lambda a: jnp.sum(forward(*a)[0] * douts[name]), inputs[name])
             grads[name] = (manual, auto, numeric)
         return grads
@@ -259,8 +244,8 @@ class JitEagerTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_conv_pool_stack(self):
         rng = np.random.default_rng(5)
-        x, w, b = _rnd(rng, (2, 2, 6, 6)), _rnd(rng, (3, 2, 3, 3)), _rnd(rng, (3,))
-        dp = _rnd(rng, (2, 3, 3, 3))
+        x, w, b = rnd(rng, (2, 2, 6, 6)), rnd(rng, (3, 2, 3, 3)), rnd(rng, (3,))
+        dp = rnd(rng, (2, 3, 3, 3))
 
         @self.variant
         def forward(x, w, b):
@@ -299,7 +284,7 @@ def _pool_forward_backward(kind, x, **pool):
 def test_floor_rule_ignores_rows_and_columns_past_the_last_window():
     rng = np.random.default_rng(1)
     # conv: H = 6, kernel 3, stride 2 -> H' = 1 + 3 // 2 = 2 (row 5 unused); W = 8 -> W' = 3 (column 7 unused)
-    x, w, b = _rnd(rng, (1, 2, 6, 8)), _rnd(rng, (2, 2, 3, 3)), _rnd(rng, (2,))
+    x, w, b = rnd(rng, (1, 2, 6, 8)), rnd(rng, (2, 2, 3, 3)), rnd(rng, (2,))
     xp = _distinct(rng, (1, 1, 5, 5))  # pooling: window 2, stride 2 -> 2x2, the last row and column unused
 
     @jax.jit
@@ -353,7 +338,7 @@ def test_nan_in_x_gives_nan_outputs_never_hidden():
     x[0, 1, 2, 3] = np.nan
     w_nan = w.copy()
     w_nan[1, 0, 0, 0] = np.nan
-    x, w, w_nan, b = jnp.asarray(x), jnp.asarray(w), jnp.asarray(w_nan), _rnd(rng, (3,))
+    x, w, w_nan, b = jnp.asarray(x), jnp.asarray(w), jnp.asarray(w_nan), rnd(rng, (3,))
 
     @jax.jit
     def run(x, w, b, w_nan):
@@ -447,7 +432,7 @@ def test_mixed_float_dtypes_are_promoted():
 def test_spatial_norms_statistics_per_channel_and_per_group():
     rng = np.random.default_rng(6)
     x = rng.normal(loc=[[[2.0]], [[-1.0]], [[5.0]], [[0.0]]], scale=3.0, size=(8, 4, 3, 3))
-    gamma, beta = _rnd(rng, (4,)), _rnd(rng, (4,))
+    gamma, beta = rnd(rng, (4,)), rnd(rng, (4,))
     ones, zeros = jnp.ones(4), jnp.zeros(4)
 
     @jax.jit

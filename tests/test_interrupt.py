@@ -1,8 +1,7 @@
-"""Ctrl-C at any moment (during the jax import, during compilation, between and during epochs)
-exits with status 130 and the one line `fnet: interrupted`: no traceback, no crash (issue: 5 of
-16 interrupts during the first compilation ended in SIGSEGV; one during a checkpoint write
-printed an "Exception ignored in ZipFile.__del__" traceback). The checkpoint of the last
-completed epoch stays loadable and `--resume` continues bit for bit. Real processes, real SIGINT."""
+"""fnet.interrupt: Ctrl-C at any moment (during the jax import, during compilation, between and
+during epochs, during a checkpoint write) exits with status 130 and the one line
+`fnet: interrupted`: no traceback, no crash. The checkpoint of the last completed epoch stays
+loadable and `--resume` continues bit for bit. Real processes, real SIGINT."""
 
 import json
 import os

@@ -1,15 +1,19 @@
-"""`fnet evaluate` checks config.json against the checkpoint and names the file and the field
-(issue: `cannot reshape`, `KeyError: 'hidden_dims'`, `list indices ...`; an edited hidden size or
-dtype was silently accepted)."""
+"""``fnet evaluate RUN``: a run written by ``fnet train`` is scored again to the same test
+accuracy; config.json is checked against the checkpoint, and an edited or malformed config, a
+missing or old-format checkpoint, or a folder that is not a run is named in one line (the file
+and the field), never a traceback such as ``cannot reshape`` or ``KeyError``."""
 
 import json
 import re
 import shutil
 
+import numpy as np
 import pytest
+import safetensors.numpy
 from _cli_helpers import one_line_error, snapshot, train
 
-from fnet import cli
+from fnet import checkpoint, cli
+from fnet import train as fnet_train
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +93,31 @@ def test_a_run_with_an_npz_checkpoint_of_earlier_versions_is_named_in_one_line(e
         assert f"{edited} holds checkpoint.npz, a checkpoint in the .npz format of fnet" in line
         assert "this fnet reads and writes checkpoint.safetensors: train the run again (--overwrite)" in line
     assert snapshot(edited) == before
+
+
+def test_train_writes_the_run_and_evaluate_reproduces_its_test_accuracy(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 3/3" in printed  # progress lines without --quiet
+    assert {"history.json", "curves.png", "checkpoint.safetensors", "config.json", "results.json"} <= set(snapshot(out))
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3] and set(history) == set(fnet_train.HISTORY_KEYS)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((out / "config.json").read_text())
+    assert config["net"]["hidden_dims"] == [16] and config["args"]["epochs"] == 3
+    assert checkpoint.load_metadata(out / "checkpoint.safetensors")["epoch"] == 3
+    # The checkpoint is a plain safetensors file, its tensors named by their tree path.
+    tensors = safetensors.numpy.load_file(out / "checkpoint.safetensors")
+    best = checkpoint.load(out / "checkpoint.safetensors")["best_params"]
+    np.testing.assert_array_equal(tensors["best_params/dense1/W"], best["dense1"]["W"])
+    assert {"params/dense1/W", "params/dense2/b", "opt_state/count"} <= set(tensors)
+    accuracy = json.loads((out / "results.json").read_text())["test"]["accuracy"]
+
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert f"test accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+
+
+def test_evaluate_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    assert "config.json not found; is" in one_line_error(capsys)
