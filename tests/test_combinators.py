@@ -14,7 +14,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from fnet import gradcheck
+from fnet import gradcheck, nets
 from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
 from fnet.modules import batchnorm, dense, dropout, identity, layernorm, leaky_relu, relu, sigmoid, tanh
 
@@ -120,3 +120,16 @@ def test_bad_children_and_names_are_refused():
         dense(0)
     with pytest.raises(ValueError, match=r"dropout: rate must be in \[0, 1\), got 1.5"):
         dropout(1.5)
+
+
+def test_branches_where_one_array_is_expected_and_mismatched_branches_are_named():
+    with pytest.raises(ValueError, match=r"serial\[1\] \(dense1\): dense: expects one array, got 2 branches of "
+                                         r"shapes \(None, 4\) and \(None, 4\); merge them first with fan_in_sum"):
+        nets.network(serial(fan_out(2), dense(3)), input_shape=(4,))
+    a, b = jnp.ones((2, 3)), jnp.ones((5, 4))
+    with pytest.raises(ValueError, match=r"fan_in_concat: the branches' shapes \(2, 3\) and \(5, 4\) differ outside "
+                                         r"axis -1"):
+        fan_in_concat().forward({}, {}, (a, b), train=False)
+    with pytest.raises(ValueError, match=r"fan_in_sum: expects a tuple of branches of one shape, got shapes "
+                                         r"\[\(2, 3\), \(5, 4\)\]"):
+        fan_in_sum().forward({}, {}, (a, b), train=False)
