@@ -262,7 +262,7 @@ def bench_config(spec, *, reps, device, torch_compile, matmul_n) -> dict:
 
 
 def targets(configs: dict) -> dict:
-    """The issue's goals on this run's medians: manual <= autodiff (time, peak memory); fnet
+    """The goals on this run's medians: manual <= autodiff (time, peak memory); fnet
     ahead of every peer."""
     out = {}
     for cname, c in configs.items():

@@ -1,8 +1,8 @@
-"""Train the issue's reference MLP on MNIST and Fashion-MNIST, manual vs autodiff gradients.
+"""Train the reference MLP on MNIST and Fashion-MNIST, manual vs autodiff gradients.
 
     python -m benchmarks.train_datasets [--quick] [--out DIR] [--data-dir DIR]
 
-The reference configuration (issue 4): 784-100-100-10, ReLU, He init, Adam lr 1e-3, batch 128,
+The reference configuration: 784-100-100-10, ReLU, He init, Adam lr 1e-3, batch 128,
 10 epochs, seed 0, trained with :func:`fnet.train.fit` on the 55,000/5,000 train/validation split
 and scored on the official 10,000 test images. For each data set it is trained twice, with the
 hand-written backward chain ("manual") and with ``jax.grad`` ("autodiff"); the record holds both
@@ -10,7 +10,7 @@ test accuracies (of the final params and of the best-on-validation epoch), the w
 run (compilation included) and ``max |params_manual - params_autodiff|`` over all leaves.
 
 The plain configuration ends near 97.5% on MNIST (PyTorch's own loop on the same configuration
-measures 97.5% too), below the issue's 98% target; so the script also trains VARIANTS that keep
+measures 97.5% too), below a 98% target; so the script also trains VARIANTS that keep
 the network and change only the training recipe, and records which of them reach the target.
 
 Results go to ``DIR/train_datasets-<machine>.json`` and ``.md`` (``-quick`` added in quick mode:
@@ -37,7 +37,7 @@ from fnet import data, nets, optim, schedules, train
 
 DATASETS = ("mnist", "fashion-mnist")
 TARGETS = {"mnist": 0.98, "fashion-mnist": 0.88}
-#: The issue's reference configuration.
+#: The reference configuration.
 PLAIN = {"hidden": (100, 100), "activation": "relu", "init": "he", "optimizer": "adam", "lr": 1e-3,
          "batch_size": 128, "epochs": 10, "schedule": "constant", "dropout": 0.0, "seed": 0}
 #: Same network, other training recipes (manual gradients, MNIST only): name -> changes to PLAIN.
@@ -166,8 +166,8 @@ NOTES = (
     "best_test_acc that of the epoch with the best validation accuracy (the params `fnet train` keeps and "
     "reports). wall_s is the whole fit() call, compilation included; epoch_s the median epoch after the first; "
     "both are upper bounds when load_average_1m exceeds the core count (other jobs shared the CPU). "
-    "Accuracy: the plain configuration (the issue's MNIST setting) ends near 97.5% on MNIST, as PyTorch's own "
-    "training loop does on the same configuration (97.5% measured), so the issue's 98% is beyond that recipe, not "
+    "Accuracy: the plain configuration (the reference MNIST setting) ends near 97.5% on MNIST, as PyTorch's own "
+    "training loop does on the same configuration (97.5% measured), so 98% is beyond that recipe, not "
     "a shortfall of fnet; the variants keep the 784-100-100-10 ReLU network, He init, Adam 1e-3 and batch 128 "
     "and change only the learning-rate schedule (cosine decay to 0 over all steps), the number of epochs and "
     "dropout; target_met_* says which reach 98%. "

@@ -260,7 +260,7 @@ def _gather_cost(x, y, batch: int) -> dict:
 
 
 def targets(configs: dict) -> dict:
-    """The issue's targets, evaluated on this run's medians: ``{target: {"value", "goal", "met"}}``."""
+    """The targets, evaluated on this run's medians: ``{target: {"value", "goal", "met"}}``."""
     out = {}
 
     def add(name, value, goal, met):
