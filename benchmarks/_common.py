@@ -7,6 +7,7 @@ so that a change in machine load hits all of them alike; the reported time is th
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import json
@@ -412,6 +413,32 @@ def targets_rows(targets: dict) -> list[str]:
     lines = ["", "## Targets", "", "| target | value | goal | met |", "|---|---:|---|---|"]
     return lines + [f"| {name} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |"
                     for name, t in targets.items()]
+
+
+def step_parser(doc: str, configs: dict, default: str, what: str) -> argparse.ArgumentParser:
+    """The options every step benchmark takes (``--quick``, ``--device``, ``--configs``, ``--reps``,
+    ``--no-torch-compile``, ``--threads``, ``--out``); a benchmark may add its own before parsing
+    with :func:`parse_step_args`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"tiny {what}, a few steps (a smoke test)")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--configs", default=default, help=f"comma-separated subset of {','.join(configs)}")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of PyTorch and NumPy's BLAS")
+    parser.add_argument("--out", default=RESULTS_DIR)
+    return parser
+
+
+def parse_step_args(parser: argparse.ArgumentParser, argv, configs: dict):
+    """``(args, config names)``: ``argv`` parsed, every ``--configs`` name checked (one line and
+    exit status 2 otherwise), the device selected."""
+    args = parser.parse_args(argv)
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if not names or any(c not in configs for c in names):
+        parser.error(f"--configs: choose from {','.join(configs)}, got {args.configs!r}")
+    select_device(args.device)
+    return args, names
 
 
 def record_header(name: str, device: str) -> dict:

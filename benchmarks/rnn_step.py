@@ -44,7 +44,6 @@ to ``DIR/rnn_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -380,19 +379,7 @@ def format_table(record: dict) -> str:
 
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny models, a few steps (a smoke test)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--configs", default="h128,h512", help=f"comma-separated subset of {','.join(CONFIGS)}")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation")
-    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of PyTorch and NumPy's BLAS")
-    parser.add_argument("--out", default=_common.RESULTS_DIR)
-    args = parser.parse_args(argv)
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if not names or any(c not in CONFIGS for c in names):
-        parser.error(f"--configs: choose from {','.join(CONFIGS)}, got {args.configs!r}")
-    _common.select_device(args.device)
+    args, names = _common.parse_step_args(_common.step_parser(__doc__, CONFIGS, "h128,h512", "models"), argv, CONFIGS)
     record = _common.record_header("rnn_step", args.device)
     record["threads"] = _common.set_threads(args.threads)
     ds = data.load_text("shakespeare")

@@ -52,7 +52,6 @@ same precision. Results go to ``DIR/train_step-<machine>.json`` and ``.md`` (``-
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -317,24 +316,11 @@ def format_table(record: dict) -> str:
 
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny networks, a few steps (a smoke test)")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--configs", default="small,medium,large", help="comma-separated subset of small,medium,large")
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per implementation (default per config)")
-    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (slow to compile)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads of PyTorch and NumPy's BLAS (default: theirs)")
+    parser = _common.step_parser(__doc__, CONFIGS, "small,medium,large", "networks")
     parser.add_argument("--matmul-precision", choices=tuple(TORCH_PRECISION), default=None,
                         help="precision of float32 matmuls (JAX's jax_default_matmul_precision, torch's "
                              "set_float32_matmul_precision); bfloat16 for the GPU's bf16 tensor cores")
-    parser.add_argument("--out", default=_common.RESULTS_DIR)
-    args = parser.parse_args(argv)
-    names = [c.strip() for c in args.configs.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CONFIGS]
-    if unknown or not names:
-        parser.error(f"--configs: unknown {unknown or names}; choose from {','.join(CONFIGS)}")
-    _common.select_device(args.device)
+    args, names = _common.parse_step_args(parser, argv, CONFIGS)
     threads = _common.set_threads(args.threads)
     if args.matmul_precision:
         import torch
