@@ -81,8 +81,10 @@ def is_optimizer(opt) -> bool:
     return hasattr(opt, "init") and hasattr(opt, "update")
 
 
-def _step_body(net: Net, opt, grad: str, fn: str) -> Callable:
-    """``(params, state, opt_state, batch, key) -> (params, state, opt_state, loss)``."""
+def step_body(net: Net, opt, grad: str, fn: str) -> Callable:
+    """``(params, state, opt_state, batch, key) -> (params, state, opt_state, loss)``: one update,
+    traceable (the body of every compiled loop of steps: epochs, trials, language-model chunks);
+    ``fn`` names the caller in errors."""
     if not is_optimizer(opt):
         raise TypeError(f"{fn}: opt must be an (init, update) optimizer (fnet.optim or optax), got {type(opt).__name__}")
     loss_and_grad = _grad_fn(net, grad, fn)
@@ -112,7 +114,7 @@ def make_train_step(net: Net, opt, *, grad: str = "manual", jit: bool = True, do
       donate: donate the params, state and optimizer-state buffers to the output (the caller
         must not reuse the arrays it passed in).
     """
-    body = _step_body(net, opt, grad, "make_train_step")
+    body = step_body(net, opt, grad, "make_train_step")
 
     def step(params, state, opt_state, batch, key):
         params, state, opt_state, loss = body(params, state, opt_state, batch, key)
@@ -166,7 +168,7 @@ def _epoch(net: Net, opt, batch_size: int, grad: str, mesh) -> Callable:
     batch_size = _checks.integer(fn, "batch_size", batch_size, minimum=1)
     if mesh is not None:
         check_mesh(fn, mesh, batch_size)
-    body = _step_body(net, opt, grad, fn)
+    body = step_body(net, opt, grad, fn)
 
     def shard(batch):
         # Split the batch axis over the devices; XLA then computes every mean over the batch
@@ -197,13 +199,14 @@ def _epoch(net: Net, opt, batch_size: int, grad: str, mesh) -> Callable:
     return epoch
 
 
-def _split_in_two(key):
+def split_key(key):
     """``jax.random.split(key)`` as a pair (unpacking the (2, ...) array eagerly is a program too)."""
     a, b = jax.random.split(key)
     return a, b
 
 
-def _spec(a) -> jax.ShapeDtypeStruct:
+def shape_spec(a) -> jax.ShapeDtypeStruct:
+    """The shape and dtype of ``a`` (an array or a Python/NumPy scalar), for ahead-of-time compiling."""
     return jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a))
 
 
@@ -268,9 +271,9 @@ def _start(fn, net, opt, seed: int, params, state, ckpt_path):
     """Stage 2, initialise or resume: ``(train_key, (params, state, opt_state), best, progress)``,
     from ``net.init`` (or the given params/state) or from the checkpoint at ``ckpt_path``."""
     seed_key = jax.random.PRNGKey(seed)
-    init_key, train_key = xla_options.compiled_init(_split_in_two, _spec(seed_key))(seed_key)
+    init_key, train_key = xla_options.compiled_init(split_key, shape_spec(seed_key))(seed_key)
     if params is None:
-        params, init_state = xla_options.compiled_init(net.init, _spec(init_key))(init_key)
+        params, init_state = xla_options.compiled_init(net.init, shape_spec(init_key))(init_key)
         state = init_state if state is None else state
     # The compiled epoch donates its inputs: keep our own copies of anything the caller passed.
     params, state = jax.tree_util.tree_map(jnp.copy, (params, {} if state is None else state))
@@ -420,7 +423,7 @@ def fit(
     eval_val = None if val is None else (np.asarray(val[0]), np.asarray(val[1]))
     start_epoch = run.epochs_done + 1
     last_epoch = start_epoch - 1 if run.stopped_early else epochs  # a run that stopped early stays stopped
-    fold_in = xla_options.compiled_init(jax.random.fold_in, _spec(train_key), _spec(np.uint32(0)))
+    fold_in = xla_options.compiled_init(jax.random.fold_in, shape_spec(train_key), shape_spec(np.uint32(0)))
     for epoch in range(start_epoch, last_epoch + 1):  # stage 3, the epoch loop
         t0 = time.perf_counter()
         key = fold_in(train_key, np.uint32(epoch))
