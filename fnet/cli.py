@@ -28,7 +28,7 @@ NORMS = ("none", "batchnorm", "layernorm")
 TRAIN_DEFAULTS = {
     "data": "digits", "model": "mlp", "activation": "relu", "norm": "none", "weight_decay": 0.0, "init": "he",
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "lr_decay": 0.95, "early_stopping": None,
-    "grad": "manual", "seed": 0,
+    "grad": "manual", "seed": 0, "context": 0, "embed": 0, "clip": 0.0,
 }
 
 
@@ -116,9 +116,11 @@ def _check_train_options(args) -> None:
     number("lr", args.lr, lambda v: v > 0, "a finite number > 0")
     number("lr_decay", args.lr_decay, lambda v: 0 < v <= 1, "in (0, 1] (the factor applied per epoch)")
     number("weight_decay", args.weight_decay, lambda v: v >= 0, "a finite number >= 0")
+    number("clip", args.clip, lambda v: v >= 0, "a finite number >= 0 (the gradients' global-norm bound; 0: none)")
     if args.dropout is not None or args.model == "mlp":  # None: a CNN's own rate
         number("dropout", args.dropout, lambda v: 0 <= v < 1, "in [0, 1) (the probability of dropping a unit)")
-    for option in ("epochs", "batch_size"):
+    counts = ("steps", "context", "embed") if _is_language_model(args.model) else ("epochs",)
+    for option in (*counts, "batch_size"):
         number(option, getattr(args, option), lambda v: v == int(v) and v >= 1, "an integer >= 1")
     if args.early_stopping is not None:
         number("early_stopping", args.early_stopping, lambda v: v == int(v) and v >= 1, "an integer >= 1 (epochs)")
@@ -134,12 +136,30 @@ def _check_train_options(args) -> None:
             raise ValueError(f"--{option} must be one of {', '.join(choices)}, got {getattr(args, option)!r}")
 
 
+def _is_language_model(model: str) -> bool:
+    from fnet import models
+
+    return models.MODELS[models.canonical_name(model, "fnet")].cell is not None
+
+
 def _check_model_options(args) -> None:
     """Refuse, in one line, an option that the chosen model would ignore: ``--filters`` and
     ``--dense-width`` for the MLP; ``--hidden``, ``--norm`` and ``--activation`` for a CNN, whose
-    layers are fixed (ReLU, and batch norm in ``small_cnn``; see :data:`fnet.models.MODELS`)."""
-    from fnet import models, runs
+    layers are fixed (ReLU, and batch norm in ``small_cnn``; see :data:`fnet.models.MODELS`); the
+    options of the other kind for a language model (:func:`fnet.cli_lm.check_options`) and for the
+    others (``--steps``, ``--context``, ``--embed``, ``--eval-every``)."""
+    from fnet import cli_lm, data, models, runs
 
+    if _is_language_model(args.model):
+        return cli_lm.check_options(args)
+    if data.text_dataset_name(args.data) is not None:
+        raise ValueError(f"--data {args.data} is a text: train a language model on it (--model "
+                         f"{', '.join(cli_lm.language_models()[:-1])} or {cli_lm.language_models()[-1]})")
+    for option in ("steps", "context", "embed", "eval_every"):
+        if getattr(args, option):
+            raise ValueError(f"--{option.replace('_', '-')} {getattr(args, option)}: --model {args.model} trains by "
+                             f"epochs; --{option.replace('_', '-')} applies to the language models "
+                             f"({', '.join(cli_lm.language_models())})")
     cnns = ", ".join(name for name, m in models.MODELS.items() if m.images)
     if not models.MODELS[args.model].images:
         for option in ("filters", "dense_width"):
@@ -176,12 +196,12 @@ def _resolve_train_options(args, stored) -> None:
     """Fill in every option left unset: from the stored run (:class:`fnet.runs.RunOptions`) when
     resuming, else the defaults and the data set's preset. A resumed run refuses options that
     differ from the stored ones (:func:`fnet.runs.resume_options`)."""
-    from fnet import data, models, runs
+    from fnet import models, runs
 
-    args.data = data.canonical_name(args.data if args.data is not None else
-                                    stored.data if stored is not None else TRAIN_DEFAULTS["data"])
     if args.model is not None:
         args.model = _model_name(args.model)
+    args.data = _data_name(args.data if args.data is not None else stored.data if stored is not None else
+                           _default_data(args.model))
     if stored is not None:
         resumed = runs.resume_options(stored, {k: getattr(args, k) for k in runs.RUN_OPTIONS}, args.out)
         for k in runs.RUN_OPTIONS:
@@ -196,15 +216,24 @@ def _resolve_train_options(args, stored) -> None:
 def _model_name(text: str) -> str:
     from fnet import models
 
-    trained = ", ".join(name for name, m in models.MODELS.items() if m.cell is None)
     try:
-        name = models.canonical_name(text)
+        return models.canonical_name(text)
     except ValueError:
-        raise ValueError(f"--model must be one of {trained}, got {text!r}") from None
-    if models.MODELS[name].cell is not None:
-        raise ValueError(f"--model {name} is a character language model, which fnet train does not train yet; build "
-                         f"it with fnet.models.char_lm and train it with fnet.fit (the command trains {trained})")
-    return name
+        raise ValueError(f"--model must be one of {', '.join(models.MODELS)}, got {text!r}") from None
+
+
+def _default_data(model: str | None) -> str:
+    """The data set a model trains on when --data is left out: its preset's, else digits."""
+    from fnet import models
+
+    return models.preset(model, None).get("data", TRAIN_DEFAULTS["data"]) if model else TRAIN_DEFAULTS["data"]
+
+
+def _data_name(text: str) -> str:
+    """The canonical name of a data set of samples (:func:`fnet.data.canonical_name`) or of a text."""
+    from fnet import data
+
+    return data.text_dataset_name(text) or data.canonical_name(text)
 
 
 def _make_learning_rate(args, steps_per_epoch: int):
@@ -220,12 +249,13 @@ def _make_learning_rate(args, steps_per_epoch: int):
     return schedules.cosine(args.lr, args.epochs * steps_per_epoch)
 
 
-def _make_optimizer(name: str, learning_rate, weight_decay: float):
+def make_optimizer(name: str, learning_rate, weight_decay: float, clip: float = 0.0):
+    """The optimizer ``name`` at ``learning_rate`` (AdamW with its decoupled ``weight_decay``),
+    after clipping the gradients to a global norm of ``clip`` when ``clip > 0``."""
     from fnet import optim
 
-    if name == "adamw":
-        return optim.adamw(learning_rate, weight_decay=weight_decay)
-    return getattr(optim, name)(learning_rate)
+    opt = optim.adamw(learning_rate, weight_decay=weight_decay) if name == "adamw" else getattr(optim, name)(learning_rate)
+    return optim.chain(optim.clip_by_global_norm(clip), opt) if clip > 0 else opt
 
 
 def _build_run(args, ds):
@@ -249,7 +279,7 @@ def _build_run(args, ds):
     if args.batch_size > len(ds.x_train):
         raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(ds.x_train)} training samples of {args.data}")
     steps_per_epoch = len(ds.x_train) // args.batch_size
-    opt = _make_optimizer(args.optimizer, _make_learning_rate(args, steps_per_epoch), args.weight_decay)
+    opt = make_optimizer(args.optimizer, _make_learning_rate(args, steps_per_epoch), args.weight_decay, args.clip)
     return net, opt
 
 
@@ -263,7 +293,7 @@ def _load_data(args, data_dir):
 
 
 def _cmd_train(args) -> int:
-    from fnet import data, distributed, plots, runs
+    from fnet import cli_lm, distributed, plots, runs
 
     mesh = None
     if args.distributed:  # before anything touches a device
@@ -273,8 +303,9 @@ def _cmd_train(args) -> int:
         mesh = distributed.data_mesh()
     lead = distributed.is_lead()  # only process 0 prints and writes files
     args.quiet = bool(args.quiet) or not lead
+    default_data = args.data or _default_data(args.model and _model_name(args.model))
     out = runs.check_out_path(args.out or os.path.join(
-        "runs", f"{data.canonical_name(args.data or TRAIN_DEFAULTS['data'])}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
+        "runs", f"{_data_name(default_data)}-{datetime.datetime.now():%Y%m%d-%H%M%S}"))
     args.out = str(out)
     kind = runs.inspect(out)
     if lead:  # the other processes of a distributed run leave the folder to process 0
@@ -288,6 +319,8 @@ def _cmd_train(args) -> int:
 
     if args.device:
         _select_device(args.device)
+    if _is_language_model(args.model):
+        return cli_lm.train(args, out, kind, stored)
     ds = _load_data(args, args.data_dir)
     net, opt = _build_run(args, ds)
     _check_run_size(args, ds, net, opt)
@@ -305,12 +338,13 @@ def _cmd_train(args) -> int:
             lease.release()
 
 
-def _write_outputs(run_dir, history: dict, quiet: bool) -> None:
+def write_outputs(run_dir, history: dict, quiet: bool) -> None:
     """history.json and curves.png (:func:`fnet.runs.write_outputs`), with a note when matplotlib
     is missing for the curves."""
     from fnet import runs
 
-    if runs.CURVES_NAME not in runs.write_outputs(run_dir, history) and history["epoch"] and not quiet:
+    records = history.get("epoch", history.get("step"))
+    if runs.CURVES_NAME not in runs.write_outputs(run_dir, history) and records and not quiet:
         print(f"note: matplotlib is not installed, so {runs.CURVES_NAME} was not written (pip install 'fnet[plot]')")
 
 
@@ -356,7 +390,7 @@ def _train_in(args, out, lease, ds, net, opt, mesh, lead: bool) -> int:
             result = fit(epochs=args.epochs, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
     except train.TrainingDiverged as e:
         if lead and (lease is None or lease.replaces is None):  # never into a run not yet replaced
-            _write_outputs(out, e.history, args.quiet)
+            write_outputs(out, e.history, args.quiet)
         raise
     if not lead:
         return 0
@@ -367,25 +401,29 @@ def _train_in(args, out, lease, ds, net, opt, mesh, lead: bool) -> int:
         print(f"run {out} already finished ({done} epochs, {how}); nothing to train"
               + (f"; regenerating {', '.join(missing)}" if missing else "; its outputs are all present"))
         if runs.HISTORY_NAME in missing or runs.CURVES_NAME in missing:
-            _write_outputs(out, result.history, args.quiet)
+            write_outputs(out, result.history, args.quiet)
         if runs.RESULTS_NAME not in missing:
             return 0
     else:
-        _write_outputs(out, result.history, args.quiet)
+        write_outputs(out, result.history, args.quiet)
     test = train.evaluate(net, result.best_params, result.best_state, ds.x_test, ds.y_test)
-    runs.write_results(out, result.best_epoch, test)
+    runs.write_results(out, {"best_epoch": result.best_epoch, "test": test})
     metric = f"test loss {test['loss']:.4f}" if regression else f"test accuracy {100 * test['accuracy']:.2f}%"
     print(f"{metric} (params of epoch {result.best_epoch}, best on validation); run saved in {out}")
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-
-    from fnet import runs, train
+    from fnet import cli_lm, runs, train
 
     run = runs.load(args.run_dir)
     try:
         _check_train_options(run.options)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"evaluate: {run.config_path} does not describe a run fnet can rebuild: {e}") from None
+    if _is_language_model(run.options.model):
+        return cli_lm.evaluate(args, run)
+    try:
         ds = _load_data(run.options, args.data_dir or run.data_dir)
         net, opt = _build_run(run.options, ds)
     except (KeyError, TypeError, ValueError) as e:
@@ -443,10 +481,12 @@ def _add_train_parser(sub) -> None:
                                    "the values stored in the run's config.json.")
     p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
-    p.add_argument("--model", help=f"the network: {', '.join(n for n, m in models.MODELS.items() if m.cell is None)} "
-                                   "(default mlp; the CNNs take images; "
-                                   "cnn: the old name of small_cnn)")
-    p.add_argument("--hidden", type=_sizes("--hidden"), help="hidden sizes of the MLP, e.g. 100,100 (default)")
+    p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
+                                   "lstm, rnn and gru are character language models, trained by --steps on "
+                                   "--data shakespeare (their default); cnn: the old name of small_cnn)")
+    p.add_argument("--hidden", type=_sizes("--hidden"),
+                   help="hidden sizes of the MLP, e.g. 100,100 (default); a language model's recurrent layers, one "
+                        "width per layer (default 512)")
     p.add_argument("--filters", type=_sizes("--filters"),
                    help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
     p.add_argument("--dense-width", type=_positive("--dense-width"),
@@ -467,6 +507,14 @@ def _add_train_parser(sub) -> None:
                         "version; cosine: to 0")
     p.add_argument("--lr-decay", type=float, help="per-epoch decay factor in (0, 1] for step/exponential (default 0.95)")
     p.add_argument("--epochs", type=int, help="default: 60 on digits, 10 on (fashion-)mnist, else 30")
+    p.add_argument("--steps", type=int, help="a language model's optimizer steps (default 2400)")
+    p.add_argument("--context", type=int, help="a language model's window length in characters (default 128)")
+    p.add_argument("--embed", type=int, help="a language model's embedding width (default 64)")
+    p.add_argument("--eval-every", type=int, metavar="STEPS",
+                   help="a language model's steps between validation estimates and checkpoints (default 100)")
+    p.add_argument("--clip", type=float,
+                   help="clip the gradients to this global norm before the update (default: 1.0 for a language "
+                        "model, else 0: no clipping)")
     p.add_argument("--batch-size", type=int, help="default: 32 on digits, 128 on (fashion-)mnist, else 64")
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation accuracy")
@@ -486,6 +534,7 @@ def _add_train_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fnet import cli_lm
     parser = argparse.ArgumentParser(prog="fnet", description="Functional neural networks from scratch in JAX.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--no-compile-cache", action="store_true",
@@ -503,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--data-dir", help="folder with the data files, if not where the run found them")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("sample", help="generate text from a language-model run (fnet train --model lstm|rnn|gru)")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default=cli_lm.SAMPLE_PROMPT, help="the text to continue (default: a new line)")
+    p.add_argument("--length", type=int, default=cli_lm.SAMPLE_LENGTH,
+                   help=f"characters to generate (default {cli_lm.SAMPLE_LENGTH})")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="divide the scores by this before sampling: below 1 more likely characters, 0 greedy (default 0.8)")
+    p.add_argument("--seed", type=int, default=0, help="0 <= seed < 2**63 (default 0)")
+    p.set_defaults(func=lambda args: cli_lm.sample(args))
 
     p = sub.add_parser("data", help="manage data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True)

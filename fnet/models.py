@@ -513,6 +513,10 @@ _CNN_PRESETS = {
     None: {"epochs": 10, "batch_size": 64},
 }
 
+#: The language models' ``fnet train`` defaults (trained by steps on text; see :mod:`fnet.lm`).
+_LM_PRESET = {"data": "shakespeare", "steps": 2400, "batch_size": 32, "context": 128, "embed": 64, "lr": 2e-3,
+              "schedule": "cosine", "clip": 1.0, "init": "xavier", "dropout": 0.0}
+
 #: The zoo: name -> :class:`Model`.
 MODELS = {
     # MLP presets tuned: digits reaches 97.5-98.9% test accuracy over split seeds 0-3 with these,
@@ -537,13 +541,14 @@ MODELS = {
                           "dense(d)-relu-dropout - dense(C)-dropout", True, filters=(16, 16, 32, 32, 64, 64),
                           dense_width=50, dropout=0.5, presets=_CNN_PRESETS, body=_deep_convnet_body,
                           dropout_last=True),
-    # Language models: their sizes are char_lm's defaults (one layer of 512, embedding 64, window 128).
+    # Language models: one layer of 512, embedding 64, windows of 128, the issue's reference recipe
+    # (Adam 2e-3 cosine to 2e-4, clip 1.0); see docs/language_models.md for how the size was chosen.
     "lstm": Model("character language model: embedding(e) - [LSTM(h) - dropout] x L - temporal_dense(V)", False,
-                  cell="lstm"),
+                  hidden=(512,), presets={None: _LM_PRESET}, cell="lstm"),
     "rnn": Model("character language model: embedding(e) - [tanh RNN(h) - dropout] x L - temporal_dense(V)", False,
-                 cell="rnn"),
+                 hidden=(512,), presets={None: _LM_PRESET}, cell="rnn"),
     "gru": Model("character language model: embedding(e) - [GRU(h) - dropout] x L - temporal_dense(V)", False,
-                 cell="gru"),
+                 hidden=(512,), presets={None: _LM_PRESET}, cell="gru"),
 }
 #: Old names, still accepted: ``"cnn"`` named the function :func:`cnn` and a model alike.
 ALIASES = {"cnn": "small_cnn"}

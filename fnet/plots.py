@@ -58,7 +58,9 @@ def save_figure(fig, path, *, dpi: int = 100) -> None:
 
 
 def training_curves(history: dict, path) -> bool:
-    """Save loss and accuracy vs epoch (the ``history`` of :func:`fnet.train.fit`) as a PNG.
+    """Save loss and accuracy vs epoch (the ``history`` of :func:`fnet.train.fit`) as a PNG; for a
+    language model (the ``history`` of :func:`fnet.lm.fit_lm`, by step), loss vs step and the
+    validation loss vs wall time.
 
     Returns:
       False (and writes nothing) when matplotlib is not installed, else True.
@@ -66,6 +68,8 @@ def training_curves(history: dict, path) -> bool:
     plt = pyplot()
     if plt is None:
         return False
+    if "step" in history:
+        return _language_model_curves(plt, history, path)
     epochs = history["epoch"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, history["train_loss"], label="train (minibatch mean)")
@@ -80,6 +84,20 @@ def training_curves(history: dict, path) -> bool:
         ax_acc.legend()
     else:
         ax_acc.set_axis_off()
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
+
+
+def _language_model_curves(plt, history: dict, path) -> bool:
+    fig, (ax_step, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_step.plot(history["step"], history["train_loss"], label="train (mean since the last evaluation)")
+    ax_step.plot(history["step"], history["val_loss"], label="validation (cheap estimate)")
+    ax_step.set(xlabel="step", ylabel="loss (nats/char)", title="Loss")
+    ax_step.legend()
+    ax_time.plot([t / 60 for t in history["time"]], history["val_loss"], color="C1")
+    ax_time.set(xlabel="wall time (min, compile and evaluation included)", ylabel="validation loss (nats/char)",
+                title="Validation loss vs wall time")
     fig.tight_layout()
     save_figure(fig, path)
     return True

@@ -383,18 +383,17 @@ def test_ready_networks_have_their_sources_shapes(model, params):
 
 
 def test_model_names_agree_between_the_command_line_and_the_library():
-    # The command reads the registry: every model it trains is listed in its help and accepted by
-    # name; the language models are refused in one line until the command trains them.
+    # The command reads the registry: every model is listed in its help and accepted by name; the
+    # language models train on their preset's text by default.
     train_help = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions
                       if "--model" in a.option_strings).help
-    trained = [name for name, model in models.MODELS.items() if model.cell is None]
-    assert all(name in train_help for name in trained)
-    assert all(cli._model_name(name.replace("_", "-")) == name for name in trained)
-    for name in set(models.MODELS) - set(trained):
-        assert name not in train_help.split(" (")[0]
-        with pytest.raises(ValueError, match=rf"--model {name} is a character language model, which fnet train "
-                                             "does not train yet; build it with fnet.models.char_lm"):
-            cli._model_name(name)
+    assert all(name in train_help for name in models.MODELS)
+    assert all(cli._model_name(name.replace("_", "-")) == name for name in models.MODELS)
+    with pytest.raises(ValueError, match=r"--model must be one of mlp, small_cnn, .*, lstm, rnn, gru, got 'transformer'"):
+        cli._model_name("transformer")
+    language_models = [name for name, model in models.MODELS.items() if model.cell is not None]
+    assert language_models == ["lstm", "rnn", "gru"] and all(cli._default_data(n) == "shakespeare" for n in language_models)
+    assert cli._default_data("mlp") == cli._default_data(None) == "digits"
     assert cli._model_name("cnn") == "small_cnn"  # the old name, for run folders saved before the rename
     assert set(cli.ACTIVATIONS) == set(fnet.modules.ACTIVATIONS)
     # one place for a model's facts: its builder uses the registry's widths and dropout

@@ -71,6 +71,7 @@ from fnet.data.text import (
     load_text,
     random_windows,
     shakespeare,
+    text_dataset_name,
 )
 
 __all__ = [
@@ -78,5 +79,5 @@ __all__ = [
     "ChecksumError", "Dataset", "DatasetNotFoundError", "DownloadError", "TextDataset", "canonical_name", "char_vocab",
     "check_dataset", "contiguous_windows", "decode", "default_cache_dir", "digits", "download", "encode",
     "fashion_mnist", "find_files", "linear", "load", "load_text", "mnist", "one_hot", "planar", "random_windows",
-    "read_idx", "shakespeare", "sin", "spiral", "standardize", "standardize_dataset", "train_val_test_split",
+    "read_idx", "shakespeare", "sin", "spiral", "standardize", "standardize_dataset", "text_dataset_name", "train_val_test_split",
 ]

@@ -24,9 +24,15 @@ class RunOptions:
     """The options that define a run: what config.json's ``args`` must hold, as parsed values.
 
     A resumed run takes them from config.json; ``fnet evaluate`` rebuilds the run's network, data
-    and optimizer from them. ``hidden`` (the MLP's) and ``filters`` are tuples of ints (empty: the
-    model's own widths), ``dense_width`` a CNN's (0: the model's own), ``dropout`` None for a CNN's
-    own rate, ``init`` a name or a float std.
+    and optimizer from them. ``hidden`` (the MLP's, or a language model's recurrent widths) and
+    ``filters`` are tuples of ints (empty: the model's own widths), ``dense_width`` a CNN's (0: the
+    model's own), ``dropout`` None for a CNN's own rate, ``init`` a name or a float std.
+
+    A language model trains for ``steps`` (``epochs`` and ``early_stopping`` None) on windows of
+    ``context`` characters with an embedding of width ``embed``; the other models train for
+    ``epochs`` (``steps`` None, ``context`` and ``embed`` 0). ``clip`` is the global-norm bound of
+    the gradients (0: none). The last four fields have defaults, so that a config.json written
+    before they existed reads as the run it was.
     """
 
     data: str
@@ -48,11 +54,16 @@ class RunOptions:
     early_stopping: int | None
     grad: str
     seed: int
+    steps: int | None = None
+    context: int = 0
+    embed: int = 0
+    clip: float = 0.0
 
 
 RUN_OPTIONS = tuple(f.name for f in dataclasses.fields(RunOptions))
-#: Options a resumed run may change: more epochs, or another patience, extend the same run.
-RESUMABLE_CHANGES = ("epochs", "early_stopping")
+#: Options a resumed run may change: more epochs or steps, or another patience, extend the same run.
+RESUMABLE_CHANGES = ("epochs", "early_stopping", "steps")
+_OPTIONAL = {f.name: f.default for f in dataclasses.fields(RunOptions) if f.default is not dataclasses.MISSING}
 
 
 def show(value) -> str:
@@ -62,8 +73,9 @@ def show(value) -> str:
 
 def describe(options: RunOptions) -> str:
     """The options that shape the checkpoint, as command-line flags (for messages)."""
-    return " ".join(f"--{k.replace('_', '-')} {show(getattr(options, k))}"
-                    for k in ("data", "model", "hidden", "filters", "norm", "optimizer"))
+    shown = ("data", "model", "hidden", "filters", "norm", "optimizer", "embed", "clip")
+    return " ".join(f"--{k.replace('_', '-')} {show(getattr(options, k))}" for k in shown
+                    if k not in _OPTIONAL or getattr(options, k) != _OPTIONAL[k])
 
 
 def new_config(args: Mapping, net_config, dataset) -> dict:
@@ -74,8 +86,9 @@ def new_config(args: Mapping, net_config, dataset) -> dict:
         stored as ``args``, a record of the command line.
       net_config: the built network's config dataclass (``Net.config``), stored as ``net``: what
         the options built, so that :func:`fnet.runs.check_net` sees an edit of either.
-      dataset: the loaded data set (``name`` and the ``x_train``/``x_val``/``x_test`` arrays),
-        stored as ``dataset``: its name and split sizes.
+      dataset: the loaded data set (``name`` and the ``x_train``/``x_val``/``x_test`` arrays, or
+        a :class:`fnet.data.TextDataset`), stored as ``dataset``: its name and split sizes (and a
+        text's vocabulary, which ``fnet sample`` decodes with).
 
     Returns:
       ``{"format", "version", "command", "args", "net", "dataset", "jax"}``; ``jax`` records the
@@ -87,10 +100,15 @@ def new_config(args: Mapping, net_config, dataset) -> dict:
         "command": "train",
         "args": dict(args),
         "net": dataclasses.asdict(net_config),
-        "dataset": {"name": dataset.name, "train": len(dataset.x_train), "val": len(dataset.x_val),
-                    "test": len(dataset.x_test)},
+        "dataset": _dataset_record(dataset),
         "jax": {"version": jax.__version__, "device": str(jax.devices()[0])},
     }
+
+
+def _dataset_record(dataset) -> dict:
+    if hasattr(dataset, "vocab"):  # a text: its characters, split in two
+        return {"name": dataset.name, "train": len(dataset.train), "val": len(dataset.val), "vocab": dataset.vocab}
+    return {"name": dataset.name, "train": len(dataset.x_train), "val": len(dataset.x_val), "test": len(dataset.x_test)}
 
 
 def read_config(run_dir) -> dict:
@@ -120,10 +138,10 @@ def parse_options(config: dict, path) -> RunOptions:
     stored = config.get("args")
     if isinstance(stored, dict):  # saved before the model zoo's renames: read as today's
         stored = models.upgrade_run_options(stored)
-    missing = [k for k in RUN_OPTIONS if not isinstance(stored, dict) or k not in stored]
+    missing = [k for k in RUN_OPTIONS if k not in _OPTIONAL and (not isinstance(stored, dict) or k not in stored)]
     if missing:
         raise ValueError(f"{path}: field 'args' lacks {', '.join(missing)}")
-    values = {k: stored[k] for k in RUN_OPTIONS}
+    values = {k: stored.get(k, _OPTIONAL.get(k)) for k in RUN_OPTIONS}
     for k in ("hidden", "filters"):
         sizes = values[k]
         if not isinstance(sizes, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in sizes):
@@ -151,8 +169,8 @@ def resume_options(stored: RunOptions, given: Mapping, run_dir) -> RunOptions:
                           for k in differ)
         raise ValueError(f"--resume: options differ from the run's {os.path.join(run_dir, CONFIG_NAME)}: {shown}. "
                          "Resume with the run's own options (or leave them out), or start a new run with another --out")
-    epochs = given.get("epochs")
-    if epochs is not None and epochs != stored.epochs and stored.schedule == "cosine":
-        raise ValueError(f"--resume: --epochs cannot change from {stored.epochs} for a run with --schedule "
-                         f"cosine (the schedule's length is the run's total number of steps)")
+    for unit in ("epochs", "steps"):
+        if given.get(unit) is not None and given[unit] != getattr(stored, unit) and stored.schedule == "cosine":
+            raise ValueError(f"--resume: --{unit} cannot change from {getattr(stored, unit)} for a run with --schedule "
+                             f"cosine (the schedule's length is the run's total number of steps)")
     return dataclasses.replace(stored, **{k: given[k] for k in RESUMABLE_CHANGES if given.get(k) is not None})

@@ -230,18 +230,19 @@ def start(out, kind: str, *, resume: bool, overwrite: bool, stored: RunOptions |
 
 
 def write_outputs(run_dir, history: dict) -> list[str]:
-    """Write ``history.json`` and, after at least one epoch, ``curves.png`` (when matplotlib is
-    installed); returns the names written."""
+    """Write ``history.json`` and, after at least one epoch (a language model's: one evaluation),
+    ``curves.png`` (when matplotlib is installed); returns the names written."""
     train.save_history(os.path.join(run_dir, HISTORY_NAME), history)
     written = [HISTORY_NAME]
-    if history["epoch"] and plots.training_curves(history, os.path.join(run_dir, CURVES_NAME)):
+    if history.get("epoch", history.get("step")) and plots.training_curves(history, os.path.join(run_dir, CURVES_NAME)):
         written.append(CURVES_NAME)
     return written
 
 
-def write_results(run_dir, best_epoch: int, test: dict) -> None:
-    """Write ``results.json``: the best epoch and its metrics on the test set."""
-    files.write_json(Path(run_dir) / RESULTS_NAME, {"best_epoch": best_epoch, "test": test})
+def write_results(run_dir, results: dict) -> None:
+    """Write ``results.json``: the best epoch and its metrics on the test set (``{"best_epoch",
+    "test"}``), or a language model's best step and validation loss."""
+    files.write_json(Path(run_dir) / RESULTS_NAME, results)
 
 
 def missing_outputs(run_dir) -> list[str]:

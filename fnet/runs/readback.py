@@ -42,26 +42,27 @@ def check_checkpoint(run_dir) -> None:
     checkpoint.load_metadata(path)
 
 
-def check_resumable(run_dir, net, opt, epochs: int) -> None:
+def check_resumable(run_dir, net, opt, total: int, unit: str = "epoch") -> None:
     """Load the checkpoint of the run in ``run_dir`` and check that training can continue from it:
     the structure, shapes and dtypes that ``net`` and ``opt`` give, finite values everywhere
-    (params, state, optimizer state, best copies), and no more epochs done than ``epochs``.
+    (params, state, optimizer state, best copies), and no more done than ``total`` epochs (or,
+    with ``unit="step"``, a language model's steps).
 
     Raises:
       fnet.checkpoint.CorruptCheckpointError: a damaged checkpoint.
       ValueError: a checkpoint that does not match, holds NaN or inf (naming the first such leaf,
-        e.g. "params['dense2']['b']"), or has more epochs than ``epochs``.
+        e.g. "params['dense2']['b']"), or has more epochs (steps) than ``total``.
     """
     path = Path(run_dir) / train.CHECKPOINT_NAME
     check_checkpoint(run_dir)
     meta = checkpoint.load_metadata(path)
-    done = meta.get("epoch")
+    done = meta.get(unit)
     if isinstance(done, bool) or not isinstance(done, int) or done < 0 or not isinstance(meta.get("history"), dict):
-        raise ValueError(f"--resume: {path} holds no valid record of the epochs done (epoch, history); it was edited "
+        raise ValueError(f"--resume: {path} holds no valid record of the {unit}s done ({unit}, history); it was edited "
                          f"or damaged: start the run over with --overwrite")
-    if epochs < done:
-        raise ValueError(f"--resume --epochs {epochs}: the run in {run_dir} has already trained {done} epochs; give "
-                         f"--epochs {done} or more to continue it (or leave --epochs out)")
+    if total < done:
+        raise ValueError(f"--resume --{unit}s {total}: the run in {run_dir} has already trained {done} {unit}s; give "
+                         f"--{unit}s {done} or more to continue it (or leave --{unit}s out)")
     tree = _load_checked(path, net, opt, "--resume")
     try:
         for part in ("params", "state", "opt_state", "best_params", "best_state"):
@@ -105,6 +106,7 @@ class Run(NamedTuple):
     options: RunOptions  # what to rebuild the network, data and optimizer from
     data_dir: str | None  # where the run found its data
     net: object  # config.json's "net" as found (any JSON value): the recorded network, see check_net
+    dataset: object  # config.json's "dataset" as found: name, sizes (a text's vocab)
 
     @property
     def config_path(self) -> Path:
@@ -115,8 +117,9 @@ class Run(NamedTuple):
         return self.folder / train.CHECKPOINT_NAME
 
 
-def load(run_dir) -> Run:
-    """Read the run in ``run_dir`` back, to rebuild and evaluate it.
+def load(run_dir, what: str = "evaluate") -> Run:
+    """Read the run in ``run_dir`` back, to rebuild and evaluate it (``what``: the command, for
+    messages).
 
     Raises:
       FileNotFoundError: no config.json, or no checkpoint.
@@ -124,14 +127,14 @@ def load(run_dir) -> Run:
         an option (each message names the file).
     """
     folder = Path(run_dir)
-    _check_checkpoint_format(folder, "evaluate", "evaluate")
+    _check_checkpoint_format(folder, what, what)
     config = read_config(folder)
     if not (folder / train.CHECKPOINT_NAME).exists():
-        raise FileNotFoundError(f"evaluate: {folder / train.CHECKPOINT_NAME} not found; is {run_dir} a directory "
+        raise FileNotFoundError(f"{what}: {folder / train.CHECKPOINT_NAME} not found; is {run_dir} a directory "
                                 f"written by `fnet train`?")
     args = config.get("args")
     data_dir = args.get("data_dir") if isinstance(args, dict) else None
-    return Run(folder, parse_options(config, folder / CONFIG_NAME), data_dir, config.get("net"))
+    return Run(folder, parse_options(config, folder / CONFIG_NAME), data_dir, config.get("net"), config.get("dataset"))
 
 
 def check_net(run: Run, net_config) -> None:
@@ -148,7 +151,7 @@ def check_net(run: Run, net_config) -> None:
     raise ValueError(f"evaluate: {run.config_path} is inconsistent: {shown}")
 
 
-def load_best(run: Run, net, opt):
+def load_best(run: Run, net, opt, what: str = "evaluate"):
     """The best parameters and state of ``run``'s checkpoint, ``(params, state)``, checked
     against the structure, shapes and dtypes that ``net`` and ``opt`` (rebuilt from the run's
     options) give, and to hold finite values only (a NaN is never scored).
@@ -158,7 +161,7 @@ def load_best(run: Run, net, opt):
       ValueError: the checkpoint does not match the network, naming the options and the leaf, or
         holds NaN or inf in its best parameters or state, naming the first such leaf.
     """
-    tree = _load_checked(run.checkpoint_path, net, opt, "evaluate", run.options)
+    tree = _load_checked(run.checkpoint_path, net, opt, what, run.options)
     for part in ("best_params", "best_state"):
-        _checks.finite_tree(f"evaluate: {run.checkpoint_path}", part, tree[part])
+        _checks.finite_tree(f"{what}: {run.checkpoint_path}", part, tree[part])
     return tree["best_params"], tree["best_state"]
