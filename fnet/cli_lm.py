@@ -68,13 +68,13 @@ def build(options, vocab_size: int):
     :class:`fnet.runs.RunOptions` or the parsed command line) and its vocabulary size; the one
     place ``fnet train``, ``fnet evaluate`` and ``fnet sample`` build them. A cosine schedule
     decays from ``lr`` to ``lr / 10`` over the run's steps (nanoGPT's ``min_lr``)."""
-    from fnet import cli, models, schedules
+    from fnet import cli_train, models, schedules
 
     net = models.build(options.model, (options.context,), vocab_size, hidden=options.hidden, dropout=options.dropout,
                        embed=options.embed, init=options.init,
                        weight_decay=0.0 if options.optimizer == "adamw" else options.weight_decay)
     lr = schedules.cosine(options.lr, options.steps, alpha=0.1) if options.schedule == "cosine" else options.lr
-    return net, cli.make_optimizer(options.optimizer, lr, options.weight_decay, options.clip)
+    return net, cli_train.make_optimizer(options.optimizer, lr, options.weight_decay, options.clip)
 
 
 def _check_run_size(args, net, opt, text) -> None:
@@ -96,7 +96,7 @@ def _check_run_size(args, net, opt, text) -> None:
 
 def train(args, out, kind: str, stored) -> int:
     """``fnet train`` of a language model, once its options are resolved and checked."""
-    from fnet import cli, plots, runs
+    from fnet import plots, runs
 
     text = _load_text(args, args.data_dir)
     net, opt = build(args, text.vocab_size)
@@ -108,7 +108,7 @@ def train(args, out, kind: str, stored) -> int:
     importing = plots.import_pyplot_in_background()
     try:
         result = _fit(args, out, lease, text, net, opt)
-        return _finish(args, out, result, net, text, cli)
+        return _finish(args, out, result, net, text)
     finally:
         importing.join()
         lease.release()
@@ -117,10 +117,10 @@ def train(args, out, kind: str, stored) -> int:
 def _fit(args, out, lease, text, net, opt):
     """:func:`fnet.lm.fit_lm` into the run folder; for ``--overwrite``, its first evaluation
     interval into the lease's staging folder, swapped in once its checkpoint is written (as
-    :func:`fnet.cli._replace_run` does for epochs), then resumed there bit for bit."""
+    :func:`fnet.cli_train._replace_run` does for epochs), then resumed there bit for bit."""
     import functools
 
-    from fnet import cli, lm, nets, train
+    from fnet import cli_train, lm, nets, train
 
     if not args.quiet:
         verb = "resuming" if args.resume else "training"
@@ -140,24 +140,24 @@ def _fit(args, out, lease, text, net, opt):
             fit(steps=args.steps, checkpoint_dir=out, resume=True, progress=not args.quiet)
     except train.TrainingDiverged as e:
         if lease.replaces is None:  # never into a run not yet replaced
-            cli.write_outputs(out, e.history, args.quiet)
+            cli_train.write_outputs(out, e.history, args.quiet)
         raise
 
 
-def _finish(args, out, result, net, text, cli) -> int:
+def _finish(args, out, result, net, text) -> int:
     """history.json, curves.png, the full validation loss of the best parameters and results.json."""
-    from fnet import lm, runs
+    from fnet import cli_train, lm, runs
 
     if args.resume and result.steps_run == 0:
         missing = runs.missing_outputs(out)
         print(f"run {out} already finished ({result.history['step'][-1]} steps); nothing to train"
               + (f"; regenerating {', '.join(missing)}" if missing else "; its outputs are all present"))
         if runs.HISTORY_NAME in missing or runs.CURVES_NAME in missing:
-            cli.write_outputs(out, result.history, args.quiet)
+            cli_train.write_outputs(out, result.history, args.quiet)
         if runs.RESULTS_NAME not in missing:
             return 0
     else:
-        cli.write_outputs(out, result.history, args.quiet)
+        cli_train.write_outputs(out, result.history, args.quiet)
     val = lm.validation_loss(net, result.best_variables, text.val)
     runs.write_results(out, {"best_step": result.best_step, "val_loss": val, "val_bits_per_char": lm.bits(val),
                              "val_windows": lm.VAL_WINDOWS, "context": net.config.context,

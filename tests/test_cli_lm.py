@@ -37,7 +37,7 @@ def test_train_writes_a_run_with_its_validation_loss(tmp_path, capsys):
     out = tmp_path / "run"
     assert train_lm(out) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("training lstm char LM (65 tokens, embed 8, 1x16, context 16)")
+    assert lines[0].startswith("training lstm char LM (65 tokens, embed 8, 1x16, context 16, dropout=0.25)")
     assert "on shakespeare (1,003,854 train / 111,540 val characters, vocabulary 65) for 20 steps" in lines[0]
     assert lines[1].startswith("[##########----------] step 10/20  loss ") and " nats/char (" in lines[1]
     assert " bits/char)  lr " in lines[2] and lines[2].startswith("[####################] step 20/20")

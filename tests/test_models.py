@@ -20,7 +20,7 @@ import pytest
 from _data_fixtures import classification
 
 import fnet
-from fnet import cli, mlp, models, nets, optim
+from fnet import cli, cli_train, mlp, models, nets, optim
 from fnet.gradcheck import leaf_name, rel_error
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
@@ -388,14 +388,14 @@ def test_model_names_agree_between_the_command_line_and_the_library():
     train_help = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions
                       if "--model" in a.option_strings).help
     assert all(name in train_help for name in models.MODELS)
-    assert all(cli._model_name(name.replace("_", "-")) == name for name in models.MODELS)
+    assert all(cli_train.model_name(name.replace("_", "-")) == name for name in models.MODELS)
     with pytest.raises(ValueError, match=r"--model must be one of mlp, small_cnn, .*, lstm, rnn, gru, got 'transformer'"):
-        cli._model_name("transformer")
+        cli_train.model_name("transformer")
     language_models = [name for name, model in models.MODELS.items() if model.cell is not None]
-    assert language_models == ["lstm", "rnn", "gru"] and all(cli._default_data(n) == "shakespeare" for n in language_models)
-    assert cli._default_data("mlp") == cli._default_data(None) == "digits"
-    assert cli._model_name("cnn") == "small_cnn"  # the old name, for run folders saved before the rename
-    assert set(cli.ACTIVATIONS) == set(fnet.modules.ACTIVATIONS)
+    assert language_models == ["lstm", "rnn", "gru"] and all(cli_train.default_data(n) == "shakespeare" for n in language_models)
+    assert cli_train.default_data("mlp") == cli_train.default_data(None) == "digits"
+    assert cli_train.model_name("cnn") == "small_cnn"  # the old name, for run folders saved before the rename
+    assert set(cli_train.ACTIVATIONS) == set(fnet.modules.ACTIVATIONS)
     # one place for a model's facts: its builder uses the registry's widths and dropout
     for name, model in models.MODELS.items():
         if model.images:
