@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnet import _checks, checkpoint, evaluation, history, limits, models, train, xla_options
+from fnet import _checks, checkpoint, evaluation, history, limits, train, xla_options
 from fnet.data.text import TextDataset, random_windows
 from fnet.nets import Net, Variables
 
@@ -75,10 +75,10 @@ def validation_loss(net: Net, variables, ids, *, windows: int = VAL_WINDOWS) -> 
     its next-character predictions (eval mode, no dropout) over ``windows`` fixed windows
     (:func:`validation_windows`) of the network's context length from ``ids`` (shape (N,),
     e.g. :attr:`TextDataset.val`)."""
-    _check_lm("validation_loss", net)
+    context = _check_lm("validation_loss", net)
     windows = _checks.integer("validation_loss", "windows", windows, minimum=1)
     params, state = variables if isinstance(variables, Variables) else (variables, {})
-    x, y = validation_windows(ids, net.config.context, windows)
+    x, y = validation_windows(ids, context, windows)
     return evaluation.evaluate(net, params, state, x, y, batch_size=min(_EVAL_BATCH, windows))["loss"]
 
 
@@ -114,10 +114,17 @@ class LMResult(NamedTuple):
         return Variables(self.best_params, self.best_state)
 
 
-def _check_lm(fn: str, net) -> None:
-    if not isinstance(net, Net) or not isinstance(net.config, models.CharLMConfig):
-        got = type(net.config).__name__ if isinstance(net, Net) else type(net).__name__
-        raise TypeError(f"{fn}: net must be a language model of fnet.models.char_lm (config a CharLMConfig), got {got}")
+def _check_lm(fn: str, net) -> int:
+    """The context length T of a language model: a :class:`Net` of token input (T,) whose loss is
+    the temporal softmax cross-entropy (:func:`fnet.models.char_lm`, or a composition of your own)."""
+    ok = isinstance(net, Net) and net.input_dtype is not None and len(net.input_shape) == 1 \
+        and net.loss_name == "temporal_softmax_cross_entropy"
+    if not ok:
+        got = (f"a network of input {net.input_shape} ({net.input_dtype or 'float'}) and loss {net.loss_name!r}"
+               if isinstance(net, Net) else type(net).__name__)
+        raise TypeError(f"{fn}: net must be a language model: token ids (T,) in, loss 'temporal_softmax_cross_entropy' "
+                        f"(e.g. fnet.models.char_lm), got {got}")
+    return net.input_shape[0]
 
 
 @functools.lru_cache(maxsize=16)
@@ -125,7 +132,7 @@ def _compiled_chunk(net: Net, opt, batch_size: int, steps: int, grad: str) -> Ca
     """``(params, state, opt_state, ids, data_key, dropout_key, start) -> (params, state,
     opt_state, losses (steps,))``: steps ``start ... start + steps - 1`` in one compiled scan."""
     body = train.step_body(net, opt, grad, "fit_lm")
-    length = net.config.context
+    length = net.input_shape[0]
 
     def chunk(params, state, opt_state, ids, data_key, dropout_key, start):
         def one(carry, i):
@@ -141,18 +148,18 @@ def _compiled_chunk(net: Net, opt, batch_size: int, steps: int, grad: str) -> Ca
 
 
 def _check_fit_lm_args(fn, net, text, steps, batch_size, eval_every, eval_windows, seed, resume, checkpoint_dir):
-    _check_lm(fn, net)
+    context = _check_lm(fn, net)
     if not isinstance(text, TextDataset):
         raise TypeError(f"{fn}: text must be a fnet.data.TextDataset (fnet.data.load_text), got {type(text).__name__}")
-    if text.vocab_size != net.config.vocab_size:
-        raise ValueError(f"{fn}: the network's vocabulary has {net.config.vocab_size} tokens but the text "
+    if text.vocab_size != net.vocab_size:
+        raise ValueError(f"{fn}: the network's vocabulary has {net.vocab_size} tokens but the text "
                          f"{text.name!r} has {text.vocab_size} characters; build it with vocab_size={text.vocab_size}")
     steps = _checks.integer(fn, "steps", steps, minimum=1)
     limits.check_steps(1, steps, option=f"{fn}: steps")
     for part, ids in (("training", text.train), ("validation", text.val)):
-        if len(ids) <= net.config.context:
+        if len(ids) <= context:
             raise ValueError(f"{fn}: the {part} text has {len(ids)} characters, too few for windows of the network's "
-                             f"context {net.config.context} (a window of T needs T + 1)")
+                             f"context {context} (a window of T needs T + 1)")
     sizes = {k: _checks.integer(fn, k, v, minimum=1) for k, v in
              (("batch_size", batch_size), ("eval_every", eval_every), ("eval_windows", eval_windows))}
     seed = limits.check_seed(f"{fn}: seed", _checks.integer(fn, "seed", seed))
@@ -242,7 +249,10 @@ def fit_lm(net: Net, opt, text: TextDataset, *, steps: int, batch_size: int = 32
     progress line are written, the best parameters so far kept, and the checkpoint rewritten.
 
     Args:
-      net: a :func:`fnet.models.char_lm` network with ``vocab_size == text.vocab_size``.
+      net: a language model with ``net.vocab_size == text.vocab_size``: token ids (T,) in, the
+        temporal softmax cross-entropy as its loss (:func:`fnet.models.char_lm`, or
+        ``fnet.network(serial(embedding(V, E), lstm(H), temporal_dense(V)), (T,),
+        loss="temporal_softmax_cross_entropy")``).
       opt: an ``(init, update)`` optimizer (e.g. ``chain(clip_by_global_norm(1), adam(lr))``).
       text: a :class:`fnet.data.TextDataset` (:func:`fnet.data.load_text`).
       steps: the run's total number of steps (a resumed run continues up to it).
@@ -267,7 +277,7 @@ def fit_lm(net: Net, opt, text: TextDataset, *, steps: int, batch_size: int = 32
     ckpt_path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), history.CHECKPOINT_NAME)
     data_key, dropout_key, carry, best, run = _start(fn, net, opt, seed, ckpt_path if resume else None)
     ids = jnp.asarray(text.train)
-    val_x, val_y = validation_windows(text.val, net.config.context, eval_windows)
+    val_x, val_y = validation_windows(text.val, net.input_shape[0], eval_windows)
     t0, start_step = time.perf_counter(), run["step"]
     while run["step"] < steps:
         start, n = run["step"], min(eval_every, steps - run["step"])
@@ -280,7 +290,7 @@ def fit_lm(net: Net, opt, text: TextDataset, *, steps: int, batch_size: int = 32
         val = evaluation.evaluate_checked(net, carry[0], carry[1], val_x, val_y, min(_EVAL_BATCH, eval_windows))["loss"]
         record = {"step": start + n, "train_loss": float(losses.mean()), "val_loss": val,
                   "lr": history.learning_rate(carry[2]), "time": time.perf_counter() - t0,
-                  "chars_per_s": n * batch_size * net.config.context / seconds}
+                  "chars_per_s": n * batch_size * net.input_shape[0] / seconds}
         for k in HISTORY_KEYS:
             run["history"][k].append(record[k])
         run["step"] = start + n

@@ -89,7 +89,8 @@ def test_validation_loss_matches_a_numpy_cross_entropy():
 
 def test_bad_input_is_named_before_training():
     opt = optim.adam(1e-3)
-    with pytest.raises(TypeError, match=r"fit_lm: net must be a language model of fnet.models.char_lm .* got MLPConfig"):
+    with pytest.raises(TypeError, match=r"fit_lm: net must be a language model: token ids \(T,\) in, .* got a network "
+                                        r"of input \(4,\) \(float\) and loss .softmax_cross_entropy."):
         lm.fit_lm(fnet.mlp(4, [8], 3), opt, TEXT, steps=1)
     with pytest.raises(ValueError, match=r"fit_lm: the network's vocabulary has 64 tokens but the text 'shakespeare' "
                                          r"has 65 characters"):
@@ -101,7 +102,7 @@ def test_bad_input_is_named_before_training():
         lm.fit_lm(_net(context=200_000), opt, TEXT, steps=1)
     with pytest.raises(TypeError, match=r"fit_lm: text must be a fnet.data.TextDataset"):
         lm.fit_lm(_net(), opt, TEXT.train, steps=1)
-    with pytest.raises(TypeError, match=r"validation_loss: net must be a language model"):
+    with pytest.raises(TypeError, match=r"validation_loss: net must be a language model: token ids"):
         lm.validation_loss(fnet.mlp(4, [8], 3), {}, TEXT.val)
 
 
