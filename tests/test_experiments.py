@@ -19,6 +19,7 @@ from _tolerances import rounding_rtol
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fnet
 from fnet import experiments, nets, optim, train
 from fnet.experiments import _common
 from fnet.experiments import hyperparameter_search as hs
@@ -27,7 +28,7 @@ from fnet.experiments import optimizer_paths as op
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
         "loop-vs-vectorized", "shallow-net", "linear-collapse", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp",
-        "vanishing-gradients")
+        "vanishing-gradients", "char-lm", "bptt-truncation")
 
 
 def _protocol(name, tmp_path, data_dir=None):
@@ -322,6 +323,64 @@ def test_vanishing_gradients_manual_equals_autodiff_in_float64(name):
     np.testing.assert_allclose(manual, auto, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(auto))))
     np.testing.assert_allclose(manual[0], dh0, rtol=rtol, atol=rtol * float(jnp.max(jnp.abs(dh0))))
     assert float(jnp.max(jnp.abs(manual[:-1]))) > 0  # the loss at T reaches every earlier state
+
+
+def test_char_lm(tmp_path):
+    r = _protocol("char-lm", tmp_path)
+    cells = r["cells"]
+    assert list(cells) == ["rnn", "lstm", "gru"]
+    lstm_params = cells["lstm"]["params"]
+    assert all(abs(c["params"] - lstm_params) <= 0.05 * lstm_params for c in cells.values())  # equal budgets
+    assert cells["rnn"]["hidden"] > cells["gru"]["hidden"] > cells["lstm"]["hidden"]
+    for c in cells.values():
+        assert c["step"][-1] == r["steps"] and np.log(65) - 1 < c["val_loss"] < np.log(65)  # it learned something
+    vocab = set(fnet.data.load_text("shakespeare").vocab)
+    samples = [*r["stages"].values(), *r["temperatures"].values()]
+    assert list(r["stages"]) == ["20", "40"] and len(r["temperatures"]) == 5
+    assert all(len(s) == 40 and set(s) <= vocab for s in samples)
+
+
+def test_char_lm_matched_widths_are_the_closest_parameter_counts():
+    from fnet.experiments import char_lm
+
+    widths = char_lm.matched_widths(65, 64, 256)
+    target = char_lm.num_params(65, "lstm", 64, 256)
+    for cell, h in widths.items():
+        count = lambda width: abs(char_lm.num_params(65, cell, 64, width) - target)  # noqa: E731
+        assert count(h) <= min(count(h - 1), count(h + 1)), cell
+    assert widths["lstm"] == 256 and widths["rnn"] > widths["gru"] > 256
+
+
+def test_bptt_truncation(tmp_path):
+    r = _protocol("bptt-truncation", tmp_path)
+    runs = r["runs"]
+    assert [run["truncation"] for run in runs] == [2, 16]
+    assert len({run["updates"] for run in runs}) == 1  # the same updates of the same characters for every T
+    assert all(run["batch"] * run["truncation"] == r["chars_per_update"] for run in runs)
+    for run in runs:
+        # float32 manual BPTT against jax.grad: a sum over T steps of the 4H gate pre-activations
+        assert run["grad_rel_diff_vs_autodiff"] <= rounding_rtol(np.float32, terms=run["truncation"] * 4 * r["hidden"])
+        assert run["val_loss"] < np.log(65)
+
+
+def test_bptt_truncation_gradients_equal_autodiff_from_a_carried_state():
+    from fnet.experiments import bptt_truncation as bt
+
+    net = fnet.char_lm(7, embed=3, hidden=4, context=5, dtype="float64")  # the suite runs with float64 enabled
+    params, _ = net.init(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 6)
+    x, y, x2, y2 = (jax.random.randint(k, (2, 5), 0, 7) for k in keys[:4])
+    h0, c0 = (jax.random.normal(k, (2, 4), jnp.float64) for k in keys[4:])
+    loss, grads, (h_last, c_last) = bt.loss_and_grad(params, x, y, h0, c0)
+    auto = jax.grad(lambda p: bt.loss_and_grad(p, x, y, h0, c0)[0])(params)
+    chex.assert_trees_all_close(grads, auto, rtol=rounding_rtol(np.float64, terms=5 * 16), atol=1e-14)
+    # the carried state continues the stream: two windows from it end where one of 10 steps does
+    _, _, (h2, c2) = bt.loss_and_grad(params, x2, y2, h_last, c_last)
+    lstm = params["lstm1"]
+    e = params["embedding1"]["W"][jnp.concatenate([x, x2], axis=1)]
+    h, c, _ = fnet.layers.lstm_state_forward(e, h0, c0, lstm["Wx"], lstm["Wh"], lstm["b"])
+    np.testing.assert_allclose(h2, h[:, -1], rtol=1e-13)
+    np.testing.assert_allclose(c2, c, rtol=1e-13)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ MODULES = (
     "cnn_overfit",
     "conv_vs_mlp",
     "vanishing_gradients",
+    "char_lm",
+    "bptt_truncation",
 )
 
 
