@@ -209,19 +209,21 @@ def _start(fn, net, opt, seed, ckpt_path):
 
 
 def progress_line(r: dict, steps: int, width: int = 20) -> str:
-    """One evaluation's progress line from its history record ``r``:
+    """One evaluation's progress line from its history record ``r``: the training loss (the mean
+    of the steps since the last line, train mode) and the cheap validation estimate, in nats and
+    in bits per character:
 
     >>> r = {"step": 500, "train_loss": 1.61234, "val_loss": 1.70821, "lr": 1.5e-3, "time": 95.2,
     ...      "chars_per_s": 20480.4}
     >>> progress_line(r, steps=2000)
-    '[#####---------------] step  500/2000  loss 1.6123  val 1.7082 nats/char (2.464 bits/char)  lr 1.50e-03  20,480 chars/s  1m35s'
+    '[#####---------------] step  500/2000  train 1.6123  val 1.7082 nats/char (2.326 / 2.464 bits/char)  lr 1.50e-03  20,480 chars/s  1m35s'
     """
     bar = "#" * round(width * r["step"] / steps)
     lr = "" if math.isnan(r["lr"]) else f"  lr {r['lr']:.2e}"
     minutes, seconds = divmod(int(r["time"]), 60)
-    return (f"[{bar:-<{width}}] step {r['step']:>{len(str(steps))}}/{steps}  loss {r['train_loss']:.4f}  val "
-            f"{r['val_loss']:.4f} nats/char ({bits(r['val_loss']):.3f} bits/char){lr}  {r['chars_per_s']:,.0f} chars/s"
-            f"  {minutes}m{seconds:02d}s")
+    return (f"[{bar:-<{width}}] step {r['step']:>{len(str(steps))}}/{steps}  train {r['train_loss']:.4f}  val "
+            f"{r['val_loss']:.4f} nats/char ({bits(r['train_loss']):.3f} / {bits(r['val_loss']):.3f} bits/char){lr}  "
+            f"{r['chars_per_s']:,.0f} chars/s  {minutes}m{seconds:02d}s")
 
 
 def _check_losses(fn, losses, start: int, progress: dict, checkpoint_dir) -> None:

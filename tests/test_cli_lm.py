@@ -4,6 +4,7 @@ folder, bitwise resume, the validation loss, the generated text and the bad-inpu
 from __future__ import annotations
 
 import json
+import re
 
 import chex
 import numpy as np
@@ -39,7 +40,12 @@ def test_train_writes_a_run_with_its_validation_loss(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("training lstm char LM (65 tokens, embed 8, 1x16, context 16, dropout=0.25)")
     assert "on shakespeare (1,003,854 train / 111,540 val characters, vocabulary 65) for 20 steps" in lines[0]
-    assert lines[1].startswith("[##########----------] step 10/20  loss ") and " nats/char (" in lines[1]
+    assert lines[1].startswith("[##########----------] step 10/20  train ")
+    for line in lines[1:3]:  # train and validation loss in nats, then in bits per character
+        train, val, train_bits, val_bits = map(float, re.search(
+            r"train (\S+)  val (\S+) nats/char \((\S+) / (\S+) bits/char\)", line).groups())
+        # printed to 4 and 3 decimals: within half a unit of each, 5e-5 / ln 2 + 5e-4
+        assert abs(train / np.log(2) - train_bits) < 6e-4 and abs(val / np.log(2) - val_bits) < 6e-4
     assert " bits/char)  lr " in lines[2] and lines[2].startswith("[####################] step 20/20")
     assert lines[3].startswith("validation loss ") and "mean over 512 windows of 16 characters from the last 10%" \
         in lines[3]
