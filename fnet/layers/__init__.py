@@ -35,8 +35,8 @@ The families, each in its own file and all re-exported here (``fnet.layers.affin
 - :mod:`fnet.layers.conv`: convolution, max/average/global-average pooling, and their geometry.
 
 Sequence layers follow the same contract: ``recurrent`` (RNN, LSTM, GRU steps and sequences, with
-backpropagation through time) and ``embedding`` (word embeddings, the temporal affine layer);
-attention will join as a file of its own.
+backpropagation through time), ``embedding`` (word embeddings, the temporal affine layer) and
+``attention`` (scaled dot-product and multi-head attention, sinusoidal positional encodings, GELU).
 
 Conventions (documented once here, tested in the test suite):
 
@@ -66,6 +66,9 @@ Conventions (documented once here, tested in the test suite):
   per-channel gamma and beta of shape (C,).
 """
 
+from fnet.layers.attention import (GELU_FORMS, PROJECTIONS, AttentionCache, MultiHeadCache, attention_backward,
+                                   attention_forward, gelu_backward, gelu_forward, multi_head_attention_backward,
+                                   multi_head_attention_forward, positional_encoding)
 from fnet.layers.conv import (ConvCache, PoolCache, avg_pool_backward, avg_pool_forward, conv_backward, conv_forward,
                               global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward)
 from fnet.layers.dense import (ACTIVATIONS, LEAKY_RELU_ALPHA, IdentityCache, affine_backward, affine_forward,
