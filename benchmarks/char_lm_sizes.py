@@ -89,6 +89,7 @@ def plot(record: dict, path: str) -> bool:
         c = r["curve"]
         ax.plot([t / 60 for t in c["time"]], c["val_loss"], label=f"{name}: {r['val_loss']:.3f}")
     ax.axhline(1.55, color="gray", linestyle=":", label="1.55 nats/char")
+    ax.axvline(15, color="gray", linestyle="--", linewidth=0.8, label="15 minutes")
     ax.set(xlabel="wall time (min, compile and evaluation included)", ylabel="validation loss (nats/char)",
            title="LSTM character models on tiny-shakespeare, 2-core CPU", ylim=(1.4, 2.2))
     ax.legend(title="configuration: full val loss of the best step")

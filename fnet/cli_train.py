@@ -405,7 +405,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a network (default: an MLP on digits, manual gradients, Adam)",
                        description="Train a network. Options left out take their defaults, or, with --resume, "
                                    "the values stored in the run's config.json.")
-    p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear")
+    p.add_argument("--data", help="digits (default, bundled), mnist, fashion-mnist, spiral, planar, sin, linear; "
+                                  "shakespeare (bundled text: the language models' default)")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
     p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
                                    "lstm, rnn and gru are character language models, trained by --steps on "
