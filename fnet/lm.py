@@ -91,8 +91,9 @@ class LMResult(NamedTuple):
       best_step: that step's number (1-based steps done).
       history: per-evaluation lists (:data:`HISTORY_KEYS`): "step" (steps done), "train_loss"
         (mean train-mode loss of the steps since the last evaluation), "val_loss" (the cheap
-        estimate, nats/char), "lr", "time" (seconds since this call started: compile and
-        evaluation included), "chars_per_s" (training characters per second of the chunk).
+        estimate, nats/char), "lr", "time" (seconds of training, compile and evaluation
+        included, counted on from the checkpoint's for a resumed run), "chars_per_s" (training
+        characters per second of the chunk).
       steps_run: the steps this call trained (0 for a resumed run that had finished).
     """
 
@@ -280,7 +281,8 @@ def fit_lm(net: Net, opt, text: TextDataset, *, steps: int, batch_size: int = 32
     data_key, dropout_key, carry, best, run = _start(fn, net, opt, seed, ckpt_path if resume else None)
     ids = jnp.asarray(text.train)
     val_x, val_y = validation_windows(text.val, net.input_shape[0], eval_windows)
-    t0, start_step = time.perf_counter(), run["step"]
+    # time: seconds of training (compile and evaluation included), summed over resumed calls
+    t0, start_step = time.perf_counter() - (run["history"]["time"] or [0.0])[-1], run["step"]
     while run["step"] < steps:
         start, n = run["step"], min(eval_every, steps - run["step"])
         t_chunk = time.perf_counter()

@@ -57,6 +57,7 @@ def test_a_resumed_run_continues_bit_for_bit(tmp_path):
     lm.fit_lm(net, opt, TEXT, steps=10, checkpoint_dir=tmp_path, **options)
     resumed = lm.fit_lm(net, opt, TEXT, steps=15, checkpoint_dir=tmp_path, resume=True, **options)
     assert resumed.steps_run == 5 and resumed.history["step"] == [5, 10, 15]
+    assert resumed.history["time"] == sorted(resumed.history["time"])  # counted on from the checkpoint
     chex.assert_trees_all_equal((resumed.params, resumed.opt_state), (whole.params, whole.opt_state))
     assert resumed.history["train_loss"] == whole.history["train_loss"]
     finished = lm.fit_lm(net, opt, TEXT, steps=15, checkpoint_dir=tmp_path, resume=True, **options)
