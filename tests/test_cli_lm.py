@@ -92,6 +92,23 @@ def test_resume_continues_bit_for_bit_and_overwrite_replaces(tmp_path, capsys):
     assert "--resume: --steps cannot change from 20 for a run with --schedule cosine" in one_line_error(capsys)
 
 
+def test_a_diverging_language_model_keeps_its_last_checkpoint_and_history(tmp_path, capsys, monkeypatch):
+    from fnet import cli_lm, optim, schedules
+
+    build = cli_lm.build
+
+    def exploding(options, vocab_size):  # the rate jumps from 0.1 to inf (float32) after 10 steps
+        return build(options, vocab_size)[0], optim.sgd(schedules.step_decay(0.1, 1e45, 10))
+
+    monkeypatch.setattr(cli_lm, "build", exploding)
+    out = tmp_path / "run"
+    assert train_lm(out, "--quiet") == 2
+    line = one_line_error(capsys)
+    assert "fit_lm: the training loss became" in line and f"the checkpoint of step 10 in {out} is kept" in line
+    assert json.loads((out / "history.json").read_text())["step"] == [10]
+    assert checkpoint.load_metadata(out / fnet.train.CHECKPOINT_NAME)["step"] == 10
+
+
 def test_sample_prints_the_prompt_and_its_continuation(lm_run, capsys):
     args = ["sample", str(lm_run), "--prompt", "ROMEO:", "--length", "40", "--seed", "3"]
     assert cli.main(args) == 0

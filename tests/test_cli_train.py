@@ -20,7 +20,7 @@ import pytest
 from _cli_helpers import SMALL, one_line_error, run_fnet, snapshot, staging_folders, train
 
 import fnet
-from fnet import checkpoint, cli, limits, models, nets, schedules
+from fnet import checkpoint, cli, cli_train, limits, models, nets, schedules
 
 
 def test_default_train_reaches_97_percent_on_digits(tmp_path, capsys):
@@ -132,7 +132,7 @@ def test_nan_loss_names_epoch_and_step_and_keeps_history_and_checkpoint(tmp_path
     out = tmp_path / "run"
     # Epoch 1 at lr 0.01, epoch 2 at 0.01 * 1e11 = 1e9: the loss overflows during epoch 2. (The
     # command line refuses --lr-decay > 1, so the schedule is put in place behind its back.)
-    monkeypatch.setattr(cli, "_make_learning_rate", lambda args, steps: schedules.step_decay(0.01, 1e11, steps))
+    monkeypatch.setattr(cli_train, "_make_learning_rate", lambda args, steps: schedules.step_decay(0.01, 1e11, steps))
     code = cli.main(["train", "--data", "digits", "--epochs", "3", "--batch-size", "128", "--quiet", "--out", str(out),
                      "--optimizer", "sgd", "--schedule", "step"])
     assert code == 2

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fnet
-from fnet import cli, custom_vjp, data, gradcheck, losses, models, nets, optim, train
+from fnet import custom_vjp, data, gradcheck, losses, models, nets, optim, train
 from fnet.combinators import serial
 from fnet.gradcheck import rel_error
 from fnet.modules import dense, embedding, lstm, temporal_dense
@@ -202,16 +202,6 @@ def test_bad_networks_and_configs_are_named():
     with pytest.raises(ValueError, match=r"build: the lstm language model takes windows of token ids, input_shape "
                                          r"\(T,\), got \(1, 28, 28\)"):
         models.build("lstm", (1, 28, 28), 10)
-
-
-def test_the_command_refuses_a_language_model_in_one_line(tmp_path, capsys):
-    from _cli_helpers import one_line_error
-
-    out = tmp_path / "run"
-    assert cli.main(["train", "--model", "lstm", "--data", "digits", "--out", str(out)]) == 2
-    assert "--model lstm is a character language model, which fnet train does not train yet" in one_line_error(capsys)
-    assert not out.exists()
-
 
 def test_the_token_check_is_the_networks_own(lm):
     # check_input is what apply, fit and evaluate share; a list of ids is accepted too.
