@@ -391,6 +391,7 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
         partial(check_module, modules.groupnorm(2), (2, 4, 3, 3), seed=seed, name="groupnorm (2 groups)"),
     ]
     checks += _recurrent_checks(rng, seed)
+    checks += _attention_checks(seed)
     checks += [
         partial(_loss_check, "softmax_cross_entropy", losses.softmax_cross_entropy, normal((n, d)),
                 rng.integers(0, d, n)),
@@ -401,6 +402,23 @@ def check_layers(seed: int = 0) -> list[CheckResult]:
                 {"W1": normal((4, 3)), "W2": normal((3, 2))}, lambda p: losses.l2_weight_decay(p, 0.3)[1]),
     ]
     return _run(checks)
+
+
+def _attention_checks(seed: int) -> list[Callable[[], CheckResult]]:
+    """The transformer modules on tiny sequences (N = 2, T = 4, E = 6): causal self-attention,
+    self-attention with dropout on the weights, cross-attention, learned positions, GELU in both
+    forms, and layer norm over the last axis of (N, T, E)."""
+    seq = (2, 4, 6)
+    return [
+        partial(check_module, modules.self_attention(2), seq, seed=seed, name="self_attention (2 heads, causal)"),
+        partial(check_module, modules.self_attention(3, causal=False, dropout=0.3), seq, seed=seed,
+                name="self_attention (3 heads, dropout)"),
+        partial(check_module, modules.cross_attention(2), (seq, (2, 5, 6)), seed=seed, name="cross_attention"),
+        partial(check_module, modules.position_embedding(5), seq, seed=seed),
+        partial(check_module, modules.gelu(), seq, seed=seed, name="gelu (erf)"),
+        partial(check_module, modules.gelu("tanh"), seq, seed=seed, name="gelu (tanh)"),
+        partial(check_module, modules.layernorm(), seq, seed=seed, name="layernorm (N, T, E)"),
+    ]
 
 
 def _recurrent_checks(rng: np.random.Generator, seed: int) -> list[Callable[[], CheckResult]]:
@@ -466,13 +484,16 @@ def _loss_check(name, loss_fn, scores, y):
 
 
 def check_combinators(seed: int = 0) -> list[CheckResult]:
-    """Three-way check of every combinator, each around small dense/tanh blocks in float64."""
+    """Three-way check of every combinator, each around small dense/tanh blocks in float64, and a
+    pre-norm transformer block composed from them (residual attention and MLP branches)."""
     from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
-    from fnet.modules import dense, tanh
+    from fnet.modules import dense, gelu, layernorm, self_attention, tanh, temporal_dense
 
     seed = _checks.integer("check_combinators", "seed", seed, minimum=0)
     n, d = 5, 4
     branches = parallel(serial(dense(3), tanh()), dense(3))
+    block = serial(residual(serial(layernorm(), self_attention(2))),
+                   residual(serial(layernorm(), temporal_dense(16), gelu(), temporal_dense(8))))
     return _run([
         partial(check_module, serial(dense(6), tanh(), dense(3)), (n, d), seed=seed, name="serial"),
         partial(check_module, parallel(dense(3), serial(tanh(), dense(2))), ((n, d), (n, 2)), seed=seed,
@@ -481,6 +502,7 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
                 seed=seed, name="fan_out + fan_in_sum"),
         partial(check_module, serial(fan_out(2), branches, fan_in_concat()), (n, d), seed=seed, name="fan_in_concat"),
         partial(check_module, residual(serial(dense(d), tanh(), dense(d))), (n, d), seed=seed, name="residual"),
+        partial(check_module, block, (2, 4, 8), seed=seed, name="pre-norm transformer block"),
     ])
 
 

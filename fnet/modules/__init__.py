@@ -40,9 +40,10 @@ any elementwise pair, as stax's ``elementwise`` does), one file per family as in
 - :mod:`fnet.modules.conv`: for images (N, C, H, W), ``conv2d``, ``max_pool``, ``avg_pool``,
   ``global_avg_pool``;
 - :mod:`fnet.modules.recurrent`: for sequences (N, T, ...), ``embedding``, ``rnn``, ``lstm``,
-  ``gru``, ``temporal_dense``.
-
-Attention modules will join as a file of their own, following the same contract.
+  ``gru``, ``temporal_dense``;
+- :mod:`fnet.modules.attention`: for transformers (N, T, E), ``self_attention`` (causal by
+  default), ``cross_attention``, ``position_embedding``, ``gelu`` (``layernorm`` normalizes the
+  last axis of (N, T, E) too).
 
 Hyperparameters (kernel sizes, strides, rates) are checked and normalized when a module is built;
 shapes in ``init``, so that ``forward`` never re-checks them under jit. Parameters are named
@@ -75,6 +76,7 @@ total: 79,510 parameters
 ((32, 10), (32, 784), (784, 100))
 """
 
+from fnet.modules.attention import cross_attention, gelu, position_embedding, self_attention
 from fnet.modules.base import (Module, Static, init_shapes, is_weight, shape_error, summary, summary_rows,
                                weight_mask)
 from fnet.modules.conv import avg_pool, conv2d, global_avg_pool, max_pool

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from fnet import _checks
 from fnet import layers
-from fnet.modules.base import Module, image_shape, one_shape, shape_error
+from fnet.modules.base import Module, Static, image_shape, one_shape, shape_error
 
 
 class BatchNormState(NamedTuple):
@@ -62,23 +62,28 @@ def batchnorm(*, momentum: float = 0.9, eps: float = 1e-5) -> Module:
 
 
 def layernorm(*, eps: float = 1e-5) -> Module:
-    """Layer normalization of (N, D) input: per-sample statistics over the D features, the same
-    in train and eval (:func:`fnet.layers.layernorm_forward`). Params ``{"gamma", "beta"}`` (D,)."""
+    """Layer normalization over the last axis: input (N, D), or (N, ..., D) such as a transformer's
+    (N, T, E), each vector of D features normalized with its own statistics, the same in train
+    and eval (:func:`fnet.layers.layernorm_forward` on the rows of x reshaped to (-1, D)).
+    Params ``{"gamma", "beta"}`` (D,)."""
     def init(key, input_shape):
         del key
-        input_shape = _check_rank("layernorm", input_shape, (2,), "(N, D)")
-        d = input_shape[1]
+        input_shape = one_shape("layernorm", input_shape)
+        if len(input_shape) < 2:
+            raise shape_error("layernorm", input_shape, "(N, D) or (N, ..., D)")
+        d = input_shape[-1]
         return {"gamma": jnp.ones((d,)), "beta": jnp.zeros((d,))}, {}, input_shape
 
     def forward(params, state, x, *, train, key=None):
         del train, key
-        y, cache = layers.layernorm_forward(x, params["gamma"], params["beta"], eps=eps)
-        return y, state, cache
+        y, cache = layers.layernorm_forward(x.reshape(-1, x.shape[-1]), params["gamma"], params["beta"], eps=eps)
+        return y.reshape(x.shape), state, (cache, Static(x.shape))
 
     def backward(params, cache, dy):
         del params
-        dx, dgamma, dbeta = layers.layernorm_backward(dy, cache)
-        return dx, {"gamma": dgamma, "beta": dbeta}
+        cache, shape = cache
+        dx, dgamma, dbeta = layers.layernorm_backward(dy.reshape(-1, dy.shape[-1]), cache)
+        return dx.reshape(shape.value), {"gamma": dgamma, "beta": dbeta}
 
     return Module(init, forward, backward, "layernorm", f"eps {eps}")
 

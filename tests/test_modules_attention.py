@@ -1,0 +1,66 @@
+"""fnet.modules.attention: the transformer modules' three-way gradient checks (hand-written backward
+vs jax.grad vs finite differences, float64), causality, shapes and the bad-input errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnet import combinators as c
+from fnet import gradcheck
+from fnet import modules as m
+
+
+@pytest.mark.parametrize("module, shape", [
+    (m.self_attention(2), (2, 4, 6)),
+    (m.self_attention(3, causal=False, dropout=0.3), (2, 4, 6)),
+    (m.cross_attention(2), ((2, 3, 4), (2, 5, 4))),
+    (m.position_embedding(6), (2, 4, 3)),
+    (m.gelu("tanh"), (3, 5)),
+    (m.layernorm(), (2, 3, 5)),
+    (c.serial(c.residual(c.serial(m.layernorm(), m.self_attention(2))),
+              c.residual(c.serial(m.layernorm(), m.temporal_dense(16), m.gelu(), m.temporal_dense(8)))), (2, 4, 8)),
+], ids=["self-causal", "self-dropout", "cross", "positions", "gelu-tanh", "layernorm-3d", "block"])
+def test_three_way_gradient_check(module, shape):
+    assert gradcheck.check_module(module, shape).passed
+
+
+def test_causal_self_attention_does_not_look_ahead():
+    module = m.self_attention(2)
+    params, state, _ = module.init(jax.random.PRNGKey(0), (1, 5, 4))
+    x = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 4))
+    changed = x.at[:, 3:].set(7.0)  # only positions 3 and 4 differ
+    y, _, _ = module.forward(params, state, x, train=False)
+    y2, _, _ = module.forward(params, state, changed, train=False)
+    np.testing.assert_array_equal(y[:, :3], y2[:, :3])
+    assert not np.allclose(y[:, 3:], y2[:, 3:])
+
+
+def test_position_embedding_adds_the_first_rows():
+    module = m.position_embedding(8)
+    params, state, out_shape = module.init(jax.random.PRNGKey(0), (None, 5, 3))
+    assert out_shape == (None, 5, 3) and params["P"].shape == (8, 3)
+    x = jnp.ones((2, 5, 3))
+    y, _, cache = module.forward(params, state, x, train=True)
+    np.testing.assert_array_equal(y, x + params["P"][:5])
+    _, grads = module.backward(params, cache, jnp.ones_like(y))
+    np.testing.assert_array_equal(grads["P"], jnp.concatenate([jnp.full((5, 3), 2.0), jnp.zeros((3, 3))]))
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match=r"self_attention: num_heads 4 does not divide the width E = 6"):
+        m.self_attention(4).init(jax.random.PRNGKey(0), (2, 3, 6))
+    with pytest.raises(ValueError, match=r"self_attention: .*\(N, T, E\)"):
+        m.self_attention(2).init(jax.random.PRNGKey(0), (2, 6))
+    with pytest.raises(ValueError, match=r"cross_attention: takes a tuple \(x, context\)"):
+        m.cross_attention(2).init(jax.random.PRNGKey(0), (2, 3, 6))
+    with pytest.raises(ValueError, match=r"cross_attention: x and context must have the same width E"):
+        m.cross_attention(2).init(jax.random.PRNGKey(0), ((2, 3, 6), (2, 4, 8)))
+    with pytest.raises(ValueError, match=r"position_embedding: sequences of 9 positions are longer than the context 8"):
+        m.position_embedding(8).init(jax.random.PRNGKey(0), (2, 9, 4))
+    with pytest.raises(ValueError, match=r"gelu: approximate must be one of \('erf', 'tanh'\), got 'fast'"):
+        m.gelu("fast")
+    with pytest.raises(ValueError, match=r"self_attention: dropout"):
+        m.self_attention(2, dropout=1.5)
