@@ -42,7 +42,7 @@ def test_position_embedding_adds_the_first_rows():
     module = m.position_embedding(8)
     params, state, out_shape = module.init(jax.random.PRNGKey(0), (None, 5, 3))
     assert out_shape == (None, 5, 3) and params["P"].shape == (8, 3)
-    x = jnp.ones((2, 5, 3))
+    x = jnp.ones((2, 5, 3), jnp.float32)
     y, _, cache = module.forward(params, state, x, train=True)
     np.testing.assert_array_equal(y, x + params["P"][:5])
     _, grads = module.backward(params, cache, jnp.ones_like(y))

@@ -61,8 +61,9 @@ def test_network_rejects_bad_modules_losses_and_shapes():
         nets.network(identity(), (2, 3))
     with pytest.raises(ValueError, match=r"network: unknown loss 'hinge'"):
         nets.network(dense(2), (4,), loss="hinge")
-    with pytest.raises(ValueError, match=r"serial\[0\] \(layernorm1\): layernorm: expects input of shape \(N, D\)"):
-        nets.network(serial(layernorm(), flatten(), dense(2)), (2, 3))
+    with pytest.raises(ValueError, match=r"serial\[0\] \(groupnorm1\): groupnorm: expects images of shape \(N, C, H, W\), "
+                                         r"got \(None, 2, 3\)"):
+        nets.network(serial(groupnorm(2), flatten(), dense(2)), (2, 3))
     # A network takes no sweep keywords (a sweep builds one network per trial, see fnet.fit_trials).
     net = nets.network(dense(2), (4,))
     with pytest.raises(TypeError, match="unexpected keyword argument 'dropout'"):

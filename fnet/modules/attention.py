@@ -134,7 +134,7 @@ def position_embedding(context: int, *, init=0.02) -> Module:
         return x + params["P"][:t], state, Static(t)
 
     def backward(params, cache, dy):
-        dP = jnp.zeros_like(params["P"]).at[:cache.value].set(jnp.sum(dy, axis=0))
+        dP = jnp.zeros_like(params["P"]).at[:cache.value].set(jnp.sum(dy, axis=0).astype(params["P"].dtype))
         return dy, {"P": dP}
 
     return Module(init_fn, forward, backward, fn, f"context {context}")
