@@ -17,7 +17,7 @@ import fnet
 from fnet import data, mlp, nets, optim
 from fnet import train as fnet_train
 from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
-from fnet.modules import (avg_pool, batchnorm, conv2d, dense, flatten, global_avg_pool, groupnorm, identity, layernorm,
+from fnet.modules import (avg_pool, batchnorm, conv2d, dense, flatten, global_avg_pool, groupnorm, identity,
                           max_pool, relu, tanh)
 
 N, D, H, C = 8, 5, 6, 3
