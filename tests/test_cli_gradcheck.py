@@ -108,7 +108,7 @@ SECTIONS = {
                           "pre-norm transformer block"),
     "check_networks": ("relu layernorm dropout", "leaky_relu batchnorm dropout", "sigmoid dropout",
                        "tanh layernorm dropout", "identity batchnorm dropout", "mse", "residual MLP", "two-branch network",
-                       "small_cnn", "2-layer LSTM language model"),
+                       "small_cnn", "2-layer LSTM language model", "2-layer GPT"),
 }
 
 
