@@ -116,8 +116,8 @@ def train(args, out, kind: str, stored) -> int:
 
 def _fit(args, out, lease, text, net, opt):
     """:func:`fnet.lm.fit_lm` into the run folder; for ``--overwrite``, its first evaluation
-    interval into the lease's staging folder, swapped in once its checkpoint is written (as
-    :func:`fnet.cli_train._replace_run` does for epochs), then resumed there bit for bit."""
+    interval into the lease's staging folder, swapped in once its checkpoint is written
+    (:func:`fnet.cli_train.replace_run`), then resumed there bit for bit."""
     import functools
 
     from fnet import cli_train, lm, nets, train
@@ -132,12 +132,8 @@ def _fit(args, out, lease, text, net, opt):
     try:
         if not args.overwrite:
             return fit(steps=args.steps, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
-        first = fit(steps=min(args.eval_every, args.steps), checkpoint_dir=lease.folder, resume=False, progress=False)
-        lease.commit()
-        if not args.quiet:
-            print(lm.progress_line({k: v[-1] for k, v in first.history.items()}, args.steps), flush=True)
-        return first if args.steps <= args.eval_every else \
-            fit(steps=args.steps, checkpoint_dir=out, resume=True, progress=not args.quiet)
+        return cli_train.replace_run(args, lease, lambda n, **options: fit(steps=n, **options),
+                                     min(args.eval_every, args.steps), args.steps, lm.progress_line)
     except train.TrainingDiverged as e:
         if lease.replaces is None:  # never into a run not yet replaced
             cli_train.write_outputs(out, e.history, args.quiet)

@@ -313,28 +313,31 @@ def write_outputs(run_dir, history: dict, quiet: bool) -> None:
         print(f"note: matplotlib is not installed, so {runs.CURVES_NAME} was not written (pip install 'fnet[plot]')")
 
 
-def _replace_run(args, lease, fit):
-    """``--overwrite``: the new run's first epoch goes to the lease's staging folder; once its
-    checkpoint is written there, :meth:`fnet.runs.Lease.commit` swaps the new run in place of the
-    old one, and the other epochs resume from that checkpoint in the run folder (bit for bit what
-    one call of fit computes). Until the swap the old run stays as it was, whatever happens."""
-    from fnet import distributed, train
+def replace_run(args, lease, fit, first: int, total: int, progress_line):
+    """``--overwrite``: the new run's first ``first`` units (epochs, or a language model's steps)
+    go to the lease's staging folder; once its checkpoint is written there,
+    :meth:`fnet.runs.Lease.commit` swaps the new run in place of the old one, and the rest, up to
+    ``total``, resumes from that checkpoint in the run folder (bit for bit what one call computes).
+    Until the swap the old run stays as it was, whatever happens. ``fit(n, checkpoint_dir=,
+    resume=, progress=)`` trains to ``n`` units; ``progress_line(record, total)`` formats the first
+    part's last record, printed once the swap is done."""
+    from fnet import distributed
 
-    first = fit(epochs=1, checkpoint_dir=lease.folder if lease is not None else args.out, resume=False, progress=False)
+    done = fit(first, checkpoint_dir=lease.folder if lease is not None else args.out, resume=False, progress=False)
     if lease is not None:
         lease.commit()
     distributed.barrier("fnet train --overwrite: the new run is in place")  # before any process reads it back
     if not args.quiet:
-        print(train._progress_line({k: v[-1] for k, v in first.history.items()}, args.epochs), flush=True)
-    if args.epochs == 1:
-        return first
-    return fit(epochs=args.epochs, checkpoint_dir=args.out, resume=True, progress=not args.quiet)
+        print(progress_line({k: v[-1] for k, v in done.history.items()}, total), flush=True)
+    if first >= total:
+        return done
+    return fit(total, checkpoint_dir=args.out, resume=True, progress=not args.quiet)
 
 
 def _train_in(args, out, lease, ds, net, opt, mesh, lead: bool) -> int:
     import functools
 
-    from fnet import nets, runs, train
+    from fnet import history, nets, runs, train
 
     regression = ds.num_classes == 0
     if not args.quiet:
@@ -350,7 +353,8 @@ def _train_in(args, out, lease, ds, net, opt, mesh, lead: bool) -> int:
     )
     try:
         if args.overwrite:
-            result = _replace_run(args, lease, fit)
+            result = replace_run(args, lease, lambda n, **options: fit(epochs=n, **options), 1, args.epochs,
+                                 history.progress_line)
         else:
             result = fit(epochs=args.epochs, checkpoint_dir=out, resume=args.resume, progress=not args.quiet)
     except train.TrainingDiverged as e:

@@ -84,7 +84,10 @@ def test_resume_continues_bit_for_bit_and_overwrite_replaces(tmp_path, capsys):
     assert json.loads((part / "history.json").read_text())["step"] == [10, 20, 30]
     # --overwrite of a language-model run: the new run (another seed) replaces the old one
     before = _params(part)
-    assert train_lm(part, "--quiet", "--overwrite", "--seed", "1") == 0
+    capsys.readouterr()
+    assert train_lm(part, "--overwrite", "--seed", "1") == 0  # its first interval's line once it is in place
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("[##########----------] step 10/20") and lines[2].startswith("[####################] step 20/20")
     assert json.loads((part / "history.json").read_text())["step"] == [10, 20]
     assert not np.array_equal(_params(part)["lstm1"]["Wx"], before["lstm1"]["Wx"])
     capsys.readouterr()

@@ -97,6 +97,12 @@ def test_existing_run_is_refused_without_resume_or_overwrite(tmp_path, capsys):
     assert snapshot(out) == before
     assert train(out, "--overwrite", "--seed", "1") == 0
     assert json.loads((out / "config.json").read_text())["args"]["seed"] == 1
+    # without --quiet: the first epoch's line once the new run is in place, then the rest
+    capsys.readouterr()
+    assert cli.main(["train", *[o for o in SMALL if o != "--quiet"], "--out", str(out), "--overwrite"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("[##########----------] epoch 1/2") and lines[2].startswith("[####################] epoch 2/2")
+    assert lines[3].startswith("test accuracy ")
 
 
 @pytest.mark.parametrize(
