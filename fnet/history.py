@@ -29,11 +29,28 @@ class Progress(NamedTuple):
         return len(self.history["epoch"])
 
 
+def checkpoint_arrays(params, state, opt_state, best: dict) -> dict:
+    """The arrays of a training checkpoint (:func:`fit`'s and :func:`fnet.lm.fit_lm`'s): the
+    carry and the best copies, ``{"params", "state", "opt_state", "best_params", "best_state"}``."""
+    return {"params": params, "state": state, "opt_state": opt_state,
+            "best_params": best["params"], "best_state": best["state"]}
+
+
+def checkpoint_like(params, state, opt_state) -> dict:
+    """The structure, shapes and dtypes a checkpoint of this carry must have (``like`` of
+    :func:`fnet.checkpoint.load`): :func:`checkpoint_arrays` with the carry as its best copy."""
+    return checkpoint_arrays(params, state, opt_state, {"params": params, "state": state})
+
+
+def split_arrays(tree: dict):
+    """``((params, state, opt_state), best)`` of a loaded :func:`checkpoint_arrays` tree."""
+    return (tree["params"], tree["state"], tree["opt_state"]), {"params": tree["best_params"], "state": tree["best_state"]}
+
+
 def save_checkpoint(path, params, state, opt_state, best: dict, progress: Progress) -> None:
     """Write fit's checkpoint: the arrays (and the best epoch's ``best["params"]``,
     ``best["state"]``) and ``progress`` in the metadata, atomically (:func:`fnet.checkpoint.save`)."""
-    tree = {"params": params, "state": state, "opt_state": opt_state,
-            "best_params": best["params"], "best_state": best["state"]}
+    tree = checkpoint_arrays(params, state, opt_state, best)
     meta = {"epoch": progress.epochs_done, "best_epoch": progress.best_epoch, "best_score": progress.best_score,
             "initial_loss": progress.initial_loss, "stopped_early": progress.stopped_early,
             "history": progress.history}
@@ -43,14 +60,13 @@ def save_checkpoint(path, params, state, opt_state, best: dict, progress: Progre
 def load_checkpoint(path, params, state, opt_state):
     """``(params, state, opt_state, best, progress)`` of the checkpoint at ``path``, whose arrays
     must have the structure, shapes and dtypes of the given ones."""
-    like = {"params": params, "state": state, "opt_state": opt_state, "best_params": params, "best_state": state}
-    tree, meta = checkpoint.load(path, like=like), checkpoint.load_metadata(path)
+    tree, meta = checkpoint.load(path, like=checkpoint_like(params, state, opt_state)), checkpoint.load_metadata(path)
     progress = Progress(meta["history"], meta["best_score"], meta["best_epoch"],
                          meta.get("initial_loss", math.nan), meta.get("stopped_early", False))
     if progress.epochs_done != meta["epoch"]:
         raise ValueError(f"fit: {path} is inconsistent: epoch {meta['epoch']} but {progress.epochs_done} epochs of history")
-    best = {"params": tree["best_params"], "state": tree["best_state"]}
-    return tree["params"], tree["state"], tree["opt_state"], best, progress
+    (params, state, opt_state), best = split_arrays(tree)
+    return params, state, opt_state, best, progress
 
 
 def learning_rate(opt_state) -> float:

@@ -173,23 +173,17 @@ def save_checkpoint(path, carry, best: dict, progress: dict) -> None:
     """Write a language model's checkpoint: ``params``, ``state``, ``opt_state`` and the best
     ``best_params``/``best_state`` (the layout of :func:`fnet.fit`'s), and ``progress`` ("step",
     "best_step", "best_val_loss", "history") in the metadata, atomically."""
-    params, state, opt_state = carry
-    tree = {"params": params, "state": state, "opt_state": opt_state,
-            "best_params": best["params"], "best_state": best["state"]}
-    checkpoint.save(path, tree, metadata=progress)
+    checkpoint.save(path, history.checkpoint_arrays(*carry, best), metadata=progress)
 
 
 def _load_checkpoint(fn, path, carry):
-    params, state, opt_state = carry
-    like = {"params": params, "state": state, "opt_state": opt_state, "best_params": params, "best_state": state}
-    tree, meta = checkpoint.load(path, like=like), checkpoint.load_metadata(path)
+    tree, meta = checkpoint.load(path, like=history.checkpoint_like(*carry)), checkpoint.load_metadata(path)
     done = meta.get("step")
     if isinstance(done, bool) or not isinstance(done, int) or not isinstance(meta.get("history"), dict) \
             or meta["history"].get("step", [None])[-1:] != [done]:
         raise ValueError(f"{fn}: {path} holds no valid record of the steps done (step, history); it was edited or "
                          "damaged")
-    best = {"params": tree["best_params"], "state": tree["best_state"]}
-    return (tree["params"], tree["state"], tree["opt_state"]), best, meta
+    return (*history.split_arrays(tree), meta)
 
 
 def _start(fn, net, opt, seed, ckpt_path):

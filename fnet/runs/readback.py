@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import jax
 
-from fnet import _checks, checkpoint, models, train
+from fnet import _checks, checkpoint, history, models, train
 from fnet.runs.config import CONFIG_NAME, RunOptions, describe, parse_options, read_config
 from fnet.runs.folder import read_marker
 
@@ -76,8 +76,7 @@ def _load_checked(path, net, opt, what: str, options: RunOptions | None = None) 
     ``net`` and ``opt`` give (``jax.eval_shape``: nothing is allocated before the check); a
     mismatch names the file, the config and ``options``."""
     params, state = jax.eval_shape(net.init, jax.random.PRNGKey(0))
-    like = {"params": params, "state": state, "opt_state": jax.eval_shape(opt.init, params),
-            "best_params": params, "best_state": state}
+    like = history.checkpoint_like(params, state, jax.eval_shape(opt.init, params))
     try:
         return checkpoint.load(path, like=like)
     except checkpoint.CorruptCheckpointError:
