@@ -452,6 +452,15 @@ def record_header(name: str, device: str) -> dict:
     }
 
 
+def table_heading(record: dict, name: str) -> list[str]:
+    """The first lines of a step benchmark's Markdown: what ran where (CPU, cores, device), when,
+    under what load, with how many threads (the fields of :func:`record_header` and ``threads``)."""
+    machine = record["machine"]
+    return [f"# {name} on {machine['cpu_model']} ({machine['cores']} cores, {record['device']})", "",
+            f"{record['date']}; load average before/after {record['load_average_before']} / "
+            f"{record['load_average_after']}; threads {record['threads']}."]
+
+
 def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: bool) -> tuple[str, str]:
     """Write ``<name>-<machine>[-quick].json`` and ``.md`` under ``out_dir``; return both paths."""
     os.makedirs(out_dir, exist_ok=True)

@@ -362,9 +362,7 @@ def targets(configs: dict) -> dict:
 
 def format_table(record: dict) -> str:
     """The Markdown tables of a record: one per configuration, the first losses, then the targets."""
-    lines = [f"# rnn_step on {record['machine']['cpu_model']} ({record['machine']['cores']} cores, {record['device']})",
-             "", f"{record['date']}; load average before/after {record['load_average_before']} / "
-             f"{record['load_average_after']}; threads {record['threads']}.",
+    lines = [*_common.table_heading(record, "rnn_step"),
              "Per-step medians; `x floor` = time / (matmul flops / square-matmul rate); `x fnet` = time / "
              "fnet manual epoch's."]
     for cname, c in record["configs"].items():
