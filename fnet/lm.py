@@ -192,11 +192,11 @@ def _start(fn, net, opt, seed, ckpt_path):
     init_key, train_key = xla_options.compiled_init(train.split_key, train.shape_spec(seed_key))(seed_key)
     params, state = xla_options.compiled_init(net.init, train.shape_spec(init_key))(init_key)
     carry = (params, state, jax.jit(opt.init)(params))
-    # A copy: the chunks donate the carry's buffers.
-    best = {"params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
-    progress = {"step": 0, "best_step": 0, "best_val_loss": math.inf, "history": {k: [] for k in HISTORY_KEYS}}
     if ckpt_path is not None and os.path.exists(ckpt_path):
         carry, best, progress = _load_checkpoint(fn, ckpt_path, carry)
+    else:  # the best copy is a copy: the chunks donate the carry's buffers
+        best = {"params": jax.tree_util.tree_map(jnp.copy, params), "state": jax.tree_util.tree_map(jnp.copy, state)}
+        progress = {"step": 0, "best_step": 0, "best_val_loss": math.inf, "history": {k: [] for k in HISTORY_KEYS}}
     for name, tree in zip(("params", "state", "opt_state"), carry):
         _checks.finite_tree(fn, name, tree)
     data_key, dropout_key = xla_options.compiled_init(train.split_key, train.shape_spec(train_key))(train_key)
