@@ -20,10 +20,10 @@ EVAL_EVERY = 100
 
 
 def language_models() -> list[str]:
-    """The names of the registry's language models (:data:`fnet.models.MODELS` with a cell)."""
+    """The names of the registry's language models (:attr:`fnet.models.Model.language_model`)."""
     from fnet import models
 
-    return [name for name, m in models.MODELS.items() if m.cell is not None]
+    return [name for name, m in models.MODELS.items() if m.language_model]
 
 
 def check_options(args) -> None:

@@ -104,7 +104,7 @@ def check_options(args) -> None:
 def is_language_model(model: str) -> bool:
     from fnet import models
 
-    return models.MODELS[models.canonical_name(model, "fnet")].cell is not None
+    return models.MODELS[models.canonical_name(model, "fnet")].language_model
 
 
 def _check_model_options(args) -> None:

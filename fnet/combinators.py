@@ -12,7 +12,9 @@ The chain rule is written once per combinator, never per network:
 - :func:`fan_in_concat` concatenates along a feature axis; its backward splits ``dy`` at the sizes
   recorded in the forward pass;
 - :func:`residual` ``(x + block(x))`` is ``serial(fan_out(2), parallel(block, identity()),
-  fan_in_sum())``: built from the others, not a fifth hand-written chain.
+  fan_in_sum())``: built from the others, not a fifth hand-written chain;
+- :func:`tied_embedding` wraps a body between a token embedding and an output layer that share
+  ONE table (weight tying): its backward adds the two uses' gradients of the table.
 
 Children are given as modules or as ``(name, module)`` pairs; an unnamed child is named after its
 kind and position among its kind, from 1 (``dense1``, ``relu1``, ``dense2``, ...). A combinator's
@@ -32,8 +34,8 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from fnet import _checks
-from fnet.modules import Module, Static, identity
+from fnet import _checks, layers
+from fnet.modules import Module, Static, embedding, identity
 
 
 def _has_leaves(tree) -> bool:
@@ -306,3 +308,54 @@ def residual(block: Module) -> Module:
     body = _serial("residual", (("split", fan_out(2)), ("branches", parallel(("block", block), ("skip", identity()))),
                                 ("merge", fan_in_sum())))
     return body._replace(info="x + block(x)")
+
+
+def tied_embedding(vocab_size: int, dim: int, body: Module, *, init=0.02) -> Module:
+    """A token embedding, ``body`` and an output layer that share one table ``W`` (V, E), weight
+    tying (Press & Wolf 2017; GPT-2 and nanoGPT tie their token embedding and head)::
+
+        e = W[x]                  (N, T) ids -> (N, T, E)   (:func:`fnet.modules.embedding`)
+        h = body(e)               (N, T, E) -> (N, T, E)
+        scores = h W^T + b        (N, T, V)                 (:func:`fnet.layers.temporal_affine_forward`)
+
+    Backward: ``dscores -> (dh, dW_head = (h^T dscores)^T, db)``, then the body's backward gives
+    de, then the embedding's scatter-add gives dW_embed; ``dW = dW_embed + dW_head``, the table
+    being used twice (as :func:`fan_out` sums). Params ``{"embedding": {"W"}, "body": <body's>,
+    "head": {"b": (V,)}}``; state ``{"body": <body's>}`` when the body has state.
+
+    Args:
+      vocab_size: V; dim: E, the embedding's width, which the body must keep.
+      body: a module of (N, T, E) -> (N, T, E).
+      init: the table's initializer (default N(0, 0.02), GPT-2's).
+    """
+    fn = "tied_embedding"
+    if not isinstance(body, Module):
+        raise TypeError(f"{fn}: body must be a Module, got {type(body).__name__}")
+    table = embedding(vocab_size, dim, init=init)
+    vocab_size, dim = int(vocab_size), int(dim)
+
+    def init_fn(key, input_shape):
+        k_table, k_body = jax.random.split(key)
+        p_table, _, shape = table.init(k_table, input_shape)
+        p_body, s_body, out = _in_child(fn, 1, "body", lambda: body.init(k_body, shape))
+        if tuple(out) != tuple(shape):
+            raise ValueError(f"{fn}: body must keep the embedding's shape {tuple(shape)}, it returns {tuple(out)}")
+        params = {"embedding": p_table, "body": p_body, "head": {"b": jnp.zeros((vocab_size,), p_table["W"].dtype)}}
+        return params, ({"body": s_body} if _has_leaves(s_body) else {}), (*shape[:-1], vocab_size)
+
+    def forward(params, state, x, *, train, key=None):
+        e, _, c_table = table.forward(params["embedding"], {}, x, train=train)
+        h, s_body, c_body = _in_child(fn, 1, "body", lambda: body.forward(params["body"], state.get("body", {}), e,
+                                                                           train=train, key=key))
+        scores, c_head = layers.temporal_affine_forward(h, params["embedding"]["W"].T, params["head"]["b"])
+        return scores, ({"body": s_body} if "body" in state else {}), (c_table, c_body, c_head)
+
+    def backward(params, cache, dscores):
+        c_table, c_body, c_head = cache
+        dh, dW_head, db = layers.temporal_affine_backward(dscores, c_head)
+        de, dbody = _in_child(fn, 1, "body", lambda: body.backward(params["body"], c_body, dh))
+        _, dtable = table.backward(params["embedding"], c_table, de)
+        return None, {"embedding": {"W": dtable["W"] + dW_head.T}, "body": dbody, "head": {"b": db}}
+
+    return Module(init_fn, forward, backward, fn, f"{vocab_size} tokens, dim {dim}, tied head",
+                  (("embedding", table), ("body", body)), "serial")

@@ -515,10 +515,9 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     as compositions, and a small CNN (fnet's ``cnn``: convolutions, batch norm on images,
     pooling, dropout), and a 2-layer LSTM language model (:func:`fnet.models.char_lm`: embedding,
     LSTM, dropout, LSTM, dropout, temporal dense, the temporal softmax cross-entropy, weight decay
-    on the embedding and recurrent weights too), and a 2-layer GPT (:func:`fnet.transformer.gpt`:
+    on the embedding and recurrent weights too), and a 2-layer GPT (:func:`fnet.models.gpt`:
     token and position embeddings, pre-norm blocks of causal attention and a GELU MLP, dropout
     wherever it applies)."""
-    from fnet import transformer
     from fnet.combinators import fan_in_concat, fan_out, parallel, residual, serial
     from fnet.modules import batchnorm, dense, dropout, relu, tanh
 
@@ -550,7 +549,7 @@ def check_networks(seed: int = 0) -> list[CheckResult]:
     tokens = rng.integers(0, v, (2, 4))
     checks.append(partial(check_network, lm, tokens[:, :-1], tokens[:, 1:], seed=seed,
                           name="2-layer LSTM language model"))
-    small_gpt = transformer.gpt(v, 3, layers=2, heads=2, width=4, dropout=0.2, weight_decay=0.1, dtype="float64")
+    small_gpt = models.gpt(v, 3, layers=2, heads=2, width=4, dropout=0.2, weight_decay=0.1, dtype="float64")
     checks.append(partial(check_network, small_gpt, tokens[:, :-1], tokens[:, 1:], seed=seed, name="2-layer GPT"))
     return _run(checks)
 

@@ -58,7 +58,7 @@ from fnet.modules import Module
 
 #: The ready networks' names that :mod:`fnet.models` defines, kept resolvable as ``fnet.nets.X``.
 _MODEL_NAMES = ("MLPConfig", "CNNConfig", "NORMS", "mlp", "mlp_module", "cnn", "cnn_module", "from_config",
-                "describe", "describe_cnn")
+                "describe", "describe_cnn", "CharLMConfig", "char_lm", "GPTConfig", "gpt")
 
 
 def __getattr__(name):

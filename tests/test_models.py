@@ -389,7 +389,7 @@ def test_model_names_agree_between_the_command_line_and_the_library():
                       if "--model" in a.option_strings).help
     assert all(name in train_help for name in models.MODELS)
     assert all(cli_train.model_name(name.replace("_", "-")) == name for name in models.MODELS)
-    with pytest.raises(ValueError, match=r"--model must be one of mlp, small_cnn, .*, lstm, rnn, gru, got 'transformer'"):
+    with pytest.raises(ValueError, match=r"--model must be one of mlp, small_cnn, .*, lstm, rnn, gru, gpt, got 'transformer'"):
         cli_train.model_name("transformer")
     language_models = [name for name, model in models.MODELS.items() if model.cell is not None]
     assert language_models == ["lstm", "rnn", "gru"] and all(cli_train.default_data(n) == "shakespeare" for n in language_models)

@@ -1,4 +1,4 @@
-"""fnet.transformer.gpt: its gradient chain (three-way, float64), training with fit_lm, the
+"""fnet.models.gpt: its gradient chain (three-way, float64), training with fit_lm, the
 parameter count by hand, and the bad-input errors."""
 
 from __future__ import annotations
