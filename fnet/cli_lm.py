@@ -1,4 +1,4 @@
-"""The language-model half of the ``fnet`` command: ``fnet train --model lstm|rnn|gru`` on a text
+"""The language-model half of the ``fnet`` command: ``fnet train --model lstm|rnn|gru|gpt`` on a text
 (:func:`train`), ``fnet evaluate`` of such a run (:func:`evaluate`) and ``fnet sample`` (:func:`sample`).
 
 A language model trains by steps (:func:`fnet.lm.fit_lm`) in the same run folder as every other
@@ -10,6 +10,7 @@ Like :mod:`fnet.cli`, nothing here imports jax at module level.
 from __future__ import annotations
 
 import math
+import sys
 
 #: Default number of characters ``fnet sample`` generates.
 SAMPLE_LENGTH = 500
@@ -30,7 +31,8 @@ def check_options(args) -> None:
     """Refuse, in one line, what a language-model run cannot use: a data set that is not a text,
     options of the other models (``--epochs``, ``--early-stopping``, ``--filters``,
     ``--dense-width``, ``--norm``, ``--activation``), step-wise decays defined per epoch, unequal
-    recurrent widths, and ``--distributed``."""
+    layer widths, a warmup as long as the run, the options of the other kind of language model
+    (:func:`_check_architecture`), and ``--distributed``."""
     from fnet import data, runs
 
     if data.text_dataset_name(args.data) is None:
@@ -48,13 +50,41 @@ def check_options(args) -> None:
         raise ValueError(f"--schedule {args.schedule} decays per epoch; a language model trains by steps: give "
                          "--schedule constant or cosine (to lr/10 at the last step)")
     if len(set(args.hidden)) > 1:
-        raise ValueError(f"--hidden {runs.show(args.hidden)}: a language model's recurrent layers have one width; give "
-                         "it once per layer, e.g. 512,512 for two layers of 512")
+        raise ValueError(f"--hidden {runs.show(args.hidden)}: a language model's layers have one width; give it once "
+                         "per layer, e.g. 512,512 for two layers of 512")
+    if args.warmup >= args.steps:
+        raise ValueError(f"--warmup {args.warmup}: the warmup must be shorter than the run's --steps {args.steps}")
+    _check_architecture(args)
     if getattr(args, "distributed", False):
         raise ValueError(f"--distributed: --model {args.model} trains on one device (data-parallel language models "
                          "are not supported yet)")
     if args.eval_every is not None and args.eval_every < 1:
         raise ValueError(f"--eval-every must be an integer >= 1 (steps), got {args.eval_every}")
+
+
+def _check_architecture(args) -> None:
+    """The options of one kind of language model only: --embed for the recurrent ones; --heads,
+    --tie for the GPT (whose embedding width is its --hidden width, and whose initialization is
+    GPT-2's, fixed)."""
+    from fnet import runs
+
+    if args.model != "gpt":
+        if args.embed < 1:
+            raise ValueError(f"--embed must be an integer >= 1, got {args.embed}")
+        for option in ("heads", "tie"):
+            if getattr(args, option):
+                raise ValueError(f"--{option} {runs.show(getattr(args, option))}: --model {args.model} is a recurrent "
+                                 f"language model; --{option} applies to --model gpt")
+        return
+    if args.embed:
+        raise ValueError(f"--embed {args.embed}: a GPT's embedding width is its width, --hidden (one per block, e.g. "
+                         f"{runs.show(args.hidden)})")
+    if args.init != "xavier":
+        raise ValueError(f"--init {args.init}: a GPT's initialization is fixed (GPT-2's: tables N(0, 0.02), "
+                         "projections Xavier)")
+    if args.heads < 1 or args.hidden[0] % args.heads:
+        raise ValueError(f"--heads {args.heads}: the heads must divide the width --hidden {args.hidden[0]} (each head "
+                         "takes width / heads columns)")
 
 
 def _load_text(args, data_dir):
@@ -66,15 +96,19 @@ def _load_text(args, data_dir):
 def build(options, vocab_size: int):
     """The network and optimizer of a language-model run from its options (a
     :class:`fnet.runs.RunOptions` or the parsed command line) and its vocabulary size; the one
-    place ``fnet train``, ``fnet evaluate`` and ``fnet sample`` build them. A cosine schedule
-    decays from ``lr`` to ``lr / 10`` over the run's steps (nanoGPT's ``min_lr``)."""
+    place ``fnet train``, ``fnet evaluate`` and ``fnet sample`` build them. The learning rate
+    rises linearly from 0 over ``warmup`` steps, then a cosine schedule decays it to ``lr / 10``
+    at the run's last step (nanoGPT's ``min_lr``), or it stays constant."""
     from fnet import cli_train, models, schedules
 
+    shape = {"heads": options.heads, "tie": options.tie} if options.model == "gpt" else {"embed": options.embed,
+                                                                                        "init": options.init}
     net = models.build(options.model, (options.context,), vocab_size, hidden=options.hidden, dropout=options.dropout,
-                       embed=options.embed, init=options.init,
-                       weight_decay=0.0 if options.optimizer == "adamw" else options.weight_decay)
-    lr = schedules.cosine(options.lr, options.steps, alpha=0.1) if options.schedule == "cosine" else options.lr
-    return net, cli_train.make_optimizer(options.optimizer, lr, options.weight_decay, options.clip)
+                       weight_decay=0.0 if options.optimizer == "adamw" else options.weight_decay, **shape)
+    decay = options.steps - options.warmup
+    lr = schedules.cosine(options.lr, decay, alpha=0.1) if options.schedule == "cosine" else options.lr
+    lr = schedules.warmup(lr, options.warmup)
+    return net, cli_train.make_optimizer(options.optimizer, lr, options.weight_decay, options.clip, options.beta2)
 
 
 def _check_run_size(args, net, opt, text) -> None:
@@ -90,7 +124,7 @@ def _check_run_size(args, net, opt, text) -> None:
     limits.check_steps(1, args.steps, option="--steps")
     batch = jax.ShapeDtypeStruct((args.batch_size, args.context), np.int32)
     sizes = " ".join(f"--{k.replace('_', '-')} {runs.show(getattr(args, k))}"
-                     for k in ("hidden", "embed", "context", "batch_size"))
+                     for k in ("hidden", "heads" if args.model == "gpt" else "embed", "context", "batch_size"))
     limits.check_memory(limits.step_memory(net, opt, batch, batch), sizes, limits.available_memory())
 
 
@@ -225,6 +259,10 @@ def sample(args) -> int:
         raise ValueError(f"--prompt: {str(e).removeprefix('encode: ')} (the run's {len(vocab)} characters are "
                          f"{vocab!r})") from None
     params, state = runs.load_best(run, net, opt, "sample")
+    kept = sampling.cropped(net, len(prompt))
+    if kept < len(prompt):
+        print(f"note: the prompt has {len(prompt)} characters; --model {run.options.model} sees at most its context of "
+              f"{kept}, so it continues the last {kept}", file=sys.stderr)
     ids = sampling.generate(net, nets.Variables(params, state), prompt, args.length, temperature=args.temperature,
                             key=jax.random.PRNGKey(seed))
     print(args.prompt + data.decode(ids, vocab))

@@ -20,7 +20,8 @@ NORMS = ("none", "batchnorm", "layernorm")
 TRAIN_DEFAULTS = {
     "data": "digits", "model": "mlp", "activation": "relu", "norm": "none", "weight_decay": 0.0, "init": "he",
     "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "lr_decay": 0.95, "early_stopping": None,
-    "grad": "manual", "seed": 0, "context": 0, "embed": 0, "clip": 0.0,
+    "grad": "manual", "seed": 0, "context": 0, "embed": 0, "clip": 0.0, "heads": 0, "tie": False, "warmup": 0,
+    "beta2": 0.999,
 }
 
 
@@ -82,11 +83,16 @@ def check_options(args) -> None:
     number("lr_decay", args.lr_decay, lambda v: 0 < v <= 1, "in (0, 1] (the factor applied per epoch)")
     number("weight_decay", args.weight_decay, lambda v: v >= 0, "a finite number >= 0")
     number("clip", args.clip, lambda v: v >= 0, "a finite number >= 0 (the gradients' global-norm bound; 0: none)")
+    number("beta2", args.beta2, lambda v: 0 < v < 1, "in (0, 1) (Adam's second-moment decay)")
+    if args.beta2 != TRAIN_DEFAULTS["beta2"] and args.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"--beta2 {args.beta2}: --optimizer {args.optimizer} has no second moment; --beta2 applies to "
+                         "adam and adamw")
     if args.dropout is not None or args.model == "mlp":  # None: a CNN's own rate
         number("dropout", args.dropout, lambda v: 0 <= v < 1, "in [0, 1) (the probability of dropping a unit)")
-    counts = ("steps", "context", "embed") if is_language_model(args.model) else ("epochs",)
+    counts = ("steps", "context") if is_language_model(args.model) else ("epochs",)
     for option in (*counts, "batch_size"):
         number(option, getattr(args, option), lambda v: v == int(v) and v >= 1, "an integer >= 1")
+    number("warmup", args.warmup, lambda v: v == int(v) and v >= 0, "an integer >= 0 (steps)")
     if args.early_stopping is not None:
         number("early_stopping", args.early_stopping, lambda v: v == int(v) and v >= 1, "an integer >= 1 (epochs)")
     limits.check_seed("--seed", args.seed)
@@ -120,7 +126,7 @@ def _check_model_options(args) -> None:
     if data.text_dataset_name(args.data) is not None:
         raise ValueError(f"--data {args.data} is a text: train a language model on it (--model "
                          f"{', '.join(cli_lm.language_models()[:-1])} or {cli_lm.language_models()[-1]})")
-    for option in ("steps", "context", "embed", "eval_every"):
+    for option in ("steps", "context", "embed", "eval_every", "warmup", "heads", "tie"):
         if getattr(args, option):
             raise ValueError(f"--{option.replace('_', '-')} {getattr(args, option)}: --model {args.model} trains by "
                              f"epochs; --{option.replace('_', '-')} applies to the language models "
@@ -214,12 +220,17 @@ def _make_learning_rate(args, steps_per_epoch: int):
     return schedules.cosine(args.lr, args.epochs * steps_per_epoch)
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float, clip: float = 0.0):
-    """The optimizer ``name`` at ``learning_rate`` (AdamW with its decoupled ``weight_decay``),
-    after clipping the gradients to a global norm of ``clip`` when ``clip > 0``."""
+def make_optimizer(name: str, learning_rate, weight_decay: float, clip: float = 0.0, beta2: float = 0.999):
+    """The optimizer ``name`` at ``learning_rate``, after clipping the gradients to a global norm
+    of ``clip`` when ``clip > 0``. AdamW decays the weights only (:func:`fnet.optim.weights_only`:
+    not biases, norms or position tables), by its decoupled ``weight_decay``; ``beta2`` is Adam's
+    and AdamW's second-moment decay."""
     from fnet import optim
 
-    opt = optim.adamw(learning_rate, weight_decay=weight_decay) if name == "adamw" else getattr(optim, name)(learning_rate)
+    if name == "adamw":
+        opt = optim.adamw(learning_rate, b2=beta2, weight_decay=weight_decay, mask=optim.weights_only)
+    else:
+        opt = optim.adam(learning_rate, b2=beta2) if name == "adam" else getattr(optim, name)(learning_rate)
     return optim.chain(optim.clip_by_global_norm(clip), opt) if clip > 0 else opt
 
 
@@ -413,11 +424,11 @@ def add_parser(sub) -> None:
                                   "shakespeare (bundled text: the language models' default)")
     p.add_argument("--data-dir", help="folder with the MNIST/Fashion-MNIST files (else $FNET_DATA, then ~/.cache/fnet)")
     p.add_argument("--model", help=f"the network: {', '.join(models.MODELS)} (default mlp; the CNNs take images; "
-                                   "lstm, rnn and gru are character language models, trained by --steps on "
+                                   "lstm, rnn, gru and gpt are character language models, trained by --steps on "
                                    "--data shakespeare (their default); cnn: the old name of small_cnn)")
     p.add_argument("--hidden", type=_sizes("--hidden"),
-                   help="hidden sizes of the MLP, e.g. 100,100 (default); a language model's recurrent layers, one "
-                        "width per layer (default 512)")
+                   help="hidden sizes of the MLP, e.g. 100,100 (default); a language model's layers, one width per "
+                        "layer: recurrent (default 512) or transformer blocks (default 192,192,192,192)")
     p.add_argument("--filters", type=_sizes("--filters"),
                    help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
     p.add_argument("--dense-width", type=_positive("--dense-width"),
@@ -442,6 +453,13 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, help="a language model's optimizer steps (default 3600)")
     p.add_argument("--context", type=int, help="a language model's window length in characters (default 128)")
     p.add_argument("--embed", type=int, help="a language model's embedding width (default 64)")
+    p.add_argument("--heads", type=int, help="the GPT's attention heads per block (default 4; they divide its width)")
+    p.add_argument("--tie", action="store_true", default=None,
+                   help="the GPT's output layer is its token table transposed (weight tying)")
+    p.add_argument("--warmup", type=int, metavar="STEPS",
+                   help="a language model's steps of linear warmup before its schedule (default: 100 for the GPT, "
+                        "else 0)")
+    p.add_argument("--beta2", type=float, help="Adam's and AdamW's second-moment decay (default 0.999; 0.99 for the GPT)")
     p.add_argument("--eval-every", type=int, metavar="STEPS",
                    help="a language model's steps between validation estimates and checkpoints (default 100)")
     p.add_argument("--clip", type=float,

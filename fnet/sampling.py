@@ -1,7 +1,8 @@
-"""Generating token ids from a language model, one token at a time with the recurrent state carried.
+"""Generating token ids from a language model, one token at a time: a recurrent model carries its
+state, a GPT re-runs its window.
 
 :func:`generate` continues a prompt with a character language model of :func:`fnet.models.char_lm`
-(re-exported as ``fnet.generate``)::
+or :func:`fnet.models.gpt` (re-exported as ``fnet.generate``)::
 
     ds = fnet.data.load_text("shakespeare")
     ids = fnet.generate(net, result.variables, ds.encode("ROMEO:"), 200, temperature=0.8, key=key)
@@ -10,7 +11,12 @@
 The prompt runs through the network once (every layer's modules on the whole prompt, their last
 hidden states kept); then each new token is drawn from the last step's scores and fed back as a
 sequence of length 1, each recurrent layer starting from its carried state (the modules'
-``initial_state``/``return_state`` forms). The generated positions are a ``lax.scan`` in one
+``initial_state``/``return_state`` forms). A GPT has no state to carry, and its position table
+limits it to ``context`` tokens: as nanoGPT's ``generate``, it runs the whole window of the last
+(at most) ``context`` tokens for every new token, and a longer prompt is CROPPED to its last
+``context`` tokens (:func:`cropped`; ``fnet sample`` says so). Its window is a fixed buffer of
+``context`` ids, filled from the left and shifted once full; the causal mask makes the scores of
+the filled positions independent of the unfilled ones. The generated positions are a ``lax.scan`` in one
 ``jit``-compiled program per network, compiled once per prompt shape and length: the temperature
 and the key are traced, so changing them never recompiles. Every layer runs in eval mode (no
 dropout).
@@ -40,8 +46,10 @@ def generate(net: Net, variables, prompt_ids, length: int, *, temperature: float
 
     Args:
       net: a network of :func:`fnet.models.char_lm` (its ``config`` a
-        :class:`~fnet.models.CharLMConfig`); the prompt may be longer or shorter than its
-        ``context``, which only sets the window length of training.
+        :class:`~fnet.models.CharLMConfig`; the prompt may be longer or shorter than its
+        ``context``, which only sets the window length of training) or of :func:`fnet.models.gpt`
+        (a :class:`~fnet.models.GPTConfig`; a prompt longer than its ``context`` is cropped to
+        its last ``context`` tokens).
       variables: the network's :class:`~fnet.nets.Variables` (e.g. ``result.variables`` of
         :func:`fnet.fit`), or its params.
       prompt_ids: integer token ids of shape (P,) or (N, P) (N prompts of the same length),
@@ -70,9 +78,10 @@ def generate(net: Net, variables, prompt_ids, length: int, *, temperature: float
     (2, 4)
     """
     fn = "generate"
-    if not isinstance(net, Net) or not isinstance(net.config, models.CharLMConfig):
+    if not isinstance(net, Net) or not isinstance(net.config, (models.CharLMConfig, models.GPTConfig)):
         got = type(net.config).__name__ if isinstance(net, Net) else type(net).__name__
-        raise TypeError(f"{fn}: net must be a language model of fnet.models.char_lm (config a CharLMConfig), got {got}")
+        raise TypeError(f"{fn}: net must be a language model of fnet.models.char_lm or fnet.models.gpt (config a "
+                        f"CharLMConfig or a GPTConfig), got {got}")
     params = variables.params if isinstance(variables, Variables) else variables
     _checks.tree(fn, "params", params, "the network's params (as net.init makes them)",
                  jax.eval_shape(net.init, jax.random.PRNGKey(0)).params)
@@ -84,8 +93,9 @@ def generate(net: Net, variables, prompt_ids, length: int, *, temperature: float
         raise ValueError(f"{fn}: key is None but temperature {temperature} > 0 samples; pass key=jax.random.PRNGKey(...) "
                          "(or temperature=0 for greedy decoding)")
     key = jax.random.PRNGKey(0) if key is None else key
-    ids = _program(net)(params, prompt.reshape(-1, prompt.shape[-1]), jnp.asarray(temperature, jnp.float32), key,
-                        length=length)
+    program = _window_program(net) if isinstance(net.config, models.GPTConfig) else _program(net)
+    ids = program(params, prompt.reshape(-1, prompt.shape[-1])[:, -cropped(net, prompt.shape[-1]):],
+                  jnp.asarray(temperature, jnp.float32), key, length=length)
     return ids[0] if prompt.ndim == 1 else ids
 
 
@@ -101,6 +111,46 @@ def _check_prompt(fn: str, prompt_ids, vocab_size: int):
         raise ValueError(f"{fn}: prompt_ids is empty (shape {shape}); give at least one token id to condition on")
     _checks.token_ids(fn, "prompt_ids", prompt_ids, vocab_size)
     return jnp.asarray(np.asarray(prompt_ids), jnp.int32)
+
+
+def cropped(net: Net, prompt_length: int) -> int:
+    """How many of a prompt's last tokens :func:`generate` conditions on: all of them for a
+    recurrent model, at most ``context`` for a GPT (its position table's length)."""
+    return min(prompt_length, net.config.context) if isinstance(net.config, models.GPTConfig) else prompt_length
+
+
+def _pick(scores, temperature, key):
+    """A token per row of ``scores`` (N, V): sampled at ``temperature``, or the argmax at 0."""
+    sampled = jax.random.categorical(key, scores / jnp.where(temperature > 0, temperature, 1.0), axis=-1)
+    return jnp.where(temperature > 0, sampled, jnp.argmax(scores, axis=-1)).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_program(net: Net):
+    """A GPT's ``(params, prompt (N, P <= context), temperature, key, *, length) -> ids (N,
+    length)``: each token from the scores at the last filled position of a window of ``context``
+    ids, run whole (jit-compiled)."""
+    context = net.config.context
+
+    def program(params, prompt, temperature, key, *, length):
+        n, p = prompt.shape
+        window = jnp.zeros((n, context), jnp.int32).at[:, :p].set(prompt)
+
+        def step(carry, t):
+            window, filled = carry
+            scores, _, _ = net.module.forward(params, {}, window, train=False)
+            token = _pick(jax.lax.dynamic_index_in_dim(scores, filled - 1, axis=1, keepdims=False), temperature,
+                          jax.random.fold_in(key, t))
+            # Once full, the window shifts left by one and the new token takes the last place.
+            window = jnp.where(filled < context, window, jnp.roll(window, -1, axis=1))
+            place = (jnp.zeros_like(filled), jnp.minimum(filled, context - 1))
+            window = jax.lax.dynamic_update_slice(window, token[:, None], place)
+            return (window, jnp.minimum(filled + 1, context)), token
+
+        _, ids = jax.lax.scan(step, (window, jnp.asarray(p, jnp.int32)), jnp.arange(length))
+        return ids.T
+
+    return jax.jit(program, static_argnames="length")
 
 
 @functools.lru_cache(maxsize=16)
@@ -123,21 +173,16 @@ def _program(net: Net):
                 x, _, _ = child.forward(params.get(name, {}), {}, x, train=False)
         return x, new_states
 
-    def pick(scores, temperature, key):
-        """A token per row of ``scores`` (N, V): sampled at ``temperature``, or the argmax at 0."""
-        sampled = jax.random.categorical(key, scores / jnp.where(temperature > 0, temperature, 1.0), axis=-1)
-        return jnp.where(temperature > 0, sampled, jnp.argmax(scores, axis=-1)).astype(jnp.int32)
-
     def program(params, prompt, temperature, key, *, length):
         dtype = jax.tree_util.tree_leaves(params)[0].dtype
         zeros = jnp.zeros((prompt.shape[0], cfg.hidden), dtype)
         scores, states = run(params, prompt, [(zeros,) * num_states] * cfg.layers)
-        first = pick(scores[:, -1], temperature, jax.random.fold_in(key, 0))
+        first = _pick(scores[:, -1], temperature, jax.random.fold_in(key, 0))
 
         def step(carry, t):
             token, states = carry
             scores, states = run(params, token[:, None], states)
-            token = pick(scores[:, -1], temperature, jax.random.fold_in(key, t))
+            token = _pick(scores[:, -1], temperature, jax.random.fold_in(key, t))
             return (token, states), token
 
         _, rest = jax.lax.scan(step, (first, states), jnp.arange(1, length))

@@ -133,7 +133,7 @@ def test_sample_prints_the_prompt_and_its_continuation(lm_run, capsys):
     (["--epochs", "3"], "--epochs 3: --model lstm is a language model, trained by --steps"),
     (["--data", "digits"], "--data digits: --model lstm is a character language model, which trains on a text; "
                            "give --data shakespeare"),
-    (["--hidden", "16,32"], "--hidden 16,32: a language model's recurrent layers have one width"),
+    (["--hidden", "16,32"], "--hidden 16,32: a language model's layers have one width"),
     (["--schedule", "step"], "--schedule step decays per epoch; a language model trains by steps"),
     (["--norm", "layernorm"], "--norm layernorm: --model lstm is a language model"),
     (["--eval-every", "0"], "--eval-every must be an integer >= 1 (steps), got 0"),
@@ -147,10 +147,14 @@ def test_bad_language_model_options_are_one_line_before_any_file(tmp_path, capsy
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--data", "shakespeare"], "--data shakespeare is a text: train a language model on it (--model lstm, rnn or gru)"),
+    (["--data", "shakespeare"], "--data shakespeare is a text: train a language model on it (--model lstm, rnn, gru or gpt)"),
     (["--steps", "10"], "--steps 10: --model mlp trains by epochs; --steps applies to the language models (lstm, rnn, "
-                        "gru)"),
+                        "gru, gpt)"),
     (["--embed", "8"], "--embed 8: --model mlp trains by epochs"),
+    (["--warmup", "5"], "--warmup 5: --model mlp trains by epochs"),
+    (["--heads", "2"], "--heads 2: --model mlp trains by epochs"),
+    (["--tie"], "--tie True: --model mlp trains by epochs"),
+    (["--beta2", "0.99", "--optimizer", "sgd"], "--beta2 0.99: --optimizer sgd has no second moment"),
 ])
 def test_language_model_options_for_the_other_models_are_refused(tmp_path, capsys, options, message):
     assert cli.main(["train", "--out", str(tmp_path / "run"), *options]) == 2

@@ -49,6 +49,40 @@ def test_greedy_is_the_argmax_of_the_full_forward_on_the_generated_prefix(cell, 
     np.testing.assert_array_equal(fnet.generate(net, params, prompt[1], 8, temperature=0), ids[1])
 
 
+def _gpt_scores(net, params, ids):
+    """A GPT's own scores for ids (N, L <= context): its modules on the window of L tokens alone."""
+    return np.asarray(net.module.forward(params, {}, np.asarray(ids), train=False)[0])
+
+
+@pytest.mark.parametrize("prompt_length", [2, 7])
+def test_gpt_greedy_is_the_argmax_of_the_forward_on_the_last_context_tokens(prompt_length):
+    # The reference re-runs the network on the last min(L, context) tokens of the sequence so far,
+    # as nanoGPT's generate does; fnet's program runs a fixed window of context ids instead. float64
+    # so that the two shapes' rounding cannot flip an argmax.
+    context = 5
+    net = models.gpt(V, context, layers=2, heads=2, width=8, dtype="float64")
+    params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(2), a.shape, a.dtype),
+                          net.init(jax.random.PRNGKey(1)).params)
+    prompt = np.arange(2 * prompt_length).reshape(2, prompt_length) % V
+    ids = np.asarray(fnet.generate(net, params, prompt, 9, temperature=0))
+    sequence = prompt[:, -context:]
+    for t in range(9):
+        expected = _gpt_scores(net, params, sequence[:, -context:])[:, -1].argmax(-1)
+        np.testing.assert_array_equal(ids[:, t], expected)
+        sequence = np.concatenate([sequence, ids[:, t:t + 1]], axis=1)
+    assert sampling.cropped(net, prompt_length) == min(prompt_length, context)
+
+
+def test_gpt_sampling_is_deterministic_per_key_and_compiles_once():
+    net = models.gpt(V, 4, layers=1, heads=1, width=4)
+    variables = net.init(jax.random.PRNGKey(0))
+    sampling._window_program.cache_clear()
+    a, b = (fnet.generate(net, variables, [1, 2], 12, temperature=0.8, key=jax.random.PRNGKey(5)) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    fnet.generate(net, variables, [3, 4], 12, temperature=1.5, key=jax.random.PRNGKey(6))
+    assert sampling._window_program(net)._cache_size() == 1
+
+
 def test_a_fixed_key_gives_the_same_ids_and_the_program_compiles_once(lm):
     net, variables = lm
     prompt = np.array([3, 1])
@@ -119,8 +153,8 @@ def test_bad_input_is_named(lm, call, error, message):
 def test_only_language_models_with_their_own_params_generate(lm):
     net, variables = lm
     mlp = fnet.mlp(4, [3], V)
-    with pytest.raises(TypeError, match=r"generate: net must be a language model of fnet.models.char_lm \(config a "
-                                        r"CharLMConfig\), got MLPConfig"):
+    with pytest.raises(TypeError, match=r"generate: net must be a language model of fnet.models.char_lm or "
+                                        r"fnet.models.gpt \(config a CharLMConfig or a GPTConfig\), got MLPConfig"):
         fnet.generate(mlp, mlp.init(jax.random.PRNGKey(0)), np.array([1]), 3, temperature=0)
     other = models.char_lm(V, embed=4, hidden=5, layers=2, context=4)
     with pytest.raises(ValueError, match=r"generate: params does not match the network's params.*shapes differ"):

@@ -62,7 +62,7 @@ _LM_PRESET = {"data": "shakespeare", "steps": 3600, "batch_size": 32, "context":
 #: The GPT's ``fnet train`` defaults (nanoGPT's recipe for character models at a CPU's size).
 _GPT_PRESET = {"data": "shakespeare", "steps": 6000, "batch_size": 16, "context": 128, "heads": 4, "lr": 2e-3,
                "warmup": 100, "schedule": "cosine", "clip": 1.0, "optimizer": "adamw", "beta2": 0.99,
-               "weight_decay": 0.1, "dropout": 0.1}
+               "weight_decay": 0.1, "dropout": 0.1, "init": "xavier"}
 
 #: The zoo: name -> :class:`Model`.
 MODELS = {

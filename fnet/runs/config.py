@@ -31,8 +31,11 @@ class RunOptions:
     A language model trains for ``steps`` (``epochs`` and ``early_stopping`` None) on windows of
     ``context`` characters with an embedding of width ``embed``; the other models train for
     ``epochs`` (``steps`` None, ``context`` and ``embed`` 0). ``clip`` is the global-norm bound of
-    the gradients (0: none). The last four fields have defaults, so that a config.json written
-    before they existed reads as the run it was.
+    the gradients (0: none). A GPT has ``heads`` attention heads (0 for the other models), ties
+    its head to its token table when ``tie``; ``warmup`` steps of linear warmup precede a
+    language model's schedule; ``beta2`` is Adam's and AdamW's second-moment decay. The fields
+    from ``steps`` on have defaults, so that a config.json written before they existed reads as
+    the run it was.
     """
 
     data: str
@@ -58,6 +61,10 @@ class RunOptions:
     context: int = 0
     embed: int = 0
     clip: float = 0.0
+    heads: int = 0
+    tie: bool = False
+    warmup: int = 0
+    beta2: float = 0.999
 
 
 RUN_OPTIONS = tuple(f.name for f in dataclasses.fields(RunOptions))
@@ -73,7 +80,7 @@ def show(value) -> str:
 
 def describe(options: RunOptions) -> str:
     """The options that shape the checkpoint, as command-line flags (for messages)."""
-    shown = ("data", "model", "hidden", "filters", "norm", "optimizer", "embed", "clip")
+    shown = ("data", "model", "hidden", "filters", "norm", "optimizer", "embed", "heads", "tie", "clip")
     return " ".join(f"--{k.replace('_', '-')} {show(getattr(options, k))}" for k in shown
                     if k not in _OPTIONAL or getattr(options, k) != _OPTIONAL[k])
 
