@@ -39,8 +39,6 @@ rename load, and a CNN's dense width, once its ``hidden`` field, is ``dense_widt
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from fnet.models.char_lm import CELLS, CharLMConfig, char_lm, char_lm_module, describe_char_lm
 from fnet.models.cnn import ALIASES, ARCHITECTURES, CNNConfig, cnn, cnn_module, describe_cnn
 from fnet.models.gpt import GPTConfig, block, describe_gpt, gpt, gpt_module
