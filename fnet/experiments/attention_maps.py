@@ -27,9 +27,8 @@ windows of 64: every character is a query once, at its place in its window):
 
 Chance is what uniform causal attention (1 / (t + 1) on each of t + 1 keys) gives on the same
 positions. A head FOLLOWS a pattern when its score is above :data:`THRESHOLD` = 0.5, more than
-half of its weight on that one position on average (the targets of the patterns at one position
-are distinct positions, so no two of them can both get more than half there), and at least
-:data:`LIFT` times chance (the previous character's chance is 0.06 in windows of 64, so 0.5 is
+half of its weight on that one position on average (a majority no other position can have), and
+at least :data:`LIFT` times chance (the previous character's chance is 0.06 in windows of 64, so 0.5 is
 8 times it). Every head's strongest pattern (its highest score / chance) is reported beside.
 
 Brackets and double quotes do not occur in tiny-shakespeare (its 65 characters have none), so
