@@ -286,7 +286,8 @@ def plot(result: dict, path) -> None:
     plt = plots.pyplot()
     weights = np.asarray(result["line_weights"])
     n_layers, n_heads, t = weights.shape[:3]
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(4.4 * n_heads, 4.7 * n_layers), squeeze=False)
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(4.4 * n_heads, 4.8 * n_layers), squeeze=False,
+                             layout="constrained")
     chars = [_shown(c) for c in result["line"]]
     for h in result["heads"]:
         ax = axes[h["layer"] - 1][h["head"] - 1]
@@ -304,5 +305,4 @@ def plot(result: dict, path) -> None:
                  f"(val loss {result['val_loss']:.2f})\ntitles: mean weights over {result['windows']} "
                  f"validation windows; follows: > {result['threshold']} and > {result['lift']:g} x chance",
                  fontsize=9)
-    fig.tight_layout()
     plots.save_figure(fig, path, dpi=120)
