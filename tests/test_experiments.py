@@ -28,7 +28,7 @@ from fnet.experiments import optimizer_paths as op
 MINE = ("optimizer-mnist", "init-histograms", "init-compare", "batchnorm-scales", "depth-sensitivity",
         "overfit-weight-decay", "overfit-dropout", "adagrad-decay", "linear-regression", "logistic-regression",
         "loop-vs-vectorized", "shallow-net", "linear-collapse", "sin-regression", "numerical-descent", "conv-filters", "cnn-overfit", "conv-vs-mlp",
-        "vanishing-gradients", "char-lm", "bptt-truncation")
+        "vanishing-gradients", "char-lm", "bptt-truncation", "attention-maps")
 
 
 def _protocol(name, tmp_path, data_dir=None):
@@ -381,6 +381,123 @@ def test_bptt_truncation_gradients_equal_autodiff_from_a_carried_state():
     h, c, _ = fnet.layers.lstm_state_forward(e, h0, c0, lstm["Wx"], lstm["Wh"], lstm["b"])
     np.testing.assert_allclose(h2, h[:, -1], rtol=1e-13)
     np.testing.assert_allclose(c2, c, rtol=1e-13)
+
+
+# ------------------------------------------------------------------------------- attention
+
+
+def test_attention_maps(tmp_path):
+    from fnet.experiments import attention_maps as am
+
+    r = _protocol("attention-maps", tmp_path)
+    c = r["config"]
+    w = np.asarray(r["line_weights"])
+    t = len(am.LINE)
+    assert w.shape == (c["layers"], c["heads"], t, t)
+    # every row a distribution over the keys (float32 softmax: a sum of <= T terms; the JSON keeps
+    # 4 decimals, so each of the T weights is off by up to 5e-5), zero above the diagonal (causal)
+    np.testing.assert_allclose(w.sum(-1), 1, atol=t * 5e-5)
+    assert np.all(np.triu(w, 1) == 0) and np.all(w >= 0)
+    assert r["checks"]["row_sum_error"] <= rounding_rtol(np.float32, terms=c["context"])
+    assert r["checks"]["future_weight"] == 0.0  # masked scores are the most negative float: exp underflows to 0
+    assert len(r["heads"]) == c["layers"] * c["heads"] and r["windows"] == c["windows"]
+    for h in r["heads"]:
+        assert all(v is None or 0 <= v <= 1 for v in h["scores"].values())
+        assert 0 <= h["entropy"] <= r["uniform_entropy"] * (1 + 1e-6)  # each position's is <= log(t + 1)
+        assert set(h["follows"]) <= set(am.PATTERNS)
+    assert r["positions"]["previous"] == r["windows"] * (c["context"] - 1)
+
+
+def test_attention_maps_quote_pairs_and_word_starts():
+    from fnet.experiments import attention_maps as am
+
+    assert am.quote_pairs(am.LINE) == [(23, 0), (57, 36)]  # 'Frets, ... these?' and 'I'll fume\nwith them:'
+    assert am.quote_pairs("talk'") == [] and am.quote_pairs("'tis talk'd") == []  # an unknown next char; elisions
+    targets = am.pattern_targets("ab cde\nfg")
+    assert targets["word_start"] == [(5, 3)]  # "e" -> "c"; "d" is c's neighbour, "fg" too short
+    assert targets["newline"] == [(8, 6)]     # "g" -> "\n"; "f" is its neighbour
+    assert targets["previous"][0] == (1, 0) and targets["self"][-1] == (8, 8)
+
+
+def test_attention_maps_scores_of_known_patterns():
+    """A head that puts all its weight on the previous character and one that attends uniformly:
+    the scores, chance levels, entropies and labels follow from the definitions."""
+    from fnet.experiments import attention_maps as am
+
+    windows = ["ab cdefg hij klmn opq rstuv wxyz", "the quick brown fox jumps over t"]
+    t = len(windows[0])  # long enough for 1 > LIFT x chance
+    previous = np.eye(t, k=-1)
+    previous[0, 0] = 1
+    uniform = np.tril(np.ones((t, t))) / np.arange(1, t + 1)[:, None]
+    maps = np.broadcast_to(np.stack([previous, uniform])[None, None], (1, 2, 2, t, t))
+    r = am.head_scores([(maps, windows)])
+    chance = np.mean(1 / np.arange(2, t + 1))
+    np.testing.assert_allclose(r["scores"]["previous"], [[1.0, chance]], rtol=1e-12)
+    np.testing.assert_allclose(r["chance"]["previous"], chance, rtol=1e-12)
+    np.testing.assert_allclose(r["scores"]["word_start"][0][1], r["chance"]["word_start"], rtol=1e-12)
+    np.testing.assert_allclose(r["entropy"], [[0.0, r["uniform_entropy"]]], atol=1e-12)
+    assert r["scores"]["matching_quote"] == [[None, None]] and r["chance"]["matching_quote"] is None
+    assert am.classify(r["scores"], r["chance"]) == [[["previous"], []]]
+    assert r["checks"] == {"row_sum_error": pytest.approx(0, abs=1e-15), "future_weight": 0.0}
+
+
+def _layernorm(z, p, eps=1e-5):
+    return (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + eps) * p["gamma"] + p["beta"]
+
+
+def _numpy_attention_maps(body, table, x, heads):
+    """The attention weights of every block of a GPT recomputed in NumPy from its parameters:
+    the embeddings, then per block the layer norm, softmax(q k^T / sqrt(d)) under the causal mask,
+    the heads' output and the GELU MLP, each added to the residual stream."""
+    from scipy.special import erf
+
+    n, t = x.shape
+    h = table[x] + body["position_embedding1"]["P"][:t]
+    maps, k = [], 1
+    while f"serial{k}" in body:
+        attn = body[f"serial{k}"]["residual1"]["branches"]["block"]
+        mlp = body[f"serial{k}"]["residual2"]["branches"]["block"]
+        z, sa = _layernorm(h, attn["layernorm1"]), attn["self_attention1"]
+        q, key, v = ((z @ sa[f"W{c}"] + sa[f"b{c}"]).reshape(n, t, heads, -1).transpose(0, 2, 1, 3) for c in "qkv")
+        scores = q @ key.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+        scores = np.where(np.tril(np.ones((t, t), bool)), scores, -np.inf)
+        p = np.exp(scores - scores.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        maps.append(p)
+        h = h + (p @ v).transpose(0, 2, 1, 3).reshape(n, t, -1) @ sa["Wo"] + sa["bo"]
+        a = _layernorm(h, mlp["layernorm1"]) @ mlp["temporal_dense1"]["W"] + mlp["temporal_dense1"]["b"]
+        h = h + (a * 0.5 * (1 + erf(a / np.sqrt(2)))) @ mlp["temporal_dense2"]["W"] + mlp["temporal_dense2"]["b"]
+        k += 1
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_attention_maps_are_the_forward_pass_weights(tie):
+    """The weights read from the forward cache equal an independent NumPy forward pass of the
+    same parameters (float64), in every layer and head; rows sum to 1 and are causal."""
+    from fnet.experiments import attention_maps as am
+
+    layers_, heads, width, t = 2, 2, 8, 6
+    net = fnet.gpt(11, context=t, layers=layers_, heads=heads, width=width, tie=tie, dtype="float64")
+    variables = net.init(jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)  # move every parameter off its init (biases 0, gammas 1)
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a) + rng.normal(0, 0.3, a.shape), variables.params)
+    x = rng.integers(0, 11, (3, t))
+    maps = am.attention_maps(net, (params, variables.state), x)
+    assert maps.shape == (layers_, 3, heads, t, t)
+    body, table = (params["body"], params["embedding"]["W"]) if tie else (params, params["embedding1"]["W"])
+    expected = _numpy_attention_maps(body, table, x, heads)
+    # the longest chain of sums per block: layer norms (E), projections (E), q k^T (d), softmax
+    # and weighted values (T), Wo (E), the MLP (E + 4E)
+    terms = layers_ * (9 * width + width // heads + 2 * t)
+    np.testing.assert_allclose(maps, expected, rtol=rounding_rtol(np.float64, terms=terms),
+                               atol=rounding_rtol(np.float64, terms=terms))
+    np.testing.assert_allclose(maps.sum(-1), 1, rtol=rounding_rtol(np.float64, terms=t))
+    assert np.all(np.triu(maps, 1) == 0)
+    _, _, cache = net.module.forward(params, variables.state, x, train=False)
+    prefix = "body/" if tie else ""
+    assert [path for path, _ in am.attention_weights(net.module, cache)] == [
+        f"{prefix}serial{k}/residual1/branches/block/self_attention1" for k in (1, 2)]
 
 
 # --------------------------------------------------------------------------------------------

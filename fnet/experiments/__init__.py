@@ -39,6 +39,7 @@ MODULES = (
     "vanishing_gradients",
     "char_lm",
     "bptt_truncation",
+    "attention_maps",
 )
 
 
