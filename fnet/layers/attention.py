@@ -21,8 +21,13 @@ with dropout, the scaled dropout mask of the same shape, and the backward reads 
 mask (one more (S, T, d) product per head and a softmax) and regenerates the dropout mask from the
 kept PRNG key, bit for bit, so both forms give the same gradients. Recomputing trades that time for
 the O(N h S T) memory that lives from the forward to the backward (the (N, h, T, T) weights of every
-layer of a transformer during its backward pass): a win where those arrays dominate the memory or
-their traffic costs more than the product (long sequences); see ``benchmarks/transformer_step.py``.
+layer of a transformer during its backward pass). The default stores: where the forward and the
+backward are compiled into one step on XLA's CPU backend, the compiler merges the recomputation
+with the forward's identical product (its CPU pipeline expands the optimization barrier that
+forbids this before its last common-subexpression pass), so both forms compile to the same program,
+same time and same peak memory (measured in ``benchmarks/transformer_step.py``); the saving is real
+where the cache crosses a program boundary (forward and backward called separately) and on backends
+that keep the barrier.
 """
 
 from __future__ import annotations
@@ -147,6 +152,11 @@ def attention_backward(dout, cache: AttentionCache):
     q, k, v, weights, dropout_mask, mask, dropout_key, dropout_rate = cache
     _checks.upstream("attention_backward", dout, (*q.shape[:3], v.shape[3]))
     if weights is None:
+        # In a step compiled with its forward, XLA's common-subexpression elimination would reuse
+        # the forward's identical softmax(q k^T), keeping the weights alive after all; the barrier
+        # forbids that and, tying q and k to dout, schedules the recomputation in the backward.
+        # (XLA's CPU pipeline drops barriers before its last CSE pass: see the module docstring.)
+        q, k, dout = jax.lax.optimization_barrier((q, k, dout))
         weights = _weights(q, k, mask)
         if dropout_key is not None:
             dropout_mask = _dropout_mask(dropout_key, dropout_rate, weights)

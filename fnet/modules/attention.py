@@ -21,7 +21,8 @@ Projection weights are (E, E) from ``init`` ("xavier": N(0, 1/E)), biases zeros.
 modules take ``recompute``: False (the default) keeps each layer's attention weights (N, h, T, T)
 from the forward to the backward; True keeps only q, k, v (and the dropout key) and recomputes the
 weights in the backward, one more (T, T, d) product per head for O(N h T^2) less memory (see
-:mod:`fnet.layers.attention` and ``benchmarks/transformer_step.py`` for the measured trade).
+:mod:`fnet.layers.attention` for when the compiler keeps that trade, and
+``benchmarks/transformer_step.py`` for the measurement).
 """
 
 from __future__ import annotations
