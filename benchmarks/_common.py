@@ -339,11 +339,12 @@ def numpy_adam(params: list, lr: float, b1: float = 0.9, b2: float = 0.999, eps:
     return update
 
 
-def peers(make_torch: Callable, make_numpy: Callable, numpy_name: str, *, device: str,
+def peers(make_torch: Callable, make_numpy: Callable | None, numpy_name: str | None, *, device: str,
           torch_compile: bool, numpy_skip: str | None = None) -> tuple[list, dict]:
     """The peer implementations that run outside JAX: ``make_torch(name, compile_model=...)`` for
     "torch eager" and (when ``torch_compile``) "torch compile", ``make_numpy()`` on the CPU only
-    and unless ``numpy_skip`` gives a reason not to run it (e.g. too slow at this size).
+    and unless ``numpy_skip`` gives a reason not to run it (e.g. too slow at this size); no NumPy
+    row at all where ``make_numpy`` is None (a benchmark without a NumPy implementation).
     Returns ``(impls, not_run)``, ``not_run`` saying why each missing one did not run."""
     impls, not_run = [make_torch("torch eager", compile_model=False)], {}
     if torch_compile:
@@ -353,6 +354,8 @@ def peers(make_torch: Callable, make_numpy: Callable, numpy_name: str, *, device
             not_run["torch compile"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     else:
         not_run["torch compile"] = "skipped (--no-torch-compile or quick mode)"
+    if make_numpy is None:
+        return impls, not_run
     if device != "cpu":
         not_run[numpy_name] = "CPU only"
     elif numpy_skip:

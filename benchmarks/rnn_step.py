@@ -45,13 +45,12 @@ to ``DIR/rnn_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
 from __future__ import annotations
 
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import _common
+from benchmarks import _common, _lm
 from fnet import combinators, data, losses, modules, optim
 
 LR, CLIP, EMBED = 2e-3, 1.0, 64
@@ -67,13 +66,6 @@ def step_flops(hidden: int, embed: int, vocab: int, batch: int, steps: int) -> d
     """Matmul flops of one training step (see the module docstring), T = ``steps``."""
     forward = 2 * batch * steps * (4 * hidden * (embed + hidden) + hidden * vocab)
     return {"forward": forward, "backward": 2 * forward, "total": 3 * forward}
-
-
-def make_batches(ds, batch: int, steps: int, n: int, seed: int = 0):
-    """``n`` batches of random windows of the training text: ids and targets, each (n, B, T) int32."""
-    keys = jax.random.split(jax.random.PRNGKey(seed), n)
-    ids, y = zip(*(data.random_windows(k, jnp.asarray(ds.train), batch, steps) for k in keys))
-    return np.stack(ids), np.stack(y)
 
 
 # ------------------------------------------------------------------------------------ fnet
@@ -104,46 +96,8 @@ def fnet_loss_and_grad(model, grad: str):
 def _fnet(grad: str, scanned: bool, model, params0, ids, y) -> _common.Impl:
     """fnet's step (one compiled call per batch) or epoch (every batch in one ``lax.scan``)."""
     opt = optim.chain(optim.clip_by_global_norm(CLIP), optim.adam(LR))
-    loss_and_grad = fnet_loss_and_grad(model, grad)
-
-    def step(params, opt_state, batch):
-        loss, grads = loss_and_grad(params, *batch)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state, loss
-
-    def epoch(params, opt_state, ids, y):
-        def body(carry, batch):
-            params, opt_state, loss = step(*carry, batch)
-            return (params, opt_state), loss
-
-        (params, opt_state), step_losses = jax.lax.scan(body, (params, opt_state), (ids, y))
-        return params, opt_state, step_losses
-
-    carry = [jax.tree_util.tree_map(jnp.copy, params0), None]
-    carry[1] = opt.init(carry[0])
-    ids, y = jnp.asarray(ids), jnp.asarray(y)
-    fn, args = (epoch, (ids, y)) if scanned else (step, ((ids[0], y[0]),))
-    compile_s, compiled = _common.timed(lambda: jax.jit(fn, donate_argnums=(0, 1)).lower(*carry, *args).compile())
-    name = f"fnet {grad} {'epoch' if scanned else 'step'}"
-    impl = _common.Impl(name, None, ids.shape[0], compile_s=compile_s, memory=_common.compiled_memory(compiled))
-
-    def rep():
-        t0 = time.perf_counter()
-        if scanned:
-            p, o, out = compiled(*carry, ids, y)
-        else:
-            (p, o), out = carry, []
-            for batch in zip(ids, y):
-                p, o, loss = compiled(p, o, batch)
-                out.append(loss)
-        jax.block_until_ready((p, o, out))
-        dt = time.perf_counter() - t0
-        carry[:] = [p, o]
-        impl.losses.extend(np.asarray(jnp.stack(out) if isinstance(out, list) else out).tolist())
-        return dt
-
-    impl.rep = rep
-    return _common.first_call(impl)
+    return _lm.fnet_steps(f"fnet {grad} {'epoch' if scanned else 'step'}", fnet_loss_and_grad(model, grad), opt,
+                          params0, ids, y, scanned=scanned)
 
 
 def _lstm_blocks(a, hidden: int) -> dict:
@@ -213,21 +167,8 @@ def _torch(name, params0, ids, y, hidden: int, device: str, compile_model: bool)
         model.lstm.weight_hh_l0.copy_(rows(lstm["Wh"]))
         model.lstm.bias_ih_l0.copy_(rows(lstm["b"][None])[:, 0])
         model.lstm.bias_hh_l0.zero_()
-    model = model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    loss_fn = nn.CrossEntropyLoss()
-    forward = torch.compile(model) if compile_model else model
-    batches = [(torch.from_numpy(a).long().to(device), torch.from_numpy(b).long().to(device)) for a, b in zip(ids, y)]
-
-    def step(x, t):
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(forward(x).reshape(-1, vocab), t.reshape(-1))
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        opt.step()
-        return loss.detach()
-
-    return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
+    return _lm.torch_loop(name, model, ids, y, device=device, compile_model=compile_model,
+                          make_optimizer=lambda params: torch.optim.Adam(params, lr=LR), clip=CLIP)
 
 
 # ------------------------------------------------------------------------------------ numpy
@@ -317,7 +258,7 @@ def bench_config(spec, *, ds, reps, device, torch_compile, matmul_n) -> dict:
     vocab = ds.vocab_size
     model = fnet_model(vocab, embed, hidden)
     params0, _, _ = model.init(jax.random.PRNGKey(0), (batch, steps))
-    ids, y = make_batches(ds, batch, steps, per_rep)
+    ids, y = _lm.text_batches(ds, batch, steps, per_rep)
     impls = [_fnet(grad, scanned, model, params0, ids, y) for grad in ("manual", "autodiff") for scanned in (False, True)]
     impls.append(_flax(params0, ids, y, hidden, vocab))
     skip = (f"skipped at H = {hidden} (> {NUMPY_MAX_HIDDEN}): its Python loops over T take seconds per step"

@@ -57,22 +57,61 @@ def test_attention_matches_numpy_and_a_fully_masked_row_is_finite(n, h, s, t, d)
         np.testing.assert_allclose(out, numpy_attention(*map(np.asarray, (q, k, v)), mask), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("masked", [False, True])
-def test_attention_backward_matches_vjp(dropout, masked):
+def test_attention_backward_matches_vjp(dropout, masked, recompute):
     q, k, v = _normal(0, (2, 2, 4, 3)), _normal(1, (2, 2, 5, 3)), _normal(2, (2, 2, 5, 6))
     mask, key = (_mask(4, 5) if masked else None), jax.random.PRNGKey(7)
 
     def forward(q, k, v):
         return layers.attention_forward(q, k, v, mask=mask, dropout=dropout, key=key)[0]
 
-    out, cache = layers.attention_forward(q, k, v, mask=mask, dropout=dropout, key=key)
+    out, cache = layers.attention_forward(q, k, v, mask=mask, dropout=dropout, key=key, recompute=recompute)
+    np.testing.assert_array_equal(out, forward(q, k, v))  # recompute changes the cache, not the output
     dout = _normal(3, out.shape)
     manual = layers.attention_backward(dout, cache)
     expected = jax.vjp(forward, q, k, v)[1](dout)
     chex.assert_trees_all_close(manual, expected, rtol=rounding_rtol(np.float64, terms=5 * 6), atol=1e-13)
     if masked:  # the fully masked first row does not depend on q
         assert float(jnp.max(jnp.abs(manual[0][:, :, 0]))) == 0.0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_recomputed_weights_give_the_stored_gradients_and_keep_no_weights(dropout):
+    q, k, v = _normal(0, (2, 3, 4, 3)), _normal(1, (2, 3, 6, 3)), _normal(2, (2, 3, 6, 5))
+    mask, key = _mask(4, 6), jax.random.PRNGKey(3)
+    dout = _normal(3, (2, 3, 4, 5))
+    stored, recomputed = (layers.attention_forward(q, k, v, mask=mask, dropout=dropout, key=key, recompute=r)[1]
+                          for r in (False, True))
+    # recomputed: nothing of the weights' (N, h, S, T) shape is kept; with dropout, the key is
+    assert recomputed.weights is None and recomputed.dropout_mask is None
+    assert (recomputed.dropout_key is not None) == (dropout > 0)
+    # The backward recomputes the forward's very weights and dropout mask (the same operations on
+    # the same q, k and key), so the two backward passes run the same arithmetic: equal to the
+    # rounding of the softmax's and the products' sums over T and d (not one CPU's printout).
+    chex.assert_trees_all_close(layers.attention_backward(dout, recomputed), layers.attention_backward(dout, stored),
+                                rtol=rounding_rtol(np.float64, terms=6 + 5), atol=1e-14)
+
+
+def test_multi_head_attention_recompute_with_dropout_matches_vjp():
+    e, heads = 6, 2
+    query, key, value = _normal(0, (2, 4, e)), _normal(1, (2, 5, e)), _normal(2, (2, 5, e))
+    params, mask, rng = _mha_params(e), _mask(4, 5), jax.random.PRNGKey(5)
+
+    def forward(query, key, value, params):
+        return layers.multi_head_attention_forward(query, key, value, params, num_heads=heads, mask=mask,
+                                                   dropout=0.4, rng=rng)[0]
+
+    out, cache = layers.multi_head_attention_forward(query, key, value, params, num_heads=heads, mask=mask,
+                                                     dropout=0.4, rng=rng, recompute=True)
+    assert cache.attention.weights is None
+    dout = _normal(3, out.shape)
+    expected = jax.vjp(forward, query, key, value, params)[1](dout)
+    rtol = rounding_rtol(np.float64, terms=4 * e * e)
+    scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(expected))
+    chex.assert_trees_all_close(layers.multi_head_attention_backward(dout, cache), expected, rtol=rtol,
+                                atol=rtol * scale)
 
 
 def _mha_params(e, key=0):
@@ -151,8 +190,13 @@ def test_bad_input_is_named():
         layers.multi_head_attention_forward(x, x, x, _mha_params(6), num_heads=4)
     with pytest.raises(ValueError, match=r"multi_head_attention_forward: params"):
         layers.multi_head_attention_forward(x, x, x, _mha_params(4), num_heads=2)
-    _, cache = layers.attention_forward(q, q, q)
-    with pytest.raises(ValueError, match=r"attention_backward: dout"):
-        layers.attention_backward(jnp.zeros((1, 2, 3, 5)), cache)
+    with pytest.raises(ValueError, match=r"attention_forward: mask of shape \(2, 1, 2, 3, 3\) does not broadcast"):
+        layers.attention_forward(q, q, q, mask=jnp.ones((2, 1, 2, 3, 3), bool))  # broadcasts, but to more than (N, h, S, T)
+    for recompute in (False, True):
+        with pytest.raises(ValueError, match=r"attention_forward: dropout 0.5 > 0 needs a PRNG key"):
+            layers.attention_forward(q, q, q, dropout=0.5, recompute=recompute)
+        _, cache = layers.attention_forward(q, q, q, recompute=recompute)
+        with pytest.raises(ValueError, match=r"attention_backward: dout"):
+            layers.attention_backward(jnp.zeros((1, 2, 3, 5)), cache)
     with pytest.raises(ValueError, match=r"gelu_forward: approximate must be one of \('erf', 'tanh'\), got 'fast'"):
         layers.gelu_forward(q, approximate="fast")

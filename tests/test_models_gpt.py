@@ -18,6 +18,14 @@ def test_gpt_gradients_three_ways_with_dropout_and_weight_decay():
     assert gradcheck.check_network(net, tokens[:, :-1], tokens[:, 1:]).passed
 
 
+def test_a_recomputing_gpt_checks_three_ways_and_keeps_its_config():
+    net = fnet.gpt(7, 4, layers=2, heads=2, width=4, dropout=0.2, dtype="float64", recompute=True)
+    tokens = np.random.default_rng(0).integers(0, 7, (2, 5))
+    assert gradcheck.check_network(net, tokens[:, :-1], tokens[:, 1:]).passed
+    # how the backward runs, not the model: the same config as the storing GPT's
+    assert net.config == fnet.gpt(7, 4, layers=2, heads=2, width=4, dropout=0.2, dtype="float64").config
+
+
 def test_a_tied_gpt_checks_three_ways_and_shares_one_table():
     net = fnet.gpt(7, 4, layers=1, heads=2, width=4, dropout=0.2, tie=True, dtype="float64")
     tokens = np.random.default_rng(1).integers(0, 7, (2, 5))

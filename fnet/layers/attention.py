@@ -14,6 +14,20 @@ on them.
 
 Dropout acts on the attention weights (after the softmax), as in cs231n and PyTorch's
 ``nn.MultiheadAttention``; ``dropout`` is the DROP probability (see :mod:`fnet.layers.dropout`).
+
+Store or recompute: by default the forward's cache keeps the attention weights (N, h, S, T) and,
+with dropout, the scaled dropout mask of the same shape, and the backward reads them. With
+``recompute=True`` the cache keeps neither: the backward recomputes the weights from q, k and the
+mask (one more (S, T, d) product per head and a softmax) and regenerates the dropout mask from the
+kept PRNG key, bit for bit, so both forms give the same gradients. Recomputing trades that time for
+the O(N h S T) memory that lives from the forward to the backward (the (N, h, T, T) weights of every
+layer of a transformer during its backward pass). The default stores: where the forward and the
+backward are compiled into one step on XLA's CPU backend, the compiler merges the recomputation
+with the forward's identical product (its CPU pipeline expands the optimization barrier that
+forbids this before its last common-subexpression pass), so both forms compile to the same program,
+same time and same peak memory (measured in ``benchmarks/transformer_step.py``); the saving is real
+where the cache crosses a program boundary (forward and backward called separately) and on backends
+that keep the barrier.
 """
 
 from __future__ import annotations
@@ -33,16 +47,20 @@ PROJECTIONS = ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")
 
 
 class AttentionCache(NamedTuple):
-    """What :func:`attention_backward` needs: the inputs, the attention weights after the softmax
-    (N, h, S, T), the dropout mask scaled by 1 / (1 - rate) (None without dropout) and the
-    boolean mask broadcast to the weights' shape (None without a mask)."""
+    """What :func:`attention_backward` needs: the inputs, the boolean mask as given (None without
+    one), and either (stored form) the attention weights after the softmax (N, h, S, T) and the
+    dropout mask scaled by 1 / (1 - rate) (None without dropout), or (``recompute=True``)
+    ``weights`` and ``dropout_mask`` None and, with dropout, the PRNG key and rate that regenerate
+    the dropout mask."""
 
     q: jax.Array
     k: jax.Array
     v: jax.Array
-    weights: jax.Array
+    weights: jax.Array | None
     dropout_mask: jax.Array | None
     mask: jax.Array | None
+    dropout_key: jax.Array | None = None
+    dropout_rate: jax.Array | None = None
 
 
 def _check_mask(fn: str, mask, shape: tuple):
@@ -53,13 +71,31 @@ def _check_mask(fn: str, mask, shape: tuple):
         raise TypeError(f"{fn}: mask must be a boolean array (True where attention is allowed), got "
                         f"{type(mask).__name__} of dtype {dtype}")
     try:
-        return jnp.broadcast_to(mask, shape)
+        fits = jnp.broadcast_shapes(mask.shape, shape) == shape
     except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(f"{fn}: mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape (N, h, S, T) "
                          f"= {shape}") from None
+    return jnp.asarray(mask)  # as given: a (T, T) causal mask is not copied N * h times into the cache
 
 
-def attention_forward(q, k, v, *, mask=None, dropout=0.0, key=None):
+def _weights(q, k, mask):
+    """softmax(q k^T / sqrt(d)) over the keys, masked scores at the dtype's most negative finite number."""
+    scores = jnp.einsum("nhsd,nhtd->nhst", q, k) / math.sqrt(q.shape[3])
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def _dropout_mask(key, rate, like):
+    """The inverted-dropout mask of the weights ``like``: 1 / (1 - rate) where kept, 0 where dropped;
+    a function of ``key``, so the recomputing backward regenerates the forward's mask exactly."""
+    rate = jnp.asarray(rate, like.dtype)
+    return jnp.where(jax.random.uniform(key, like.shape, like.dtype) >= rate, 1 / (1 - rate), 0)
+
+
+def attention_forward(q, k, v, *, mask=None, dropout=0.0, key=None, recompute: bool = False):
     """Scaled dot-product attention::
 
         scores = q k^T / sqrt(d),  scores[mask == False] = most negative finite number
@@ -69,6 +105,9 @@ def attention_forward(q, k, v, *, mask=None, dropout=0.0, key=None):
       q: (N, h, S, d); k: (N, h, T, d); v: (N, h, T, d_v).
       mask: optional boolean, broadcastable to (N, h, S, T), True where allowed.
       dropout: drop probability of the weights in [0, 1); ``key`` a PRNG key when it is > 0.
+      recompute: False (default) keeps the weights (and the dropout mask) in the cache; True keeps
+        only q, k, v, the mask and the dropout key, and the backward recomputes the weights (see
+        the module's docstring for the trade).
 
     Returns:
       out (N, h, S, d_v) and an :class:`AttentionCache`.
@@ -82,19 +121,19 @@ def attention_forward(q, k, v, *, mask=None, dropout=0.0, key=None):
         raise ValueError(f"{fn}: q (N, h, S, d), k (N, h, T, d) and v (N, h, T, d_v) must agree, got q {q.shape}, "
                          f"k {k.shape}, v {v.shape}")
     _checks.rate(fn, "dropout", dropout)
-    scores = jnp.einsum("nhsd,nhtd->nhst", q, k) / math.sqrt(d)
-    mask = _check_mask(fn, mask, scores.shape)
-    if mask is not None:
-        scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-    weights = jax.nn.softmax(scores, axis=-1)
+    mask = _check_mask(fn, mask, (n, h, s, k.shape[2]))
+    weights = _weights(q, k, mask)
     dropout_mask = None
     if not (_checks.is_concrete(dropout) and dropout == 0):
         if key is None:
             raise ValueError(f"{fn}: dropout {dropout} > 0 needs a PRNG key")
-        keep = jax.random.uniform(key, weights.shape, weights.dtype) >= dropout
-        dropout_mask = jnp.where(keep, 1 / (1 - jnp.asarray(dropout, weights.dtype)), 0)
-    dropped = weights if dropout_mask is None else weights * dropout_mask
-    return jnp.einsum("nhst,nhtd->nhsd", dropped, v), AttentionCache(q, k, v, weights, dropout_mask, mask)
+        dropout_mask = _dropout_mask(key, dropout, weights)
+    out = jnp.einsum("nhst,nhtd->nhsd", weights if dropout_mask is None else weights * dropout_mask, v)
+    if not recompute:
+        return out, AttentionCache(q, k, v, weights, dropout_mask, mask)
+    if dropout_mask is None:
+        return out, AttentionCache(q, k, v, None, None, mask)
+    return out, AttentionCache(q, k, v, None, None, mask, key, jnp.asarray(dropout, weights.dtype))
 
 
 def attention_backward(dout, cache: AttentionCache):
@@ -104,11 +143,23 @@ def attention_backward(dout, cache: AttentionCache):
         dscores = P * (dP - sum_t(dP * P)),  zero where masked     (the softmax's Jacobian)
         dq = dscores k / sqrt(d),  dk = dscores^T q / sqrt(d)
 
+    P and the dropout mask come from the cache, or are recomputed from q, k, the mask and the
+    dropout key when the forward ran with ``recompute=True`` (the same numbers).
+
     Returns:
       (dq, dk, dv) of the shapes of q, k, v.
     """
-    q, k, v, weights, dropout_mask, mask = cache
+    q, k, v, weights, dropout_mask, mask, dropout_key, dropout_rate = cache
     _checks.upstream("attention_backward", dout, (*q.shape[:3], v.shape[3]))
+    if weights is None:
+        # In a step compiled with its forward, XLA's common-subexpression elimination would reuse
+        # the forward's identical softmax(q k^T), keeping the weights alive after all; the barrier
+        # forbids that and, tying q and k to dout, schedules the recomputation in the backward.
+        # (XLA's CPU pipeline drops barriers before its last CSE pass: see the module docstring.)
+        q, k, dout = jax.lax.optimization_barrier((q, k, dout))
+        weights = _weights(q, k, mask)
+        if dropout_key is not None:
+            dropout_mask = _dropout_mask(dropout_key, dropout_rate, weights)
     dropped = weights if dropout_mask is None else weights * dropout_mask
     dv = jnp.einsum("nhst,nhsd->nhtd", dropped, dout)
     dweights = jnp.einsum("nhsd,nhtd->nhst", dout, v)
@@ -146,7 +197,8 @@ def _merge_heads(x):
     return x.transpose(0, 2, 1, 3).reshape(n, length, h * d)
 
 
-def multi_head_attention_forward(query, key, value, params, *, num_heads: int, mask=None, dropout=0.0, rng=None):
+def multi_head_attention_forward(query, key, value, params, *, num_heads: int, mask=None, dropout=0.0, rng=None,
+                                 recompute: bool = False):
     """Multi-head attention (Vaswani et al.; cs231n's ``MultiHeadAttention``)::
 
         Q = query Wq + bq,  K = key Wk + bk,  V = value Wv + bv          (N, S|T, E)
@@ -162,6 +214,8 @@ def multi_head_attention_forward(query, key, value, params, *, num_heads: int, m
       mask: boolean, broadcastable to (N, h, S, T), True where allowed (e.g. a causal
         ``tril(ones((S, T), bool))``).
       dropout, rng: dropout of the attention weights and its PRNG key.
+      recompute: whether the backward recomputes the attention weights instead of reading them
+        from the cache (:func:`attention_forward`).
 
     Returns:
       out (N, S, E) and a :class:`MultiHeadCache`.
@@ -182,7 +236,7 @@ def multi_head_attention_forward(query, key, value, params, *, num_heads: int, m
                  {k: jax.ShapeDtypeStruct(shape, query.dtype) for k, shape in expected.items()})
     p = params
     q, k_, v = (_split_heads(x @ p[f"W{c}"] + p[f"b{c}"], num_heads) for x, c in ((query, "q"), (key, "k"), (value, "v")))
-    attended, attention = attention_forward(q, k_, v, mask=mask, dropout=dropout, key=rng)
+    attended, attention = attention_forward(q, k_, v, mask=mask, dropout=dropout, key=rng, recompute=recompute)
     heads = _merge_heads(attended)
     return heads @ p["Wo"] + p["bo"], MultiHeadCache(query, key, value, heads, attention, params)
 

@@ -54,7 +54,7 @@ class GPTConfig:
 
 
 def gpt(vocab_size: int, context: int, *, layers: int = 4, heads: int = 4, width: int = 128, dropout: float = 0.0,
-        tie: bool = False, weight_decay: float = 0.0, dtype="float32") -> Net:
+        tie: bool = False, weight_decay: float = 0.0, dtype="float32", recompute: bool = False) -> Net:
     """A GPT character (token) model (see the module's docstring for its layers).
 
     Args:
@@ -66,6 +66,9 @@ def gpt(vocab_size: int, context: int, *, layers: int = 4, heads: int = 4, width
       weight_decay: L2 lambda on every weight (``fnet.network``'s); with AdamW, give 0 here and
         the decay to the optimizer.
       dtype: parameter dtype.
+      recompute: the attentions' backward recomputes their softmax weights instead of keeping
+        them from the forward (:mod:`fnet.layers.attention`); how the step runs, not what it
+        computes, so it is not part of the :class:`GPTConfig`.
 
     Initialization (GPT-2's): token and position tables N(0, 0.02), projections and MLP weights
     Xavier, biases 0, layer norms gamma 1, beta 0.
@@ -78,7 +81,7 @@ def gpt(vocab_size: int, context: int, *, layers: int = 4, heads: int = 4, width
     size = {k: _checks.integer(fn, k, v, minimum=1) for k, v in
             (("vocab_size", vocab_size), ("context", context), ("layers", layers), ("heads", heads), ("width", width))}
     return gpt_from_config(GPTConfig(**size, dropout=dropout, tie=bool(tie), weight_decay=weight_decay,
-                                     dtype=jnp.dtype(dtype).name))
+                                     dtype=jnp.dtype(dtype).name), recompute=recompute)
 
 
 def validate_gpt_config(cfg: GPTConfig) -> None:
@@ -91,22 +94,24 @@ def validate_gpt_config(cfg: GPTConfig) -> None:
     check_common(fn, cfg.weight_decay, cfg.dtype, None)
 
 
-def block(heads: int, width: int, dropout: float = 0.0) -> Module:
+def block(heads: int, width: int, dropout: float = 0.0, recompute: bool = False) -> Module:
     """One pre-norm transformer block on (N, T, E = width): causal multi-head self-attention and
     an MLP of hidden width 4E with GELU, each in a residual branch after a layer norm; with a
-    dropout rate > 0, dropout at the end of each branch and on the attention weights."""
+    dropout rate > 0, dropout at the end of each branch and on the attention weights;
+    ``recompute`` as :func:`fnet.modules.self_attention`'s."""
     drop = [modules.dropout(dropout)] if present(dropout) else []
-    attention = combinators.serial(modules.layernorm(), modules.self_attention(heads, dropout=dropout), *drop)
+    attention = combinators.serial(modules.layernorm(),
+                                   modules.self_attention(heads, dropout=dropout, recompute=recompute), *drop)
     mlp = combinators.serial(modules.layernorm(), modules.temporal_dense(4 * width), modules.gelu(),
                              modules.temporal_dense(width), *drop)
     return combinators.serial(combinators.residual(attention), combinators.residual(mlp))
 
 
-def gpt_module(cfg: GPTConfig) -> Module:
-    """The composition of :func:`gpt` for ``cfg``."""
+def gpt_module(cfg: GPTConfig, recompute: bool = False) -> Module:
+    """The composition of :func:`gpt` for ``cfg`` (``recompute``: :func:`gpt`'s)."""
     drop = [modules.dropout(cfg.dropout)] if present(cfg.dropout) else []
     body = [modules.position_embedding(cfg.context), *drop,
-            *(block(cfg.heads, cfg.width, cfg.dropout) for _ in range(cfg.layers)), modules.layernorm()]
+            *(block(cfg.heads, cfg.width, cfg.dropout, recompute) for _ in range(cfg.layers)), modules.layernorm()]
     if cfg.tie:
         return combinators.tied_embedding(cfg.vocab_size, cfg.width, combinators.serial(*body))
     return combinators.serial(modules.embedding(cfg.vocab_size, cfg.width, init=0.02), *body,
@@ -127,8 +132,8 @@ def describe_gpt(cfg: GPTConfig) -> str:
     return f"GPT ({', '.join(parts)})"
 
 
-def gpt_from_config(cfg: GPTConfig) -> Net:
-    """The network of a (checked) :class:`GPTConfig`."""
+def gpt_from_config(cfg: GPTConfig, recompute: bool = False) -> Net:
+    """The network of a (checked) :class:`GPTConfig` (``recompute``: :func:`gpt`'s)."""
     validate_gpt_config(cfg)
-    return network(gpt_module(cfg), (cfg.context,), loss="temporal_softmax_cross_entropy",
+    return network(gpt_module(cfg, recompute), (cfg.context,), loss="temporal_softmax_cross_entropy",
                    weight_decay=cfg.weight_decay, dtype=cfg.dtype, name=describe_gpt(cfg), config=cfg)

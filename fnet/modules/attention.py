@@ -17,7 +17,12 @@
 - :func:`position_embedding`: learned positions, ``y[n, t] = x[n, t] + P[t]`` with P (T, E).
 - :func:`gelu`: elementwise GELU (exact erf form by default).
 
-Projection weights are (E, E) from ``init`` ("xavier": N(0, 1/E)), biases zeros.
+Projection weights are (E, E) from ``init`` ("xavier": N(0, 1/E)), biases zeros. The attention
+modules take ``recompute``: False (the default) keeps each layer's attention weights (N, h, T, T)
+from the forward to the backward; True keeps only q, k, v (and the dropout key) and recomputes the
+weights in the backward, one more (T, T, d) product per head for O(N h T^2) less memory (see
+:mod:`fnet.layers.attention` for when the compiler keeps that trade, and
+``benchmarks/transformer_step.py`` for the measurement).
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ def _projections(fn, num_heads, w_init, key, width: int) -> dict:
                    else jnp.zeros((width,), jnp.float32)) for name in layers.PROJECTIONS}
 
 
+def _info(dropout: float, recompute: bool) -> str:
+    return (f", dropout {dropout}" if dropout else "") + (", recompute" if recompute else "")
+
+
 def _sequence_shape(fn: str, input_shape) -> tuple:
     input_shape = one_shape(fn, input_shape)
     if len(input_shape) != 3:
@@ -54,10 +63,13 @@ def _sequence_shape(fn: str, input_shape) -> tuple:
     return input_shape
 
 
-def self_attention(num_heads: int, *, causal: bool = True, dropout: float = 0.0, init="xavier") -> Module:
+def self_attention(num_heads: int, *, causal: bool = True, dropout: float = 0.0, init="xavier",
+                   recompute: bool = False) -> Module:
     """Multi-head self-attention of (N, T, E) (:func:`fnet.layers.multi_head_attention_forward`
     with query = key = value = x), causal (a lower-triangular mask) unless ``causal=False``;
-    ``dropout`` on the attention weights in train mode. Params Wq, bq, Wk, bk, Wv, bv, Wo, bo."""
+    ``dropout`` on the attention weights in train mode; ``recompute=True``: the backward recomputes
+    the attention weights instead of keeping them (less memory, one more product). Params Wq, bq,
+    Wk, bk, Wv, bv, Wo, bo."""
     fn = "self_attention"
     num_heads = _checks.integer(fn, "num_heads", num_heads, minimum=1)
     _checks.rate(fn, "dropout", dropout)
@@ -71,7 +83,7 @@ def self_attention(num_heads: int, *, causal: bool = True, dropout: float = 0.0,
         t = x.shape[1]
         mask = jnp.tril(jnp.ones((t, t), bool)) if causal else None
         y, cache = layers.multi_head_attention_forward(x, x, x, params, num_heads=num_heads, mask=mask,
-                                                       dropout=dropout if train else 0.0, rng=key)
+                                                       dropout=dropout if train else 0.0, rng=key, recompute=recompute)
         return y, state, cache
 
     def backward(params, cache, dy):
@@ -79,14 +91,14 @@ def self_attention(num_heads: int, *, causal: bool = True, dropout: float = 0.0,
         dq, dk, dv, dparams = layers.multi_head_attention_backward(dy, cache)
         return dq + dk + dv, dparams
 
-    info = f"{num_heads} heads" + (", causal" if causal else "") + (f", dropout {dropout}" if dropout else "")
+    info = f"{num_heads} heads" + (", causal" if causal else "") + _info(dropout, recompute)
     return Module(init_fn, forward, backward, fn, info)
 
 
-def cross_attention(num_heads: int, *, dropout: float = 0.0, init="xavier") -> Module:
+def cross_attention(num_heads: int, *, dropout: float = 0.0, init="xavier", recompute: bool = False) -> Module:
     """Multi-head attention of x (N, S, E) to a context (N, T, E): takes the tuple ``(x,
     context)``, returns (N, S, E); backward returns ``(dx, dcontext)`` (the key and value paths
-    summed). Params as :func:`self_attention`'s."""
+    summed). Params and ``recompute`` as :func:`self_attention`'s."""
     fn = "cross_attention"
     num_heads = _checks.integer(fn, "num_heads", num_heads, minimum=1)
     _checks.rate(fn, "dropout", dropout)
@@ -103,7 +115,7 @@ def cross_attention(num_heads: int, *, dropout: float = 0.0, init="xavier") -> M
     def forward(params, state, inputs, *, train, key=None):
         x, context = inputs
         y, cache = layers.multi_head_attention_forward(x, context, context, params, num_heads=num_heads,
-                                                       dropout=dropout if train else 0.0, rng=key)
+                                                       dropout=dropout if train else 0.0, rng=key, recompute=recompute)
         return y, state, cache
 
     def backward(params, cache, dy):
@@ -111,7 +123,7 @@ def cross_attention(num_heads: int, *, dropout: float = 0.0, init="xavier") -> M
         dq, dk, dv, dparams = layers.multi_head_attention_backward(dy, cache)
         return (dq, dk + dv), dparams
 
-    return Module(init_fn, forward, backward, fn, f"{num_heads} heads" + (f", dropout {dropout}" if dropout else ""))
+    return Module(init_fn, forward, backward, fn, f"{num_heads} heads" + _info(dropout, recompute))
 
 
 def position_embedding(context: int, *, init=0.02) -> Module:
