@@ -23,7 +23,7 @@ def test_quick_comparison_records_the_runs(sizes, tmp_path, capsys):
     assert sizes.main(["--quick", "--runs", str(runs), "--out", str(out)]) == 0
     (record_path,) = out.glob("char_lm_sizes-*-quick.json")
     record = json.loads(record_path.read_text())
-    assert list(record["runs"]) == list(sizes.QUICK)
+    assert list(record["runs"]) == list(sizes.QUICK["lstm"]) and record["model"] == "lstm"
     for name, r in record["runs"].items():
         results = json.loads((runs / name / "results.json").read_text())
         assert r["val_loss"] == results["val_loss"] and r["best_step"] == results["best_step"] and r["steps"] == 20
@@ -39,7 +39,19 @@ def test_quick_comparison_records_the_runs(sizes, tmp_path, capsys):
     assert (runs / "h16" / "checkpoint.safetensors").stat().st_mtime_ns == before
 
 
+def test_quick_gpt_comparison(sizes, tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    assert sizes.main(["--quick", "--model", "gpt", "--runs", str(runs), "--out", str(out)]) == 0
+    (record_path,) = out.glob("gpt_sizes-*-quick.json")
+    record = json.loads(record_path.read_text())
+    assert list(record["runs"]) == ["2x16", "2x16-tied"] and record["model"] == "gpt"
+    assert record["runs"]["2x16-tied"]["net"]["tie"] is True
+    table = record_path.with_suffix(".md").read_text()
+    # tying removes the 16 x 65 output weights
+    assert "| 2x16 | 8,993 | 20 |" in table and "| 2x16-tied | 7,953 | 20 |" in table
+
+
 def test_unknown_configuration_is_one_line(sizes, capsys):
     with pytest.raises(SystemExit):
         sizes.main(["--configs", "h512,huge"])
-    assert "--configs: unknown configuration huge; choose from h512, h512-d25" in capsys.readouterr().err
+    assert "--configs: unknown configuration huge of --model lstm; choose from h512, h512-d25" in capsys.readouterr().err
