@@ -1,4 +1,5 @@
-"""The harness shared by the training benchmarks (train_step, conv_step, compose_step, mnist_e2e, ...).
+"""The harness shared by the training benchmarks (train_step, conv_step, compose_step, mnist_e2e,
+char_lm_sizes, nanogpt_recipe, ...).
 
 Conventions: every implementation is warmed up (compiled, buffers touched) before timing; the
 timed repetitions of all implementations are INTERLEAVED (rep 1 of each, then rep 2 of each, ...)
@@ -13,6 +14,7 @@ import datetime
 import json
 import os
 import statistics
+import subprocess
 import time
 from typing import Callable
 
@@ -442,6 +444,38 @@ def parse_step_args(parser: argparse.ArgumentParser, argv, configs: dict):
         parser.error(f"--configs: choose from {','.join(configs)}, got {args.configs!r}")
     select_device(args.device)
     return args, names
+
+
+def run_in_process(run_dir: str, command: list[str]) -> None:
+    """Run ``command`` (an argv list that trains into the run folder ``run_dir``, e.g. ``fnet
+    train ... --out RUN_DIR``) in a process of its own, so that its wall time is the run's alone,
+    unless the run in ``run_dir`` has finished already (it has results.json: reused). An
+    interrupted ``fnet train`` run (a checkpoint, no results) is continued with ``--resume``."""
+    if os.path.exists(os.path.join(run_dir, "results.json")):
+        print(f"{run_dir}: finished before, reused")
+        return
+    resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "checkpoint.safetensors")) else []
+    print(" ".join([os.path.basename(command[0]), *command[1:], *resume]), flush=True)
+    subprocess.run([*command, *resume], check=True)
+
+
+def read_lm_run(run_dir: str) -> dict:
+    """A finished language-model run's record from its folder (``fnet train``'s files: config.json,
+    history.json, results.json): the full validation loss of its best parameters, its wall time,
+    its ms/step (the median over the evaluation intervals but the first, which compiles, of
+    ``context * batch_size / chars_per_s``) and its curve (step, time, train loss, estimate)."""
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    rates = sorted(history["chars_per_s"][1:] or history["chars_per_s"])  # the first chunk compiles
+    context, batch = config["args"]["context"], config["args"]["batch_size"]
+    return {"net": config["net"], "steps": history["step"][-1], "val_loss": results["val_loss"],
+            "val_bits_per_char": results["val_bits_per_char"], "best_step": results["best_step"],
+            "wall_time_s": results["wall_time_s"], "ms_per_step": 1e3 * context * batch / rates[len(rates) // 2],
+            "curve": {k: history[k] for k in ("step", "time", "train_loss", "val_loss")}}
 
 
 def record_header(name: str, device: str) -> dict:

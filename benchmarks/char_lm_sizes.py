@@ -20,12 +20,10 @@ table gives the full validation loss (512 windows) of its best parameters, in na
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
-from benchmarks._common import RESULTS_DIR, publish, record_header
+from benchmarks._common import RESULTS_DIR, publish, read_lm_run, record_header, run_in_process
 from fnet import models, nets, plots
 
 #: The validation loss each model's default aims at within 15 minutes (nats/char), on the figure.
@@ -56,32 +54,10 @@ QUICK = {
 
 
 def train(run_dir: str, model: str, options: list[str], steps: int) -> None:
-    """``fnet train --model MODEL OPTIONS --steps STEPS --out RUN_DIR`` in a process of its own (its
-    wall time is the run's alone), unless the run in ``run_dir`` has finished already."""
-    if os.path.exists(os.path.join(run_dir, "results.json")):
-        print(f"{run_dir}: finished before, reused")
-        return
-    resume = ["--resume"] if os.path.exists(os.path.join(run_dir, "checkpoint.safetensors")) else []
-    command = [sys.executable, "-m", "fnet", "train", "--model", model, *options, "--steps", str(steps),
-               "--out", run_dir, *resume]
-    print(" ".join(command[1:]), flush=True)
-    subprocess.run(command, check=True)
-
-
-def read_run(run_dir: str) -> dict:
-    """A finished run's record: the full validation loss and its curve (step, time, estimate)."""
-    with open(os.path.join(run_dir, "results.json")) as f:
-        results = json.load(f)
-    with open(os.path.join(run_dir, "history.json")) as f:
-        history = json.load(f)
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
-    rates = sorted(history["chars_per_s"][1:] or history["chars_per_s"])  # the first chunk compiles
-    context, batch = config["args"]["context"], config["args"]["batch_size"]
-    return {"net": config["net"], "steps": history["step"][-1], "val_loss": results["val_loss"],
-            "val_bits_per_char": results["val_bits_per_char"], "best_step": results["best_step"],
-            "wall_time_s": results["wall_time_s"], "ms_per_step": 1e3 * context * batch / rates[len(rates) // 2],
-            "curve": {k: history[k] for k in ("step", "time", "train_loss", "val_loss")}}
+    """``fnet train --model MODEL OPTIONS --steps STEPS --out RUN_DIR`` in a process of its own,
+    unless the run in ``run_dir`` has finished already (:func:`benchmarks._common.run_in_process`)."""
+    run_in_process(run_dir, [sys.executable, "-m", "fnet", "train", "--model", model, *options, "--steps", str(steps),
+                             "--out", run_dir])
 
 
 def markdown(record: dict) -> str:
@@ -134,7 +110,7 @@ def main(argv=None) -> int:
     for config in names:
         options, steps = table[config]
         train(os.path.join(runs_dir, config), args.model, options, steps)
-    record["runs"] = {config: read_run(os.path.join(runs_dir, config)) for config in names}
+    record["runs"] = {config: read_lm_run(os.path.join(runs_dir, config)) for config in names}
     json_path, _ = publish(record, markdown(record), args.out, name, args.quick)
     png_path = json_path.removesuffix(".json") + ".png"
     if plot(record, png_path):
