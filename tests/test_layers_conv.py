@@ -1,9 +1,12 @@
 """fnet.layers' image layers (convolution, pooling, spatial batch and group norm): forward and
 backward against slow NumPy loop references (cs231n's ``*_naive``) on random shapes, strides and
 paddings; every backward against jax.vjp and central differences; the floor rule, max pooling's
-tie rule, NaN propagation, what the caches hold, and the argument checks."""
+tie rule, NaN propagation, what the caches hold, the argument checks, and the shapes whose
+gradient convolutions XLA:CPU aborted on."""
 
 from __future__ import annotations
+
+import functools
 
 import chex
 import jax
@@ -14,7 +17,7 @@ from _layer_checks import AUTODIFF_TOL, NUMERICAL_TOL, manual_and_vjp, rnd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fnet import layers
+from fnet import custom_vjp, layers
 from fnet.gradcheck import NUMERICAL_FLOOR, numerical_gradient, rel_error
 from fnet.layers import conv
 
@@ -109,18 +112,35 @@ def _checked(forward, backward, inputs, rng):
 
 
 @st.composite
+def _conv_axis(draw):
+    """(size, kernel, stride, pad) of one spatial axis: a random kernel; a kernel spanning the
+    whole padded input (one window, partly over padding); or kernel = stride = 2 with pad 1 over
+    an even size. With the last two on different axes, dx's convolution is one that XLA:CPU's
+    simplifier aborts on unless conv_forward/conv_backward avoid it (regression test below)."""
+    kind = draw(st.sampled_from(["random", "spanning", "k2_s2_p1"]))
+    if kind == "k2_s2_p1":
+        return draw(st.sampled_from([2, 4, 6])), 2, 2, 1
+    size, pad = draw(st.integers(1, 7)), draw(st.integers(0, 2))
+    kernel = size + 2 * pad if kind == "spanning" else draw(st.integers(1, min(5, size + 2 * pad)))
+    return size, kernel, draw(st.integers(1, 3)), pad
+
+
+def _int_or_pair(h, w):
+    return h if h == w else (h, w)
+
+
+@st.composite
 def conv_cases(draw):
     n, c, f = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    h, w = draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    pad = draw(st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2))))
-    ph, pw = _hw(pad)
-    hh, ww = draw(st.integers(1, min(5, h + 2 * ph))), draw(st.integers(1, min(5, w + 2 * pw)))
-    return (n, c, h, w), (f, c, hh, ww), draw(strides), pad, draw(seeds)
+    (h, hh, sh, ph), (w, ww, sw, pw) = draw(_conv_axis()), draw(_conv_axis())
+    return (n, c, h, w), (f, c, hh, ww), _int_or_pair(sh, sw), _int_or_pair(ph, pw), draw(seeds)
 
 
 @EXAMPLES
 @given(case=conv_cases())
 def test_conv_matches_naive_loops_and_vjp(case):
+    # the reference is the NumPy loops; jax.vjp of conv_forward (its autodiff) is checked against
+    # them too, as conv_forward keeps that autodiff clear of the convolutions XLA aborts on
     x_shape, w_shape, stride, pad, seed = case
     rng = np.random.default_rng(seed)
     inputs = (rnd(rng, x_shape), rnd(rng, w_shape), rnd(rng, w_shape[:1]))
@@ -308,6 +328,41 @@ def test_floor_rule_ignores_rows_and_columns_past_the_last_window():
         dx = np.asarray(dx)
         assert np.all(dx[..., 4, :] == 0) and np.all(dx[..., :, 4] == 0)
         np.testing.assert_allclose(dx.sum(), 4.0)
+
+
+# (x shape, W shape, stride, pad): on one axis kernel = stride = 2 with pad 1 over an even size,
+# on the other a kernel longer than the output there. The convolution giving dx (lhs-dilated
+# by 2, window 2, no padding on the first axis), as fnet wrote it and as JAX's autodiff of a
+# plain lax convolution still writes it, made XLA:CPU abort the whole process while compiling
+# (algebraic_simplifier.cc: "Window dimensions do not match RHS shape").
+SWAP_ABORT_SHAPES = [
+    ((1, 2, 6, 1), (1, 2, 2, 3), (2, 1), 1),  # the kernel spans the whole padded width
+    ((1, 2, 1, 6), (1, 2, 3, 2), (1, 2), 1),  # the same, axes exchanged
+    ((2, 3, 6, 3), (2, 3, 2, 3), 2, 1),  # kernel 3 over 2 output columns
+    ((2, 2, 4, 4), (3, 2, 2, 2), 2, 1),  # the pattern on both axes (never aborted; fixed alike)
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, pad", SWAP_ABORT_SHAPES)
+def test_conv_gradients_compile_where_xla_aborted(x_shape, w_shape, stride, pad):
+    rng = np.random.default_rng(7)
+    x, w, b = rnd(rng, x_shape), rnd(rng, w_shape), rnd(rng, w_shape[:1])
+    forward = functools.partial(layers.conv_forward, stride=stride, pad=pad)
+    dout = rnd(rng, jax.eval_shape(lambda: forward(x, w, b)[0]).shape)
+    conv = custom_vjp.manual_vjp(layers.conv_forward, layers.conv_backward)
+
+    @jax.jit
+    def grads(x, w, b, dout):
+        out, manual, auto = manual_and_vjp(forward, layers.conv_backward, (x, w, b), dout)
+        bridged = jax.vjp(lambda *a: conv(*a, stride=stride, pad=pad), x, w, b)[1](dout)
+        return out, manual, auto, bridged
+
+    out, *all_grads = grads(x, w, b, dout)
+    want_out, *want = conv_naive(x, w, b, dout, stride, pad)
+    np.testing.assert_allclose(out, want_out, rtol=1e-10, atol=1e-12)
+    for got in all_grads:  # manual, jax.vjp of conv_forward, and jax.vjp through manual_vjp
+        for g, ref in zip(got, want):
+            np.testing.assert_allclose(g, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_max_pool_ties_go_to_the_first_maximum_in_row_major_order():
