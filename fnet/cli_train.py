@@ -428,7 +428,7 @@ def add_parser(sub) -> None:
                                    "--data shakespeare (their default); cnn: the old name of small_cnn)")
     p.add_argument("--hidden", type=_sizes("--hidden"),
                    help="hidden sizes of the MLP, e.g. 100,100 (default); a language model's layers, one width per "
-                        "layer: recurrent (default 512) or transformer blocks (default 192,192,192,192)")
+                        "layer: recurrent (default 512) or transformer blocks (default 128,128,128,128)")
     p.add_argument("--filters", type=_sizes("--filters"),
                    help="a CNN's convolution widths, e.g. 32,64 (default: the model's); refused for --model mlp")
     p.add_argument("--dense-width", type=_positive("--dense-width"),
@@ -440,17 +440,19 @@ def add_parser(sub) -> None:
                    help="the MLP's normalization (default none); the CNNs' layers are fixed (batch norm in small_cnn) "
                         "and refuse it")
     p.add_argument("--dropout", type=float,
-                   help="drop probability of hidden units (default: 0.1 on digits, 0.25 for a language model, else 0)")
-    p.add_argument("--weight-decay", type=float, help="L2 lambda on weights (AdamW: decoupled decay); default 0")
+                   help="drop probability of hidden units (default: 0.1 on digits, 0.25 for a recurrent language model, "
+                        "else 0)")
+    p.add_argument("--weight-decay", type=float,
+                   help="L2 lambda on weights (AdamW: decoupled decay); default 0 (0.1 for the GPT)")
     p.add_argument("--init", type=_parse_init, help="he (default), xavier, normal, zeros, or a float std")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam (adamw for the GPT)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3; 2e-3 for a language model)")
     p.add_argument("--schedule", choices=SCHEDULES,
                    help="constant (default); step: lr * lr_decay**epoch (cs231n); exponential: smooth per-step "
                         "version; cosine: to 0")
     p.add_argument("--lr-decay", type=float, help="per-epoch decay factor in (0, 1] for step/exponential (default 0.95)")
     p.add_argument("--epochs", type=int, help="default: 60 on digits, 10 on (fashion-)mnist, else 30")
-    p.add_argument("--steps", type=int, help="a language model's optimizer steps (default 3600)")
+    p.add_argument("--steps", type=int, help="a language model's optimizer steps (default 3600; 11000 for the GPT)")
     p.add_argument("--context", type=int, help="a language model's window length in characters (default 128)")
     p.add_argument("--embed", type=int, help="a language model's embedding width (default 64)")
     p.add_argument("--heads", type=int, help="the GPT's attention heads per block (default 4; they divide its width)")
@@ -465,7 +467,9 @@ def add_parser(sub) -> None:
     p.add_argument("--clip", type=float,
                    help="clip the gradients to this global norm before the update (default: 1.0 for a language "
                         "model, else 0: no clipping)")
-    p.add_argument("--batch-size", type=int, help="default: 32 on digits, 128 on (fashion-)mnist, else 64")
+    p.add_argument("--batch-size", type=int,
+                   help="default: 32 on digits, 128 on (fashion-)mnist, 32 for a recurrent language model, 16 for the "
+                        "GPT, else 64")
     p.add_argument("--early-stopping", type=int, metavar="EPOCHS",
                    help="stop after this many epochs without a better validation accuracy")
     p.add_argument("--grad", choices=["manual", "autodiff"], help="default manual (the hand-written backward pass)")

@@ -33,7 +33,7 @@ def gpt_run(tmp_path_factory):
 
 def test_the_run_records_the_gpt_and_its_validation_loss(gpt_run, capsys):
     config = json.loads((gpt_run / "config.json").read_text())
-    assert config["net"] == {"vocab_size": 65, "context": 16, "layers": 2, "heads": 2, "width": 16, "dropout": 0.1,
+    assert config["net"] == {"vocab_size": 65, "context": 16, "layers": 2, "heads": 2, "width": 16, "dropout": 0.0,
                              "tie": True, "weight_decay": 0.0, "dtype": "float32"}
     args = config["args"]
     assert (args["optimizer"], args["beta2"], args["weight_decay"], args["warmup"]) == ("adamw", 0.99, 0.1, 4)
@@ -82,7 +82,7 @@ def test_sample_crops_a_long_prompt_to_the_context_and_says_so(gpt_run, capsys):
     assert "the prompt has 28 characters; --model gpt sees at most its context of 16, so it continues the last 16" \
         in captured.err
     text = fnet.data.load_text("shakespeare")
-    net = fnet.gpt(65, 16, layers=2, heads=2, width=16, dropout=0.1, tie=True)
+    net = fnet.gpt(65, 16, layers=2, heads=2, width=16, tie=True)
     best = checkpoint.load(gpt_run / fnet.train.CHECKPOINT_NAME)["best_params"]
     ids = fnet.generate(net, best, text.encode(prompt[-16:]), 30, temperature=0)
     assert captured.out == prompt + text.decode(ids) + "\n"
