@@ -42,6 +42,17 @@ def test_the_language_model_example_runs_and_prints_a_passing_check_and_a_valida
     assert val < 2.6, out  # 300 steps from log(65) = 4.17 nats/char (the README shows 2.31)
 
 
+def test_the_transformer_example_runs_and_prints_a_passing_check_and_a_validation_loss():
+    code = re.findall(r"```python\n(.*?)```", _section("Transformers"), flags=re.S)[0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(README), "exec"), {})
+    out = printed.getvalue()
+    assert re.search(r"^transformer block .* PASS$", out, flags=re.M), out
+    val = float(out.strip().splitlines()[-1])
+    assert val < 2.6, out  # 300 steps from log(65) = 4.17 nats/char (the README shows 2.30)
+
+
 def test_the_quick_start_is_the_two_commands_ci_runs():
     commands = re.findall(r"```bash\n(.*?)```", _section("Quick start"), flags=re.S)[0]
     assert 'pip install -e ".[plot]" && fnet train' in commands
