@@ -1,10 +1,12 @@
 """What the language-model step benchmarks (rnn_step, transformer_step) share beyond
 :mod:`benchmarks._common`: windows of a text as stacked batches, fnet's training step over them
-(one compiled call per step, or all steps in one ``lax.scan``) and PyTorch's token-model loop.
-Every implementation returns an :class:`~benchmarks._common.Impl`, already warmed up."""
+(one compiled call per step, or all steps in one ``lax.scan``), PyTorch's token-model loop, and
+the benchmark's run (:func:`run`) and tables (:func:`format_table`). Every implementation returns
+an :class:`~benchmarks._common.Impl`, already warmed up."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable
 
@@ -96,3 +98,40 @@ def torch_loop(name: str, model, ids, y, *, device: str, compile_model: bool, ma
         return loss.detach()
 
     return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
+
+
+def format_table(record: dict, name: str, model: Callable[[dict], str]) -> str:
+    """The Markdown tables of a step benchmark's record: one per configuration (its heading starts
+    with ``model(config)``, the network in words), the first losses, then the targets."""
+    lines = [*_common.table_heading(record, name),
+             "Per-step medians; `x floor` = time / (matmul flops / square-matmul rate); `x fnet` = time / "
+             "fnet manual epoch's."]
+    for cname, c in record["configs"].items():
+        first = ", ".join(f"{impl} {r['first_loss']:.6f}" for impl, r in c["results"].items())
+        lines += ["", f"## {cname}: {model(c)}; B = {c['batch']}, T = {c['T']}; {c['params']:,} params, "
+                  f"{c['flops']['total'] / 1e6:,.1f} MFLOP/step, floor {1e3 * c['floor_s']:.2f} ms "
+                  f"({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), {c['steps_per_rep']} steps x "
+                  f"{c['reps']} reps", "", *_common.timing_rows(c), "", f"First loss (same weights, same batch): {first}."]
+    return "\n".join(lines + _common.targets_rows(record["targets"]))
+
+
+def run(name: str, doc: str, configs: dict, quick_configs: dict, bench_config: Callable, targets: Callable,
+        model: Callable[[dict], str], argv=None, **record) -> tuple[str, str]:
+    """A step benchmark's command: parse ``argv`` (:func:`benchmarks._common.step_parser`), run
+    ``bench_config(spec, ds=, reps=, device=, torch_compile=, matmul_n=)`` for each chosen
+    configuration on tiny-shakespeare, and write the record (with ``record``'s fields and
+    ``targets(configs)``) as JSON and Markdown; returns their paths."""
+    args, names = _common.parse_step_args(_common.step_parser(doc, configs, ",".join(configs), "models"), argv, configs)
+    out = _common.record_header(name, args.device)
+    out["threads"] = _common.set_threads(args.threads)
+    ds = data.load_text("shakespeare")
+    specs = quick_configs if args.quick else configs
+    results = {}
+    for cname in names:
+        print(f"[{name}] {cname} ...", file=sys.stderr, flush=True)
+        results[cname] = bench_config(specs[cname], ds=ds, reps=args.reps, device=args.device,
+                                      torch_compile=not (args.quick or args.no_torch_compile),
+                                      matmul_n=256 if args.quick else 2048)
+    out.update(quick=args.quick, **record, configs=results, targets=targets(results),
+               load_average_after=_common.load_average())
+    return _common.publish(out, format_table(out, name, model), args.out, name, args.quick)

@@ -44,14 +44,13 @@ to ``DIR/rnn_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
 
 from __future__ import annotations
 
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _common, _lm
-from fnet import combinators, data, losses, modules, optim
+from fnet import combinators, losses, modules, optim
 
 LR, CLIP, EMBED = 2e-3, 1.0, 64
 #: name -> (hidden H, embedding E, batch B, window T, steps per repetition, default reps)
@@ -301,37 +300,11 @@ def targets(configs: dict) -> dict:
     return out
 
 
-def format_table(record: dict) -> str:
-    """The Markdown tables of a record: one per configuration, the first losses, then the targets."""
-    lines = [*_common.table_heading(record, "rnn_step"),
-             "Per-step medians; `x floor` = time / (matmul flops / square-matmul rate); `x fnet` = time / "
-             "fnet manual epoch's."]
-    for cname, c in record["configs"].items():
-        first = ", ".join(f"{name} {r['first_loss']:.6f}" for name, r in c["results"].items())
-        lines += ["", f"## {cname}: embedding {c['vocab']} -> {c['embed']}, LSTM H = {c['hidden']}, dense -> "
-                  f"{c['vocab']}; B = {c['batch']}, T = {c['T']}; {c['params']:,} params, "
-                  f"{c['flops']['total'] / 1e6:.1f} MFLOP/step, floor {1e3 * c['floor_s']:.2f} ms "
-                  f"({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), {c['steps_per_rep']} steps x "
-                  f"{c['reps']} reps", "", *_common.timing_rows(c), "", f"First loss (same weights, same batch): {first}."]
-    return "\n".join(lines + _common.targets_rows(record["targets"]))
-
-
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    args, names = _common.parse_step_args(_common.step_parser(__doc__, CONFIGS, "h128,h512", "models"), argv, CONFIGS)
-    record = _common.record_header("rnn_step", args.device)
-    record["threads"] = _common.set_threads(args.threads)
-    ds = data.load_text("shakespeare")
-    specs = QUICK_CONFIGS if args.quick else CONFIGS
-    configs = {}
-    for cname in names:
-        print(f"[rnn_step] {cname} ...", file=sys.stderr, flush=True)
-        configs[cname] = bench_config(specs[cname], ds=ds, reps=args.reps, device=args.device,
-                                      torch_compile=not (args.quick or args.no_torch_compile),
-                                      matmul_n=256 if args.quick else 2048)
-    record.update(quick=args.quick, learning_rate=LR, clip=CLIP, configs=configs, targets=targets(configs),
-                  load_average_after=_common.load_average())
-    return _common.publish(record, format_table(record), args.out, "rnn_step", args.quick)
+    return _lm.run("rnn_step", __doc__, CONFIGS, QUICK_CONFIGS, bench_config, targets,
+                   lambda c: f"embedding {c['vocab']} -> {c['embed']}, LSTM H = {c['hidden']}, dense -> {c['vocab']}",
+                   argv, learning_rate=LR, clip=CLIP)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ batch) is recorded to check that they compute the same model. Results go to
 
 from __future__ import annotations
 
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +56,7 @@ import numpy as np
 
 import fnet
 from benchmarks import _common, _lm
-from fnet import data, optim
+from fnet import optim
 
 LR, BETAS, WEIGHT_DECAY, CLIP = 1e-3, (0.9, 0.99), 0.1, 1.0
 #: name -> (layers L, heads h, width E, context T, batch B, steps per repetition, default reps)
@@ -298,38 +297,11 @@ def targets(configs: dict) -> dict:
     return out
 
 
-def format_table(record: dict) -> str:
-    """The Markdown tables of a record: one per configuration, the first losses, then the targets."""
-    lines = [*_common.table_heading(record, "transformer_step"),
-             "Per-step medians; `x floor` = time / (matmul flops / square-matmul rate); `x fnet` = time / "
-             "fnet manual epoch's."]
-    for cname, c in record["configs"].items():
-        first = ", ".join(f"{name} {r['first_loss']:.6f}" for name, r in c["results"].items())
-        lines += ["", f"## {cname}: GPT, {c['layers']} layers, {c['heads']} heads, width {c['width']}, vocabulary "
-                  f"{c['vocab']}; B = {c['batch']}, T = {c['T']}; {c['params']:,} params, "
-                  f"{c['flops']['total'] / 1e9:.2f} GFLOP/step, floor {1e3 * c['floor_s']:.2f} ms "
-                  f"({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), {c['steps_per_rep']} steps x "
-                  f"{c['reps']} reps", "", *_common.timing_rows(c), "", f"First loss (same weights, same batch): {first}."]
-    return "\n".join(lines + _common.targets_rows(record["targets"]))
-
-
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    args, names = _common.parse_step_args(_common.step_parser(__doc__, CONFIGS, "nano,large", "models"), argv,
-                                          CONFIGS)
-    record = _common.record_header("transformer_step", args.device)
-    record["threads"] = _common.set_threads(args.threads)
-    ds = data.load_text("shakespeare")
-    specs = QUICK_CONFIGS if args.quick else CONFIGS
-    configs = {}
-    for cname in names:
-        print(f"[transformer_step] {cname} ...", file=sys.stderr, flush=True)
-        configs[cname] = bench_config(specs[cname], ds=ds, reps=args.reps, device=args.device,
-                                      torch_compile=not (args.quick or args.no_torch_compile),
-                                      matmul_n=256 if args.quick else 2048)
-    record.update(quick=args.quick, learning_rate=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, clip=CLIP,
-                  configs=configs, targets=targets(configs), load_average_after=_common.load_average())
-    return _common.publish(record, format_table(record), args.out, "transformer_step", args.quick)
+    return _lm.run("transformer_step", __doc__, CONFIGS, QUICK_CONFIGS, bench_config, targets,
+                   lambda c: f"GPT, {c['layers']} layers, {c['heads']} heads, width {c['width']}, vocabulary {c['vocab']}",
+                   argv, learning_rate=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, clip=CLIP)
 
 
 if __name__ == "__main__":

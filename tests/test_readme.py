@@ -31,26 +31,26 @@ def test_the_ten_line_example_runs_and_prints_a_passing_check_and_an_accuracy():
     assert accuracy > 0.9, out
 
 
-def test_the_language_model_example_runs_and_prints_a_passing_check_and_a_validation_loss():
-    code = re.findall(r"```python\n(.*?)```", _section("Language models"), flags=re.S)[0]
+def _run_example(section: str, check: str) -> float:
+    """Run the first Python block of ``section``; it prints a passing three-way check named
+    ``check`` and, last, a validation loss, which is returned."""
+    code = re.findall(r"```python\n(.*?)```", _section(section), flags=re.S)[0]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(code, str(README), "exec"), {})
     out = printed.getvalue()
-    assert re.search(r"^2-layer LSTM LM .* PASS$", out, flags=re.M), out
-    val = float(out.strip().splitlines()[-1])
-    assert val < 2.6, out  # 300 steps from log(65) = 4.17 nats/char (the README shows 2.31)
+    assert re.search(rf"^{check} .* PASS$", out, flags=re.M), out
+    return float(out.strip().splitlines()[-1])
+
+
+def test_the_language_model_example_runs_and_prints_a_passing_check_and_a_validation_loss():
+    # 300 steps from log(65) = 4.17 nats/char (the README shows 2.31)
+    assert _run_example("Language models", "2-layer LSTM LM") < 2.6
 
 
 def test_the_transformer_example_runs_and_prints_a_passing_check_and_a_validation_loss():
-    code = re.findall(r"```python\n(.*?)```", _section("Transformers"), flags=re.S)[0]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(code, str(README), "exec"), {})
-    out = printed.getvalue()
-    assert re.search(r"^transformer block .* PASS$", out, flags=re.M), out
-    val = float(out.strip().splitlines()[-1])
-    assert val < 2.6, out  # 300 steps from log(65) = 4.17 nats/char (the README shows 2.30)
+    # 300 steps from log(65) = 4.17 nats/char (the README shows 2.30)
+    assert _run_example("Transformers", "transformer block") < 2.6
 
 
 def test_the_quick_start_is_the_two_commands_ci_runs():
