@@ -101,10 +101,10 @@ def build(options, vocab_size: int):
     at the run's last step (nanoGPT's ``min_lr``), or it stays constant."""
     from fnet import cli_train, models, schedules
 
-    shape = {"heads": options.heads, "tie": options.tie} if options.model == "gpt" else {"embed": options.embed,
-                                                                                        "init": options.init}
+    architecture = ({"heads": options.heads, "tie": options.tie} if options.model == "gpt"
+                    else {"embed": options.embed, "init": options.init})
     net = models.build(options.model, (options.context,), vocab_size, hidden=options.hidden, dropout=options.dropout,
-                       weight_decay=0.0 if options.optimizer == "adamw" else options.weight_decay, **shape)
+                       weight_decay=0.0 if options.optimizer == "adamw" else options.weight_decay, **architecture)
     decay = options.steps - options.warmup
     lr = schedules.cosine(options.lr, decay, alpha=0.1) if options.schedule == "cosine" else options.lr
     lr = schedules.warmup(lr, options.warmup)

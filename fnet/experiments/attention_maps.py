@@ -47,7 +47,8 @@ import numpy as np
 from fnet import data, layers, lm, models, nets, optim, plots, schedules
 
 NAME = "attention-maps"
-DESCRIPTION = "Attention weights of every head of a small character GPT on a line, and which heads look at the previous character, the word's start, the matching quote."
+DESCRIPTION = ("Attention weights of every head of a small character GPT on a line, and which heads look at the "
+               "previous character, the word's start, the matching quote.")
 #: A passage of the validation text (The Taming of the Shrew) with two quoted phrases.
 LINE = "'Frets, call you these?' quoth she; 'I'll fume\nwith them:'\n"
 PATTERNS = ("previous", "word_start", "matching_quote", "newline", "self")
@@ -63,7 +64,8 @@ def attention_weights(module, cache, path: str = "") -> list[tuple[str, jax.Arra
     A combinator's cache holds its children's caches in the order of ``module.children``
     (:func:`fnet.combinators.serial` and ``parallel``; ``tied_embedding`` adds its head's after
     them), so the walk pairs each child with its cache; a leaf whose cache is a
-    :class:`fnet.layers.MultiHeadCache` contributes its attention's softmax weights.
+    :class:`fnet.layers.MultiHeadCache` contributes its attention's softmax weights (stored by a
+    forward with ``recompute=False``, the default; a recomputing one keeps None there).
 
     Args:
       module: the composition (``net.module``); cache: the third output of its ``forward``.

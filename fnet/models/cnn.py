@@ -54,10 +54,15 @@ ARCHITECTURES = {
 ALIASES = {"cnn": "small_cnn"}
 
 
-def cnn_name(name: str, fn: str) -> str:
-    """The CNN called ``name`` (case and "-" vs "_" ignored, :data:`ALIASES` resolved)."""
+def model_key(name: str) -> str:
+    """A model's name as the registries spell it: lower case, "_" for "-", :data:`ALIASES` resolved."""
     key = str(name).lower().replace("-", "_")
-    key = ALIASES.get(key, key)
+    return ALIASES.get(key, key)
+
+
+def cnn_name(name: str, fn: str) -> str:
+    """The CNN called ``name`` (:func:`model_key`), or a ValueError naming ``fn``."""
+    key = model_key(name)
     if key not in ARCHITECTURES:
         raise ValueError(f"{fn}: unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
     return key

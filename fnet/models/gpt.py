@@ -121,8 +121,8 @@ def gpt_module(cfg: GPTConfig, recompute: bool = False) -> Module:
 def describe_gpt(cfg: GPTConfig) -> str:
     """Short name of a GPT's configuration, e.g. ``"GPT (65 tokens, 4 layers, 4 heads, width 128,
     context 64)"``."""
-    parts = [f"{cfg.vocab_size} tokens", f"{cfg.layers} layer" + "s" * (cfg.layers > 1), f"{cfg.heads} heads", f"width {cfg.width}",
-             f"context {cfg.context}"]
+    parts = [f"{cfg.vocab_size} tokens", f"{cfg.layers} layer" + "s" * (cfg.layers > 1), f"{cfg.heads} heads",
+             f"width {cfg.width}", f"context {cfg.context}"]
     if present(cfg.dropout):
         parts.append(f"dropout={shown(cfg.dropout)}")
     if cfg.tie:

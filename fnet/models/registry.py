@@ -7,12 +7,10 @@ import math
 from typing import NamedTuple
 
 from fnet.models.char_lm import CharLMConfig, char_lm, char_lm_from_config
-from fnet.models.cnn import ALIASES, CNNConfig, cnn, cnn_from_config
+from fnet.models.cnn import ALIASES, CNNConfig, cnn, cnn_from_config, model_key
 from fnet.models.gpt import GPTConfig, gpt, gpt_from_config
 from fnet.models.mlp import MLPConfig, mlp, mlp_from_config
 from fnet.nets import Net
-
-
 
 
 class Model(NamedTuple):
@@ -100,8 +98,7 @@ MODELS = {
 
 def canonical_name(name: str, fn: str = "models") -> str:
     """The registry's name for ``name`` (case and "-" vs "_" ignored; :data:`ALIASES` resolved)."""
-    key = str(name).lower().replace("-", "_")
-    key = ALIASES.get(key, key)
+    key = model_key(name)
     if key not in MODELS:
         raise ValueError(f"{fn}: unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return key
@@ -119,11 +116,12 @@ def preset(name: str, data: str) -> dict:
 def build(name: str, input_shape, num_outputs: int, *, hidden=None, filters=(), dense_width: int = 0, dropout=None,
           **options) -> Net:
     """Model ``name`` for samples of ``input_shape`` and ``num_outputs`` scores: :func:`mlp` (of
-    the flattened samples, ``hidden`` sizes), :func:`cnn` (``filters``, ``dense_width``) or
-    :func:`char_lm` (``input_shape`` (T,), ``num_outputs`` the vocabulary; ``hidden`` one width
-    per recurrent layer, all equal, e.g. ``(512, 512)`` for two layers of 512). None, () and 0
-    take the model's defaults; ``options`` go to the builder (``activation``, ``norm``, ``loss``
-    for the MLP; ``embed`` for a language model; ``init``, ``weight_decay``, ``dtype`` for all)."""
+    the flattened samples, ``hidden`` sizes), :func:`cnn` (``filters``, ``dense_width``),
+    :func:`char_lm` or :func:`gpt` (``input_shape`` (T,), ``num_outputs`` the vocabulary;
+    ``hidden`` one width per recurrent layer or transformer block, all equal, e.g. ``(512, 512)``
+    for two layers of 512). None, () and 0 take the model's defaults; ``options`` go to the
+    builder (``activation``, ``norm``, ``loss`` for the MLP; ``embed``, ``init`` for a recurrent
+    language model; ``heads``, ``tie`` for the GPT; ``weight_decay``, ``dtype`` for all)."""
     name = canonical_name(name, "build")
     model = MODELS[name]
     if model.language_model:
