@@ -486,9 +486,10 @@ def _loss_check(name, loss_fn, scores, y):
 
 
 def check_combinators(seed: int = 0) -> list[CheckResult]:
-    """Three-way check of every combinator, each around small dense/tanh blocks in float64, and a
-    pre-norm transformer block composed from them (residual attention and MLP branches)."""
-    from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial
+    """Three-way check of every combinator, each around small dense/tanh blocks in float64 (the
+    tied embedding around a temporal dense/tanh body, on token ids), and a pre-norm transformer
+    block composed from them (residual attention and MLP branches)."""
+    from fnet.combinators import fan_in_concat, fan_in_sum, fan_out, parallel, residual, serial, tied_embedding
     from fnet.modules import dense, gelu, layernorm, self_attention, tanh, temporal_dense
 
     seed = _checks.integer("check_combinators", "seed", seed, minimum=0)
@@ -496,6 +497,7 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
     branches = parallel(serial(dense(3), tanh()), dense(3))
     block = serial(residual(serial(layernorm(), self_attention(2))),
                    residual(serial(layernorm(), temporal_dense(16), gelu(), temporal_dense(8))))
+    ids = np.random.default_rng(seed).integers(0, 5, (2, 3))  # repeated ids: the table's two uses add
     return _run([
         partial(check_module, serial(dense(6), tanh(), dense(3)), (n, d), seed=seed, name="serial"),
         partial(check_module, parallel(dense(3), serial(tanh(), dense(2))), ((n, d), (n, 2)), seed=seed,
@@ -504,6 +506,8 @@ def check_combinators(seed: int = 0) -> list[CheckResult]:
                 seed=seed, name="fan_out + fan_in_sum"),
         partial(check_module, serial(fan_out(2), branches, fan_in_concat()), (n, d), seed=seed, name="fan_in_concat"),
         partial(check_module, residual(serial(dense(d), tanh(), dense(d))), (n, d), seed=seed, name="residual"),
+        partial(check_module, tied_embedding(5, 4, serial(temporal_dense(4), tanh())), ids.shape, x=ids, seed=seed,
+                name="tied_embedding"),
         partial(check_module, block, (2, 4, 8), seed=seed, name="pre-norm transformer block"),
     ])
 

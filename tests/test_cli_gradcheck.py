@@ -105,7 +105,7 @@ SECTIONS = {
                      "temporal_softmax_loss (tokens)", "softmax_cross_entropy",
                      "mean_squared_error", "sigmoid_binary_cross_entropy", "l2_weight_decay"),
     "check_combinators": ("serial", "parallel", "fan_out + fan_in_sum", "fan_in_concat", "residual",
-                          "pre-norm transformer block"),
+                          "tied_embedding", "pre-norm transformer block"),
     "check_networks": ("relu layernorm dropout", "leaky_relu batchnorm dropout", "sigmoid dropout",
                        "tanh layernorm dropout", "identity batchnorm dropout", "mse", "residual MLP", "two-branch network",
                        "small_cnn", "2-layer LSTM language model", "2-layer GPT"),
