@@ -100,6 +100,18 @@ def torch_loop(name: str, model, ids, y, *, device: str, compile_model: bool, ma
     return _common.python_loop(name, step, batches, torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 
+def manual_vs_autodiff(add: Callable, cname: str, results: dict) -> None:
+    """The goals both step benchmarks set: fnet's manual step and epoch at most autodiff's in time
+    and in XLA's peak memory; ``add(name, value, goal, met)`` records each."""
+    for kind in ("step", "epoch"):
+        manual, auto = results[f"fnet manual {kind}"], results[f"fnet autodiff {kind}"]
+        ratio = manual["median_s"] / auto["median_s"]
+        add(f"{cname}: manual / autodiff {kind} time", ratio, "<= 1.0", ratio <= 1.0)
+        if manual["peak_memory"] and auto["peak_memory"]:
+            v = manual["peak_memory"]["peak_bytes"] / auto["peak_memory"]["peak_bytes"]
+            add(f"{cname}: manual / autodiff {kind} peak memory", v, "<= 1.0", v <= 1.0)
+
+
 def format_table(record: dict, name: str, model: Callable[[dict], str]) -> str:
     """The Markdown tables of a step benchmark's record: one per configuration (its heading starts
     with ``model(config)``, the network in words), the first losses, then the targets."""

@@ -285,13 +285,7 @@ def targets(configs: dict) -> dict:
 
     for cname, c in configs.items():
         r = c["results"]
-        for kind in ("step", "epoch"):
-            manual, auto = r[f"fnet manual {kind}"], r[f"fnet autodiff {kind}"]
-            ratio = manual["median_s"] / auto["median_s"]
-            add(f"{cname}: manual / autodiff {kind} time", ratio, "<= 1.0", ratio <= 1.0)
-            if manual["peak_memory"] and auto["peak_memory"]:
-                v = manual["peak_memory"]["peak_bytes"] / auto["peak_memory"]["peak_bytes"]
-                add(f"{cname}: manual / autodiff {kind} peak memory", v, "<= 1.0", v <= 1.0)
+        _lm.manual_vs_autodiff(add, cname, r)
         ref = r[_common.REFERENCE]["median_s"]
         add(f"{cname}: flax+optax / fnet manual epoch", r["flax+optax"]["median_s"] / ref, ">= 1.0",
             r["flax+optax"]["median_s"] >= ref)

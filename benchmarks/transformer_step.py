@@ -278,13 +278,7 @@ def targets(configs: dict) -> dict:
 
     for cname, c in configs.items():
         r = c["results"]
-        for kind in ("step", "epoch"):
-            manual, auto = r[f"fnet manual {kind}"], r[f"fnet autodiff {kind}"]
-            ratio = manual["median_s"] / auto["median_s"]
-            add(f"{cname}: manual / autodiff {kind} time", ratio, "<= 1.0", ratio <= 1.0)
-            if peak(manual) and peak(auto):
-                add(f"{cname}: manual / autodiff {kind} peak memory", peak(manual) / peak(auto), "<= 1.0",
-                    peak(manual) <= peak(auto))
+        _lm.manual_vs_autodiff(add, cname, r)
         store, recompute = r["fnet manual epoch"], r["fnet manual recompute epoch"]
         add(f"{cname}: recompute / store epoch time", recompute["median_s"] / store["median_s"], "recorded", True)
         if peak(store) and peak(recompute):
