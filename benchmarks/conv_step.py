@@ -2,7 +2,7 @@
 flax+optax, PyTorch (eager and torch.compile) and Deep-Learning-from-Scratch-style NumPy im2col,
 side by side in one process, against the step's convolution and matmul floor.
 
-    python -m benchmarks.conv_step [--quick] [--device cpu|gpu] [--configs simple,two_conv]
+    python -m benchmarks.conv_step [--quick] [--device cpu|gpu] [--configs NAME,...]
                                    [--reps N] [--threads N] [--no-torch-compile] [--out DIR]
 
 Configurations (ReLU, 2x2 max pooling, softmax cross-entropy, Adam lr 1e-3, float32, MNIST-sized
@@ -12,7 +12,11 @@ images of a synthetic 10-class problem):
   relu - dense(10), batch 100;
 - ``two_conv``: conv3x3(32, pad 1) - relu - pool - conv3x3(64, pad 1) - relu - pool - dense(128) -
   relu - dense(10), batch 64 (fnet's ``cnn`` without batch norm and dropout, which the peers would
-  each do differently).
+  each do differently);
+- ``small_cnn``, ``three_layer_convnet``, ``deep_convnet``: fnet's ready CNNs
+  (:data:`fnet.models.cnn.ARCHITECTURES`) as ``fnet train --model NAME`` builds them (the model's
+  widths and dropout, He init), at their MNIST preset's batch (64); batch norm in training mode and
+  dropout included (``simple_convnet`` is ``simple`` at batch 64, so it is not repeated).
 
 Implementations (the same initial weights and the same data; the peers step through the
 minibatches in order, fnet's epoch shuffles them on device, so its losses differ from theirs):
@@ -21,16 +25,20 @@ minibatches in order, fnet's epoch shuffles them on device, so its losses differ
   composed from fnet's modules (NCHW), all steps of an epoch in one compiled call (it also
   shuffles and gathers the minibatches);
 - ``flax+optax``: linen ``Conv``/``max_pool``/``Dense`` in NHWC (flax's layout) in a
-  ``TrainState``, ``jax.jit`` of the step as flax's documentation writes it;
-- ``torch eager`` / ``torch compile``: ``nn.Sequential`` of ``Conv2d``/``MaxPool2d``/``Linear``
-  (NCHW) + ``torch.optim.Adam``; ``torch.compile`` where it works (else the error is recorded);
+  ``TrainState``, ``jax.jit`` of the step as flax's documentation writes it (``simple`` and
+  ``two_conv`` only);
+- ``torch eager`` / ``torch compile``: ``nn.Sequential`` of the same layers as fnet's network
+  (``Conv2d``/``BatchNorm2d``/``ReLU``/``MaxPool2d``/``Flatten``/``Linear``/``Dropout``, NCHW, read
+  from it by :func:`layers_of`) + ``torch.optim.Adam``; ``torch.compile`` where it works (else the
+  error is recorded);
 - ``numpy im2col``: the book's ``common/layers.py`` way (im2col/col2im convolution, argmax
-  pooling), in float32.
+  pooling), in float32 (``simple`` and ``two_conv`` only).
 
 The floor: the step's multiply-add flops divided by the float32 rate of a square 2048^3 matmul
 measured in the same interleaved rounds. A convolution of B images with F filters of C x k x k
-and H' x W' outputs costs ``2 B F C k^2 H' W'`` forward; its backward is dW (the same) and dx
-(the same, but for the first layer, whose dx is unused); dense layers as in train_step.
+and H' x W' outputs costs ``2 B F C k^2 H' W'`` forward, a dense layer (D, M) ``2 B D M``; the
+backward of each is dW (the same) and dx (the same, but for the first of these layers, whose dx is
+unused). Batch norm, ReLU, pooling and dropout are memory-bound and left out of the floor.
 Timing: compiled ahead of time (compile time recorded), interleaved repetitions, medians.
 Peak memory: XLA's ``memory_analysis()`` (JAX implementations only). Results go to
 ``DIR/conv_step-<machine>.json`` and ``.md`` (``-quick`` in quick mode).
@@ -38,14 +46,17 @@ Peak memory: XLA's ``memory_analysis()`` (JAX implementations only). Results go 
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _common
-from fnet import combinators, modules, nets, optim
+from fnet import combinators, models, modules, nets, optim
 
 LR = 1e-3
 #: name -> (convs [(filters, kernel, pad)], dense hidden, image side, batch, steps per rep, reps)
@@ -57,7 +68,77 @@ QUICK_CONFIGS = {
     "simple": ([(4, 5, 0)], 8, 12, 8, 3, 2),
     "two_conv": ([(4, 3, 1), (8, 3, 1)], 8, 12, 8, 3, 2),
 }
+#: fnet's ready CNNs: name -> (widths overriding the model's defaults, image side, batch, steps per rep, reps)
+READY = {name: ({}, 28, models.preset(name, "mnist")["batch_size"], 10, 9)
+         for name in ("small_cnn", "three_layer_convnet", "deep_convnet")}
+#: Their tiny versions: 3 repetitions of 4 steps of 16 images, enough for the loss to fall through
+#: deep_convnet's dropout on the scores.
+QUICK_READY = {name: ({"filters": (8,) * len(models.ARCHITECTURES[name].filters), "dense_width": 16}, 12, 16, 4, 3)
+               for name in READY}
 PEERS = ("flax+optax", "torch eager", "torch compile", "numpy im2col")
+
+
+class Layer(NamedTuple):
+    """One layer of a network as the peers and :func:`step_flops` read it (:func:`layers_of`).
+
+    Fields:
+      kind: the fnet module's kind: "conv2d", "batchnorm", "relu", "max_pool", "flatten", "dense"
+        or "dropout".
+      name: its key in the params tree (e.g. "conv2d1"), where its weights are.
+      in_shape, out_shape: one sample's shapes, e.g. (1, 28, 28) -> (32, 28, 28).
+      weight: the shape of its "W" (conv2d: (F, C, k, k); dense: (D, M)); () for the others.
+      pad: a conv2d's zero padding (stride 1).
+      window: a max_pool's window (= its stride).
+      rate: a dropout's drop probability.
+    """
+
+    kind: str
+    name: str
+    in_shape: tuple
+    out_shape: tuple
+    weight: tuple = ()
+    pad: int = 0
+    window: int = 0
+    rate: float = 0.0
+
+
+def layers_of(net, dropout: float = 0.0) -> list[Layer]:
+    """The layers of ``net``, a flat :func:`fnet.combinators.serial` of conv2d (stride 1),
+    batchnorm, relu, max_pool, flatten, dense and dropout modules, read from fnet's own
+    composition (kinds, shapes from :func:`fnet.modules.init_shapes`) so that the peers build what
+    fnet trains. ``dropout``: the rate of its dropout layers (a module keeps it in its closure)."""
+    out, shape = [], (None, *net.input_shape)
+    for name, child in net.module.children:
+        params, _, out_shape = modules.init_shapes(child, shape)
+        weight = tuple(params["W"].shape) if "W" in params else ()
+        layer = Layer(child.name, name, tuple(shape[1:]), tuple(out_shape[1:]), weight)
+        if child.name == "conv2d":
+            pad = (out_shape[2] - shape[2] + weight[2] - 1) // 2
+            if out_shape[2] != shape[2] + 2 * pad - weight[2] + 1:
+                raise ValueError(f"layers_of: {name} must be a stride-1 convolution, got {shape} -> {out_shape}")
+            layer = layer._replace(pad=pad)
+        elif child.name == "max_pool":
+            layer = layer._replace(window=shape[2] // out_shape[2])
+        elif child.name == "dropout":
+            layer = layer._replace(rate=dropout)
+        elif child.name not in ("batchnorm", "relu", "flatten", "dense"):
+            raise ValueError(f"layers_of: no peer layer for {name} (a {child.name})")
+        out.append(layer)
+        shape = out_shape
+    return out
+
+
+def describe(layers: list[Layer]) -> str:
+    """``layers`` in one line, e.g. "conv5x5(30, pad 0)-relu-pool - dense(100)-relu-dense(10)"."""
+    named = {"conv2d": lambda l: f"conv{l.weight[2]}x{l.weight[3]}({l.weight[0]}, pad {l.pad})",
+             "dense": lambda l: f"dense({l.weight[1]})", "dropout": lambda l: f"dropout({l.rate:g})",
+             "max_pool": lambda l: "pool"}
+    text = ""
+    for i, layer in enumerate(layers):
+        if layer.kind != "flatten":
+            text += ("" if not text else " - " if layers[i - 1].kind in ("max_pool", "flatten") else "-")
+            text += named.get(layer.kind, lambda l: l.kind)(layer)
+    return text
 
 
 def _shapes(convs, side):
@@ -70,13 +151,13 @@ def _shapes(convs, side):
     return out, c * h * h
 
 
-def step_flops(convs, hidden, side, batch) -> dict:
-    """Multiply-add flops of one training step (see the module docstring)."""
-    layers, flat = _shapes(convs, side)
-    conv_fwd = [2 * batch * f * c * k * k * ho * ho for c, f, k, _, _, ho in layers]
-    dense = [flat * hidden, hidden * 10]
-    forward = sum(conv_fwd) + 2 * batch * sum(dense)
-    backward = sum(conv_fwd) + sum(conv_fwd[1:]) + 2 * batch * sum(dense) + 2 * batch * sum(dense)
+def step_flops(layers: list[Layer], batch: int) -> dict:
+    """Multiply-add flops of one training step of ``layers`` (:func:`layers_of`) on ``batch``
+    images (see the module docstring): ``2 B prod(W) H' W'`` per conv2d and dense layer forward
+    (H' W' = 1 for a dense layer), again for dW, again for dx but for the first."""
+    per_layer = [2 * batch * math.prod(l.weight) * math.prod(l.out_shape[1:]) for l in layers if l.weight]
+    forward = sum(per_layer)
+    backward = sum(per_layer) + sum(per_layer[1:])
     return {"forward": forward, "backward": backward, "total": forward + backward}
 
 
@@ -85,6 +166,14 @@ def fnet_module(convs, hidden):
     for f, k, p in convs:
         body += [modules.conv2d(f, k, pad=p), modules.relu(), modules.max_pool(2)]
     return combinators.serial(*body, modules.flatten(), modules.dense(hidden), modules.relu(), modules.dense(10))
+
+
+def ready_net(name: str, side: int, *, filters=(), dense_width: int = 0):
+    """fnet's ready CNN ``name`` for 1 x side x side images and 10 classes, built as ``fnet train
+    --model NAME`` builds it (:func:`fnet.models.build`, the model's dropout and He init), and its
+    dropout rate. ``filters``/``dense_width`` override the widths (quick mode's tiny versions)."""
+    net = models.build(name, (1, side, side), 10, filters=filters, dense_width=dense_width)
+    return net, models.ARCHITECTURES[name].dropout
 
 
 def make_data(side, batch, steps, seed=0):
@@ -132,22 +221,32 @@ def _flax(weights, convs, batches, side):
     return _common.flax_loop(state, [(jnp.transpose(x, (0, 2, 3, 1)), y) for x, y in batches])
 
 
-def _torch(name, weights, convs, batches_np, device, compile_model):
+def torch_model(layers: list[Layer], params):
+    """PyTorch's ``nn.Sequential`` of ``layers`` (:func:`layers_of`) holding fnet's ``params`` (in
+    training mode, as PyTorch builds it; seeded, so that its dropout masks repeat run to run)."""
     import torch
     from torch import nn
 
-    mods = []
-    for (w, b), (f, k, p) in zip(weights, convs):
-        conv = nn.Conv2d(w.shape[1], f, k, padding=p)
+    def copied(module, values):
         with torch.no_grad():
-            conv.weight.copy_(torch.from_numpy(w.copy()))
-            conv.bias.copy_(torch.from_numpy(b.copy()))
-        mods += [conv, nn.ReLU(), nn.MaxPool2d(2)]
-    mods.append(nn.Flatten())
-    for i, (w, b) in enumerate(weights[len(convs):]):
-        lin = _common.torch_linear(w, b)
-        mods += [lin, nn.ReLU()] if i == 0 else [lin]
-    return _common.torch_loop(name, nn.Sequential(*mods), batches_np, device, compile_model, LR)
+            for param, value in zip(module.parameters(), values):  # weight then bias
+                param.copy_(torch.from_numpy(np.array(value)))
+        return module
+
+    make = {
+        "conv2d": lambda l, p: copied(nn.Conv2d(l.weight[1], l.weight[0], l.weight[2], padding=l.pad),
+                                      (p["W"], p["b"])),
+        # fnet's defaults (running = 0.9 running + 0.1 batch, eps 1e-5) in PyTorch's convention.
+        "batchnorm": lambda l, p: copied(nn.BatchNorm2d(l.in_shape[0], eps=1e-5, momentum=0.1),
+                                         (p["gamma"], p["beta"])),
+        "relu": lambda l, p: nn.ReLU(),
+        "max_pool": lambda l, p: nn.MaxPool2d(l.window),
+        "flatten": lambda l, p: nn.Flatten(),  # NCHW rows in (C, H, W) order, as fnet's flatten
+        "dense": lambda l, p: _common.torch_linear(p["W"], p["b"]),
+        "dropout": lambda l, p: nn.Dropout(l.rate),
+    }
+    torch.manual_seed(0)
+    return nn.Sequential(*(make[l.kind](l, params.get(l.name, {})) for l in layers))
 
 
 # ------------------------------------------------------------------------------------ NumPy im2col
@@ -236,28 +335,43 @@ def _numpy(weights, convs, batches_np):
 # ------------------------------------------------------------------------------------ driver
 
 
-def bench_config(spec, *, reps, device, torch_compile, matmul_n) -> dict:
-    """Time every implementation on one configuration; return its JSON record."""
-    convs, hidden, side, batch, steps, default_reps = spec
+def bench_config(cname: str, quick: bool, *, reps, device, torch_compile, matmul_n) -> dict:
+    """Time every implementation on configuration ``cname`` (its quick version when ``quick``);
+    return its JSON record."""
+    if cname in CONFIGS:
+        convs, hidden, side, batch, steps, default_reps = (QUICK_CONFIGS if quick else CONFIGS)[cname]
+        net, dropout = nets.network(fnet_module(convs, hidden), (1, side, side)), 0.0
+        about = {"convs": [list(c) for c in convs], "hidden": hidden}
+    else:
+        widths, side, batch, steps, default_reps = (QUICK_READY if quick else READY)[cname]
+        net, dropout = ready_net(cname, side, **widths)
+        about = {"model": net.name}
     reps = reps or default_reps
-    net = nets.network(fnet_module(convs, hidden), (1, side, side))
     params0, _ = net.init(jax.random.PRNGKey(0))
-    weights = _flat_weights(params0, convs)
+    layers = layers_of(net, dropout)
     x, y = make_data(side, batch, steps)
     batches_np = [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
-    batches = [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches_np]
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     impls = [_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"),
-             _common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff"),
-             _flax(weights, convs, batches, side)]
+             _common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff")]
+    make_numpy, not_run = None, {}
+    if cname in CONFIGS:
+        weights = _flat_weights(params0, convs)
+        impls.append(_flax(weights, convs, [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches_np], side))
+        make_numpy = functools.partial(_numpy, weights, convs, batches_np)
+    else:
+        why = "not written for the ready CNNs (batch norm, dropout): fnet against PyTorch only"
+        not_run = {"flax+optax": why, "numpy im2col": why}
     tdev = _common.torch_device(device)
-    more, not_run = _common.peers(lambda name, compile_model: _torch(name, weights, convs, batches_np, tdev, compile_model),
-                                  lambda: _numpy(weights, convs, batches_np), "numpy im2col", device=device,
-                                  torch_compile=torch_compile)
-    flops = step_flops(convs, hidden, side, batch)
+
+    def make_torch(name, compile_model):
+        return _common.torch_loop(name, torch_model(layers, params0), batches_np, tdev, compile_model, LR)
+
+    more, skipped = _common.peers(make_torch, make_numpy, "numpy im2col", device=device, torch_compile=torch_compile)
+    flops = step_flops(layers, batch)
     timing = _common.time_against_floor(impls + more, reps=reps, matmul_n=matmul_n, flops=flops)
-    return {"convs": [list(c) for c in convs], "hidden": hidden, "side": side, "batch": batch, "steps_per_rep": steps,
-            "reps": reps, "params": nets.num_params(net), "flops": flops, **timing, "not_run": not_run}
+    return {**about, "layers": describe(layers), "side": side, "batch": batch, "steps_per_rep": steps, "reps": reps,
+            "params": nets.num_params(net), "flops": flops, **timing, "not_run": {**not_run, **skipped}}
 
 
 def targets(configs: dict) -> dict:
@@ -284,8 +398,7 @@ def format_table(record: dict) -> str:
              "Per-step medians; `x floor` = time / (conv + matmul flops / square-matmul rate); `x fnet` = time / "
              "fnet manual epoch's."]
     for cname, c in record["configs"].items():
-        convs = " - ".join(f"conv{k}x{k}({f}, pad {p})-relu-pool" for f, k, p in c["convs"])
-        lines += ["", f"## {cname}: {convs} - dense({c['hidden']})-relu-dense(10), {c['side']}x{c['side']}, batch "
+        lines += ["", f"## {cname}: {c['layers']}, {c['side']}x{c['side']}, batch "
                   f"{c['batch']}, {c['params']:,} params, {c['flops']['total'] / 1e6:.1f} MFLOP/step, floor "
                   f"{1e3 * c['floor_s']:.2f} ms ({c['matmul']['median_flops_per_s'] / 1e9:.1f} GFLOP/s), "
                   f"{c['steps_per_rep']} steps x {c['reps']} reps", "", *_common.timing_rows(c)]
@@ -294,14 +407,15 @@ def format_table(record: dict) -> str:
 
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    args, names = _common.parse_step_args(_common.step_parser(__doc__, CONFIGS, "simple,two_conv", "networks"), argv, CONFIGS)
+    every = {**CONFIGS, **READY}
+    parser = _common.step_parser(__doc__, every, "simple,two_conv", "networks")
+    args, names = _common.parse_step_args(parser, argv, every)
     record = _common.record_header("conv_step", args.device)
     record["threads"] = _common.set_threads(args.threads)
-    specs = QUICK_CONFIGS if args.quick else CONFIGS
     configs = {}
     for cname in names:
         print(f"[conv_step] {cname} ...", file=sys.stderr, flush=True)
-        configs[cname] = bench_config(specs[cname], reps=args.reps, device=args.device,
+        configs[cname] = bench_config(cname, args.quick, reps=args.reps, device=args.device,
                                       torch_compile=not (args.quick or args.no_torch_compile),
                                       matmul_n=256 if args.quick else 2048)
     record.update(quick=args.quick, learning_rate=LR, configs=configs, targets=targets(configs),
