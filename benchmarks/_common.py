@@ -498,18 +498,22 @@ def table_heading(record: dict, name: str) -> list[str]:
             f"{record['load_average_after']}; threads {record['threads']}."]
 
 
-def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: bool) -> tuple[str, str]:
-    """Write ``<name>-<machine>[-quick].json`` and ``.md`` under ``out_dir``; return both paths."""
+def write_results(record: dict, markdown: str, out_dir: str, name: str, quick: bool,
+                  machine: str | None = None) -> tuple[str, str]:
+    """Write ``<name>-<machine>[-quick].json`` and ``.md`` under ``out_dir``; return both paths.
+    ``machine`` defaults to this process's :func:`~benchmarks._machine.machine_slug` (given by a
+    caller that must not start JAX's backend itself, e.g. :mod:`benchmarks.run_all`)."""
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{name}-{machine_slug()}{'-quick' if quick else ''}")
+    stem = os.path.join(out_dir, f"{name}-{machine or machine_slug()}{'-quick' if quick else ''}")
     files.atomic_write(stem + ".json", json.dumps(record, indent=1, default=float))
     files.atomic_write(stem + ".md", markdown + "\n")
     return stem + ".json", stem + ".md"
 
 
-def publish(record: dict, markdown: str, out_dir: str, name: str, quick: bool) -> tuple[str, str]:
+def publish(record: dict, markdown: str, out_dir: str, name: str, quick: bool,
+            machine: str | None = None) -> tuple[str, str]:
     """Print ``markdown``, :func:`write_results`, print where; return the JSON and Markdown paths."""
     print(markdown)
-    paths = write_results(record, markdown, out_dir, name, quick)
+    paths = write_results(record, markdown, out_dir, name, quick, machine)
     print(f"wrote {paths[0]} and {paths[1]}")
     return paths
