@@ -7,7 +7,7 @@ Times forward + backward of two LeNet-sized convolution layers under ``jit`` (N=
 
 - ``fnet.layers.conv_forward`` / ``conv_backward`` as they are: NCHW/OIHW at the API, the
   convolutions channel-last inside (NHWC/HWIO, a transpose at each boundary) and dW as one
-  matmul per filter offset (see the layout note in ``fnet/layers/conv.py``);
+  im2col matmul per chunk of the batch (see the layout note in ``fnet/layers/conv.py``);
 - the three convolutions (forward, dx, dW) with NCHW/OIHW operands, no transposes;
 - the same three with NHWC/HWIO operands, transposed from and back to NCHW at each layer's
   boundary;

@@ -150,6 +150,20 @@ def test_conv_matches_naive_loops_and_vjp(case):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("filters, per_chunk", [(2, 1), (12, 2), (36, 6)])
+def test_filter_gradient_adds_up_its_batch_chunks(filters, per_chunk):
+    # dW is summed over chunks of the batch; 6 images of 6x6, 3x3 kernel, pad 1: an image's
+    # columns are 36 * 9 elements, dout is 6 * 36 * F, so F = 2, 12, 36 give chunks of 1, 2 and
+    # all 6 images
+    x_shape, w_shape = (6, 1, 6, 6), (filters, 1, 3, 3)
+    assert conv._chunk_images(6, 36 * 9, 6 * 36 * filters) == per_chunk
+    rng = np.random.default_rng(filters)
+    inputs = (rnd(rng, x_shape), rnd(rng, w_shape), rnd(rng, w_shape[:1]))
+    out, (dx, dw, db), dout = _checked(lambda x, w, b: layers.conv_forward(x, w, b, pad=1), layers.conv_backward,
+                                       inputs, rng)
+    np.testing.assert_allclose(dw, conv_naive(*inputs, dout, 1, 1)[2], rtol=1e-10, atol=1e-12)
+
+
 @st.composite
 def pool_cases(draw):
     n, c, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
@@ -168,6 +182,18 @@ def test_pooling_matches_naive_loops_and_vjp(case):
     x = _distinct(rng, shape)
     out, (dx,), dout = _checked(lambda x: forward(x, pool_height=ph, pool_width=pw, stride=stride), backward, (x,), rng)
     want_out, want_dx = pool_naive(kind, x, dout, (ph, pw), stride)
+    np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-14)
+
+
+def test_max_pool_over_windows_too_large_for_a_one_byte_argmax():
+    # a 12 x 11 window has 132 elements: its argmax is stored as int32, and positions past 127
+    # must still get their gradient
+    rng = np.random.default_rng(0)
+    x = _distinct(rng, (2, 2, 13, 12))
+    out, (dx,), dout = _checked(lambda x: layers.max_pool_forward(x, pool_height=12, pool_width=11, stride=1),
+                                layers.max_pool_backward, (x,), rng)
+    want_out, want_dx = pool_naive("max", x, dout, (12, 11), 1)
     np.testing.assert_allclose(out, want_out, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-14)
 
@@ -429,9 +455,12 @@ def test_caches_hold_only_what_backward_needs():
     assert (cache.stride, cache.pad) == ((2, 1), (1, 1))
     assert [leaf.shape for leaf in jax.tree_util.tree_leaves(cache)] == [x.shape, w.shape]  # x and W, no padded copy
     _, cache = jax.eval_shape(lambda x: layers.max_pool_forward(x, pool_height=2, pool_width=3, stride=(2, 1)), x)
-    (argmax,) = jax.tree_util.tree_leaves(cache)  # an int32 index per window, not a copy of x
-    assert argmax.dtype == jnp.int32 and argmax.shape == (2, 3, 3, 4)
+    (argmax,) = jax.tree_util.tree_leaves(cache)  # a one-byte index per window, not a copy of x
+    assert argmax.dtype == jnp.int8 and argmax.shape == (2, 3, 3, 4)
     assert (cache.window, cache.stride) == ((2, 3), (2, 1))
+    big = jax.ShapeDtypeStruct((1, 1, 16, 16), jnp.float32)  # a 128-element window needs more than int8
+    _, cache = jax.eval_shape(lambda x: layers.max_pool_forward(x, pool_height=16, pool_width=8, stride=1), big)
+    assert cache.argmax.dtype == jnp.int32 and cache.argmax.shape == (1, 1, 1, 9)
     for forward in (lambda x: layers.avg_pool_forward(x, pool_height=2, pool_width=2, stride=2),
                     layers.global_avg_pool_forward):
         assert jax.tree_util.tree_leaves(jax.eval_shape(forward, x)[1]) == []

@@ -32,7 +32,8 @@ The families, each in its own file and all re-exported here (``fnet.layers.affin
   softmax, identity (:data:`ACTIVATIONS` maps names to pairs);
 - :mod:`fnet.layers.norm`: batch norm, layer norm, spatial batch norm, spatial group norm;
 - :mod:`fnet.layers.dropout`: inverted dropout;
-- :mod:`fnet.layers.conv`: convolution, max/average/global-average pooling, and their geometry.
+- :mod:`fnet.layers.conv`: convolution, and the window geometry it shares with pooling.
+- :mod:`fnet.layers.pool`: max/average/global-average pooling.
 
 Sequence layers follow the same contract: ``recurrent`` (RNN, LSTM, GRU steps and sequences, with
 backpropagation through time), ``embedding`` (word embeddings, the temporal affine layer) and
@@ -69,8 +70,9 @@ Conventions (documented once here, tested in the test suite):
 from fnet.layers.attention import (GELU_FORMS, PROJECTIONS, AttentionCache, MultiHeadCache, attention_backward,
                                    attention_forward, gelu_backward, gelu_forward, multi_head_attention_backward,
                                    multi_head_attention_forward, positional_encoding)
-from fnet.layers.conv import (ConvCache, PoolCache, avg_pool_backward, avg_pool_forward, conv_backward, conv_forward,
-                              global_avg_pool_backward, global_avg_pool_forward, max_pool_backward, max_pool_forward)
+from fnet.layers.conv import ConvCache, conv_backward, conv_forward
+from fnet.layers.pool import (PoolCache, avg_pool_backward, avg_pool_forward, global_avg_pool_backward,
+                              global_avg_pool_forward, max_pool_backward, max_pool_forward)
 from fnet.layers.dense import (ACTIVATIONS, LEAKY_RELU_ALPHA, IdentityCache, affine_backward, affine_forward,
                                identity_backward, identity_forward, leaky_relu_backward, leaky_relu_forward,
                                relu_backward, relu_forward, sigmoid_backward, sigmoid_forward, softmax_backward,

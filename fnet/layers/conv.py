@@ -1,5 +1,5 @@
-"""Convolution and pooling as forward/backward pairs: images (N, C, H, W), filters (F, C, HH, WW),
-as in cs231n.
+"""Convolution as a forward/backward pair: images (N, C, H, W), filters (F, C, HH, WW), as in
+cs231n; and the window geometry that pooling (:mod:`fnet.layers.pool`) and the modules share.
 
 Output sizes follow the floor rule of PyTorch and lax, ``H' = 1 + (H + 2 * pad_h - HH) // stride_h``:
 when the stride does not tile the padded input, its last rows/columns that do not fill a window
@@ -18,7 +18,7 @@ from fnet import _checks
 
 # --------------------------------------------------------------------------------------------
 # Geometry: the one place that checks kernel/stride/pad arguments and computes output sizes, for
-# the layers here and the modules of fnet.modules alike.
+# the convolution, the pooling layers and the modules of fnet.modules alike.
 # --------------------------------------------------------------------------------------------
 
 
@@ -100,11 +100,13 @@ class ConvCache:
 # keeps NCHW convolutions on a slow path (jax#12868); the measurements are in benchmarks/README.md.
 
 
-def _to_nhwc(x):
+def to_nhwc(x):
+    """Images (N, C, H, W) as channel-last (N, H, W, C)."""
     return jnp.transpose(x, (0, 2, 3, 1))
 
 
-def _from_nhwc(x):
+def from_nhwc(x):
+    """Channel-last images (N, H, W, C) as (N, C, H, W)."""
     return jnp.transpose(x, (0, 3, 1, 2))
 
 
@@ -187,13 +189,13 @@ def conv_forward(x, W, b, *, stride=1, pad=0):
     # the jnp.pad into a crop. Same output.
     hazard = _swap_hazard(kernel, stride, _dx_padding(x.shape[2:], kernel, stride, pad, out_hw))
     explicit = [p if h else 0 for p, h in zip(pad, hazard)]
-    xn = _to_nhwc(x)
+    xn = to_nhwc(x)
     if any(hazard):
         xn = jnp.pad(xn, ((0, 0), (explicit[0], explicit[0]), (explicit[1], explicit[1]), (0, 0)))
     out = jax.lax.conv_general_dilated(xn, jnp.transpose(W, (2, 3, 1, 0)), stride,
                                        [(p - e, p - e) for p, e in zip(pad, explicit)],
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return _from_nhwc(out) + b[:, None, None], ConvCache(x, W, stride, pad)
+    return from_nhwc(out) + b[:, None, None], ConvCache(x, W, stride, pad)
 
 
 def conv_backward(dout, cache):
@@ -205,8 +207,9 @@ def conv_backward(dout, cache):
         db[f] = sum_{n, i, j} dout[n, f, i, j]
 
     dx is a full correlation of ``dout`` dilated by the stride with the spatially flipped filters,
-    their in/out channels swapped; dW is, per filter offset, the product of ``dout`` with the
-    matching strided slice of ``xpad`` (im2col, one column block at a time). Rows/columns that no window reached (the floor rule) get dx = 0.
+    their in/out channels swapped; dW is a matmul of ``dout`` with the im2col matrix of ``xpad``,
+    a chunk of the batch at a time. Rows/columns that no window reached (the floor rule) get
+    dx = 0.
 
     Args:
       dout: upstream gradient, shape (N, F, H', W').
@@ -227,229 +230,48 @@ def conv_backward(dout, cache):
     # form; the extra output row/column is cropped off.
     padding = _dx_padding(x.shape[2:], kernel, stride, pad, out_hw)
     hazard = _swap_hazard(kernel, stride, padding)
-    dx = _from_nhwc(jax.lax.conv_general_dilated(
-        _to_nhwc(dout), jnp.transpose(W[:, :, ::-1, ::-1], (2, 3, 0, 1)), (1, 1),
+    dx = from_nhwc(jax.lax.conv_general_dilated(
+        to_nhwc(dout), jnp.transpose(W[:, :, ::-1, ::-1], (2, 3, 0, 1)), (1, 1),
         [(lo, hi + h) for (lo, hi), h in zip(padding, hazard)],
         lhs_dilation=stride, dimension_numbers=("NHWC", "HWIO", "NHWC")))
     if any(hazard):
         dx = dx[:, :, :x.shape[2], :x.shape[3]]
-    # dW[f, c, di, dj] = sum_{n, i, j} dout[n, f, i, j] xpad[n, c, s*i + di, s*j + dj]: for each
-    # filter offset (di, dj), one matmul of dout as (F, N H' W') with the strided slice
-    # xpad[:, s*i + di, s*j + dj] as (N H' W', C) (Deep Learning from Scratch's im2col, one
-    # column block at a time; rows past the last window are in no slice: the floor rule). The
-    # offsets run in a loop, so that one slice exists at a time (all of them at once, im2col's
-    # HH*WW copies of x, cost far more memory than they save time), and as matmuls rather than
-    # XLA:CPU's convolution for this contraction, which is slow inside a scanned epoch
-    # (benchmarks/README.md).
-    n, (ho, wo), (kh, kw), (sh, sw) = x.shape[0], out_hw, kernel, stride
-    xpad = jnp.pad(_to_nhwc(x), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
-    d2t = _to_nhwc(dout).reshape(n * ho * wo, -1).T
-
-    def offset(k):  # dW[:, :, di, dj] for k = di * kw + dj, from one slice at a time
-        start = (0, k // kw, k % kw, 0)
-        patch = jax.lax.dynamic_slice(xpad, start, (n, sh * (ho - 1) + 1, sw * (wo - 1) + 1, x.shape[1]))
-        return d2t @ patch[:, ::sh, ::sw, :].reshape(n * ho * wo, -1)
-
-    dW = jnp.moveaxis(jax.lax.map(offset, jnp.arange(kh * kw)), 0, -1).reshape(W.shape)
-    db = jnp.sum(dout, axis=(0, 2, 3))
-    return dx, dW, db
+    dW = _filter_gradient(to_nhwc(dout), to_nhwc(x), kernel, stride, pad)
+    return dx, jnp.transpose(dW, (0, 3, 1, 2)), jnp.sum(dout, axis=(0, 2, 3))
 
 
-# --------------------------------------------------------------------------------------------
-# Pooling
-# --------------------------------------------------------------------------------------------
+def _chunk_images(n, per_image, dout_size) -> int:
+    """Images per chunk of :func:`_filter_gradient`: the largest divisor of the batch ``n`` whose
+    im2col columns (``per_image`` elements an image) take at most a quarter of ``dout_size``
+    elements; 1 where even one image's columns take more."""
+    return max([d for d in range(1, n + 1) if n % d == 0 and 4 * d * per_image <= dout_size] or [1])
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class PoolCache:
-    """Cache of the pooling layers.
+def _filter_gradient(dout, x, kernel, stride, pad):
+    """conv_backward's dW, channel-last: dout (N, H', W', F), x (N, H, W, C) -> dW (F, HH, WW, C).
 
-    Fields:
-      argmax: max pooling: int32 array (N, C, H', W'), the position ``k = di * pool_width + dj``
-        in each window (row-major) of the element that gave the maximum; None for average pooling.
-      shape: x's shape (N, C, H, W), static.
-      window: (pool_height, pool_width), static.
-      stride: (stride_h, stride_w), static.
+    dW[f, di, dj, c] = sum_{n, i, j} dout[n, i, j, f] xpad[n, s*i + di, s*j + dj, c] is ONE matmul
+    of dout as (N H' W', F) with the im2col matrix of xpad, (N H' W', HH WW C) (Deep Learning
+    from Scratch's; rows past the last window are in no column: the floor rule), contracting
+    over the N H' W' rows. The whole im2col matrix is HH*WW copies of x, more than the rest of
+    the backward keeps; so the batch is split into the fewest equal chunks whose columns take at
+    most a quarter of dout's memory (at least one image a chunk), and a loop adds up the chunks'
+    products. One matmul per chunk, rather than one per filter offset, keeps each product wide
+    (a single image channel, C = 1, makes an offset's product a matrix-vector one), and matmuls
+    rather than XLA:CPU's convolution for this contraction, which is slow inside a scanned epoch
+    (benchmarks/README.md).
     """
+    (n, ho, wo, f), c = dout.shape, x.shape[3]
+    (kh, kw), (sh, sw) = kernel, stride
+    m = _chunk_images(n, ho * wo * kh * kw * c, dout.size)
+    xpad = jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
-    argmax: jax.Array | None
-    shape: tuple = dataclasses.field(metadata=dict(static=True))
-    window: tuple = dataclasses.field(metadata=dict(static=True))
-    stride: tuple = dataclasses.field(metadata=dict(static=True))
+    def chunk(i, dW):
+        xc = jax.lax.dynamic_slice_in_dim(xpad, i * m, m)
+        cols = jnp.stack([xc[:, di:di + sh * (ho - 1) + 1:sh, dj:dj + sw * (wo - 1) + 1:sw, :]
+                          for di in range(kh) for dj in range(kw)], axis=3)
+        dc = jax.lax.dynamic_slice_in_dim(dout, i * m, m).reshape(m * ho * wo, f)
+        return dW + jax.lax.dot_general(dc, cols.reshape(m * ho * wo, kh * kw * c), (((0,), (0,)), ((), ())))
 
-    @property
-    def out_shape(self):
-        """The pooled output's shape (N, C, H', W')."""
-        return self.shape[:2] + output_size("PoolCache", self.shape, self.window, self.stride)
-
-
-def _pool_setup(fn, x, pool_height, pool_width, stride):
-    """Check pooling arguments; return x and its :class:`PoolCache` without the argmax."""
-    x = as_images(fn, x)
-    window = (_checks.integer(fn, "pool_height", pool_height, minimum=1),
-              _checks.integer(fn, "pool_width", pool_width, minimum=1))
-    stride = pair(fn, "stride", stride)
-    output_size(fn, x.shape, window, stride, what="pooling window (pool_height x pool_width)")
-    return x, PoolCache(None, tuple(x.shape), window, stride)
-
-
-def _window_slices(x, cache: PoolCache):
-    """The pooling windows' elements as (N, C, H', W') strided slices of x, in row-major window
-    order (element (di, dj) at position di * pool_width + dj); no copy of x is stacked."""
-    (ph, pw), (sh, sw), (ho, wo) = cache.window, cache.stride, cache.out_shape[2:]
-    return [x[:, :, di:di + sh * (ho - 1) + 1:sh, dj:dj + sw * (wo - 1) + 1:sw] for di in range(ph) for dj in range(pw)]
-
-
-def _tiles(cache: PoolCache) -> bool:
-    """True when the windows tile x exactly (stride = window, no rows/columns left over)."""
-    return cache.stride == cache.window and all(o * k == n for o, k, n in zip(cache.out_shape[2:], cache.window,
-                                                                               cache.shape[2:]))
-
-
-def _windows_transpose(parts, cache: PoolCache):
-    """Adjoint of :func:`_window_slices`: add ``parts[k]`` (each (N, C, H', W')) back to the
-    positions of x (N, C, H, W) it was sliced from; where windows overlap, contributions add up."""
-    (ph, pw), (sh, sw), (ho, wo) = cache.window, cache.stride, cache.out_shape[2:]
-    n, c, h, w = cache.shape
-    if _tiles(cache):
-        # Windows that tile x: interleave the parts with one reshape (the common 2x2/stride-2 case).
-        g = jnp.stack(parts, axis=-1).reshape(n, c, ho, wo, ph, pw)
-        return g.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
-    zero = jnp.zeros((), parts[0].dtype)
-    # The adjoint of the strided slice x[di : ... : sh] is a zero pad: low di, s - 1 zeros between
-    # entries, the rest high. Under jit the pads and adds fuse into one loop, with no scatter.
-    dx = None
-    for k, part in enumerate(parts):
-        di, dj = divmod(k, pw)
-        placed = jax.lax.pad(part, zero, [
-            (0, 0, 0), (0, 0, 0),
-            (di, h - di - sh * (ho - 1) - 1, sh - 1), (dj, w - dj - sw * (wo - 1) - 1, sw - 1)])
-        dx = placed if dx is None else dx + placed
-    return dx
-
-
-def max_pool_forward(x, *, pool_height, pool_width, stride):
-    """Max pooling over pool_height x pool_width windows (no padding)::
-
-        out[n, c, i, j] = max_{di < pool_height, dj < pool_width} x[n, c, stride_h * i + di, stride_w * j + dj]
-        H' = 1 + (H - pool_height) // stride_h,   W' = 1 + (W - pool_width) // stride_w
-
-    Windows may overlap (stride < pool). Floor rule: rows/columns past the last whole window are
-    ignored (zero gradient). Ties: the gradient goes to the FIRST maximum of the window in
-    row-major order (an argmax's, as in PyTorch and Deep Learning from Scratch). A NaN in a window
-    gives a NaN output (and takes the gradient).
-
-    Args:
-      x: images, shape (N, C, H, W).
-      pool_height, pool_width: window size, positive ints.
-      stride: an int or a pair (stride_h, stride_w) of positive ints.
-
-    Returns:
-      out: shape (N, C, H', W'); cache: a :class:`PoolCache` holding the argmax of each window.
-    """
-    x, cache = _pool_setup("max_pool_forward", x, pool_height, pool_width, stride)
-    # A running tournament over the window's elements in row-major order: a later element wins
-    # only if it is strictly larger (so ties go to the first), or if it is NaN and the best so far
-    # is not (a NaN counts as the maximum, as in argmax). Elementwise selects on strided slices
-    # fuse into one loop over the output. The output is the winning element itself, selected (not
-    # a jnp.max): JAX's autodiff of this forward then also sends a tie's gradient to the first
-    # maximum, as the backward does, so grad="autodiff" runs match grad="manual" ones.
-    parts = _window_slices(x, cache)
-    best, argmax = parts[0], jnp.zeros(parts[0].shape, jnp.int32)
-    for k, v in enumerate(parts[1:], 1):
-        wins = (v > best) | (jnp.isnan(v) & ~jnp.isnan(best))
-        best, argmax = jnp.where(wins, v, best), jnp.where(wins, k, argmax)
-    return best, dataclasses.replace(cache, argmax=argmax)
-
-
-def max_pool_backward(dout, cache):
-    """Backward pass of :func:`max_pool_forward`: each window's ``dout`` goes to the element that
-    gave its maximum (the first one on ties); where windows overlap, gradients add up::
-
-        dx[n, c, stride_h * i + di, stride_w * j + dj] += dout[n, c, i, j]   for (di, dj) = argmax of window (i, j)
-
-    Args:
-      dout: upstream gradient, shape (N, C, H', W').
-      cache: the :class:`PoolCache` from the forward pass.
-
-    Returns:
-      dx: shape (N, C, H, W).
-    """
-    _checks.upstream("max_pool_backward", dout, cache.out_shape)
-    zero = jnp.zeros((), dout.dtype)
-    parts = [jnp.where(cache.argmax == k, dout, zero) for k in range(cache.window[0] * cache.window[1])]
-    return _windows_transpose(parts, cache)
-
-
-def avg_pool_forward(x, *, pool_height, pool_width, stride):
-    """Average pooling over pool_height x pool_width windows (no padding)::
-
-        out[n, c, i, j] = mean_{di < pool_height, dj < pool_width} x[n, c, stride_h * i + di, stride_w * j + dj]
-        H' = 1 + (H - pool_height) // stride_h,   W' = 1 + (W - pool_width) // stride_w
-
-    Windows may overlap; the floor rule applies as in :func:`max_pool_forward`.
-
-    Args:
-      x: images, shape (N, C, H, W).
-      pool_height, pool_width: window size, positive ints.
-      stride: an int or a pair (stride_h, stride_w) of positive ints.
-
-    Returns:
-      out: shape (N, C, H', W'); cache: a :class:`PoolCache` (shapes only, no arrays).
-    """
-    x, cache = _pool_setup("avg_pool_forward", x, pool_height, pool_width, stride)
-    size = cache.window[0] * cache.window[1]
-    # A Python 0 as the init: JAX then lowers to its reduce_window_sum, which autodiff (the
-    # reference of the tests) can differentiate.
-    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 1, *cache.window), (1, 1, *cache.stride),
-                                  "VALID")
-    return total / size, cache
-
-
-def avg_pool_backward(dout, cache):
-    """Backward pass of :func:`avg_pool_forward`: every element of window (i, j) gets
-    ``dout[n, c, i, j] / (pool_height * pool_width)``; where windows overlap, gradients add up.
-
-    Args:
-      dout: upstream gradient, shape (N, C, H', W').
-      cache: the :class:`PoolCache` from the forward pass.
-
-    Returns:
-      dx: shape (N, C, H, W).
-    """
-    _checks.upstream("avg_pool_backward", dout, cache.out_shape)
-    size = cache.window[0] * cache.window[1]
-    return _windows_transpose([dout / size] * size, cache)
-
-
-def global_avg_pool_forward(x):
-    """Global average pooling: the mean of each channel over the image,
-    ``out[n, c] = mean_{h, w} x[n, c, h, w]``.
-
-    Args:
-      x: images, shape (N, C, H, W).
-
-    Returns:
-      out: shape (N, C); cache: a :class:`PoolCache` with x's shape, an (H, W) window and stride,
-      and no arrays (its ``out_shape`` is (N, C, 1, 1), the output before squeezing).
-    """
-    x = as_images("global_avg_pool_forward", x)
-    hw = tuple(x.shape[2:])
-    return jnp.mean(x, axis=(2, 3)), PoolCache(None, tuple(x.shape), hw, hw)
-
-
-def global_avg_pool_backward(dout, cache):
-    """Backward pass of :func:`global_avg_pool_forward`: ``dx[n, c, h, w] = dout[n, c] / (H * W)``.
-
-    Args:
-      dout: upstream gradient, shape (N, C).
-      cache: the :class:`PoolCache` from the forward pass.
-
-    Returns:
-      dx: shape (N, C, H, W).
-    """
-    _checks.upstream("global_avg_pool_backward", dout, cache.shape[:2])
-    h, w = cache.shape[2:]
-    return jnp.broadcast_to(dout[:, :, None, None] / (h * w), cache.shape)
-
+    dW = jax.lax.fori_loop(0, n // m, chunk, jnp.zeros((f, kh * kw * c), dout.dtype))
+    return dW.reshape(f, kh, kw, c)
