@@ -264,10 +264,11 @@ def _filter_gradient(dout, x, kernel, stride, pad):
     (n, ho, wo, f), c = dout.shape, x.shape[3]
     (kh, kw), (sh, sw) = kernel, stride
     m = _chunk_images(n, ho * wo * kh * kw * c, dout.size)
-    xpad = jnp.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
 
     def chunk(i, dW):
-        xc = jax.lax.dynamic_slice_in_dim(xpad, i * m, m)
+        # each chunk pads its own images: a padded copy of the whole x would be one more
+        # activation-sized buffer, which XLA may compute early and keep
+        xc = jnp.pad(jax.lax.dynamic_slice_in_dim(x, i * m, m), ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
         cols = jnp.stack([xc[:, di:di + sh * (ho - 1) + 1:sh, dj:dj + sw * (wo - 1) + 1:sw, :]
                           for di in range(kh) for dj in range(kw)], axis=3)
         dc = jax.lax.dynamic_slice_in_dim(dout, i * m, m).reshape(m * ho * wo, f)
