@@ -3,6 +3,7 @@ inside a compiled loop, at the shapes of :mod:`benchmarks.conv_step`'s configura
 
     python -m benchmarks.conv_breakdown [--quick] [--device cpu|gpu] [--configs simple,two_conv]
                                         [--reps N] [--out DIR]
+    python -m benchmarks.conv_breakdown --configs small_cnn,three_layer_convnet,deep_convnet
 
 Pieces, each one row (summed over the network's layers where it has several; the shapes, batch,
 filters and image size are conv_step's ``CONFIGS``, float32):
@@ -27,6 +28,12 @@ filters and image size are conv_step's ``CONFIGS``, float32):
 - ``whole step``: :func:`fnet.train.make_epoch`'s scanned epoch per step (it also shuffles and
   gathers the minibatches), the reference that the shares divide by.
 
+The ready CNNs (conv_step's ``READY``: small_cnn, three_layer_convnet, deep_convnet, as ``fnet
+train`` builds them, batch 64) are broken down by LAYER instead: each conv2d layer's forward, dx
+and dW (``conv2d3 dW``...; the first layer's dx is not in the step), and each batchnorm layer's
+forward+backward (:func:`fnet.layers.spatial_batchnorm_forward` and its backward); what the rows
+leave out (ReLU, pooling, dropout, the dense head, Adam) is the whole step less their sum.
+
 How a piece is timed without XLA hoisting it: the piece runs ``ITERS`` times in a ``lax.scan``
 whose carry holds a scalar ``c`` and the piece's outputs. Each iteration feeds ``x0 + c`` for every
 floating input ``x0`` (passed as an argument, so nothing is a constant) and sets ``c = c +
@@ -49,6 +56,7 @@ call of every piece, then the next round), medians. Results go to
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import jax
@@ -185,12 +193,53 @@ def pieces(spec, seed=0):
     }, net, params
 
 
-def bench_config(spec, *, reps, iters) -> dict:
-    """Time every piece and the whole scanned step of one configuration, interleaved; return its
-    JSON record."""
-    convs, hidden, side, batch, steps, default_reps = spec
+def layer_pieces(net, batch: int, seed=0):
+    """The per-layer pieces of a ready CNN ``net`` (:func:`benchmarks.conv_step.ready_net`) on
+    ``batch`` images: ``{name: (function, inputs, in_step)}`` with every conv2d layer's forward,
+    dx and dW (dx not in the step for the first) and every batchnorm layer's forward+backward."""
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), net.init(jax.random.PRNGKey(seed)).params)
+    rng = np.random.default_rng(seed)
+    table, first = {}, True
+    for layer in conv_step.layers_of(net):
+        x = _rand(rng, (batch, *layer.in_shape))
+        dout = _rand(rng, (batch, *layer.out_shape), 1e-3)
+        p = params.get(layer.name, {})
+        if layer.kind == "conv2d":
+            cache = layers.conv_forward(x, p["W"], p["b"], pad=layer.pad)[1]
+            table[f"{layer.name} forward"] = (functools.partial(_conv, pad=layer.pad), [x, p["W"], p["b"]], True)
+            table[f"{layer.name} dx"] = (lambda c, d: layers.conv_backward(d, c)[0], [cache, dout], not first)
+            table[f"{layer.name} dW"] = (lambda c, d: layers.conv_backward(d, c)[1:], [cache, dout], True)
+            first = False
+        elif layer.kind == "batchnorm":
+            table[f"{layer.name} forward+backward"] = (_batchnorm, [x, p["gamma"], p["beta"], dout], True)
+    return table, params
+
+
+def _conv(x, W, b, *, pad):
+    return layers.conv_forward(x, W, b, pad=pad)[0]
+
+
+def _batchnorm(x, gamma, beta, dout):
+    running = (jnp.zeros_like(gamma), jnp.ones_like(gamma))
+    out, _, cache = layers.spatial_batchnorm_forward(x, gamma, beta, running)
+    return out, layers.spatial_batchnorm_backward(dout, cache)
+
+
+def bench_config(cname: str, quick: bool, *, reps, iters) -> dict:
+    """Time every piece and the whole scanned step of configuration ``cname`` (its quick version
+    when ``quick``), interleaved; return its JSON record: conv_step's own networks by piece
+    (:func:`pieces`), the ready CNNs by layer (:func:`layer_pieces`)."""
+    if cname in conv_step.CONFIGS:
+        spec = (conv_step.QUICK_CONFIGS if quick else conv_step.CONFIGS)[cname]
+        convs, hidden, side, batch, steps, default_reps = spec
+        table, net, params = pieces(spec)
+        dropout, about = 0.0, {"convs": [list(c) for c in convs], "hidden": hidden}
+    else:
+        widths, side, batch, steps, default_reps = (conv_step.QUICK_READY if quick else conv_step.READY)[cname]
+        net, dropout = conv_step.ready_net(cname, side, **widths)
+        table, params = layer_pieces(net, batch)
+        about = {"model": net.name}
     reps = reps or default_reps
-    table, net, params = pieces(spec)
     x, y = conv_step.make_data(side, batch, steps)
     step = _common.fnet_epoch("whole step", net, optim.adam(conv_step.LR), params, jnp.asarray(x), jnp.asarray(y),
                               batch, "manual")
@@ -206,8 +255,8 @@ def bench_config(spec, *, reps, iters) -> dict:
         results[name] = {**s, "harness_median_s": _common.summarize(times[f"{name} harness"], iters)["median_s"],
                          "share_of_step": s["median_s"] / whole["median_s"], "in_step": in_step,
                          "compile_s": compile_s[name]}
-    return {"convs": [list(c) for c in convs], "hidden": hidden, "side": side, "batch": batch, "params": nets.num_params(net),
-            "iters": iters, "steps_per_rep": steps, "reps": reps, "results": results,
+    return {**about, "layers": conv_step.describe(conv_step.layers_of(net, dropout)), "side": side, "batch": batch,
+            "params": nets.num_params(net), "iters": iters, "steps_per_rep": steps, "reps": reps, "results": results,
             "whole_step": {**whole, "compile_s": step.compile_s, "trained": _common.trained(step.losses, steps)}}
 
 
@@ -219,13 +268,12 @@ def format_table(record: dict) -> str:
               "`share` = the piece / the whole scanned step. Shares need not sum to 1: XLA fuses across pieces in "
               "the step, and the conv rows include their layout transposes.")]
     for cname, c in record["configs"].items():
-        convs = " - ".join(f"conv{k}x{k}({f}, pad {p})-relu-pool" for f, k, p in c["convs"])
         w = c["whole_step"]
-        lines += ["", (f"## {cname}: {convs} - dense({c['hidden']})-relu-dense(10), {c['side']}x{c['side']}, batch "
-                       f"{c['batch']}, {c['params']:,} params; {c['reps']} reps"), "",
+        lines += ["", (f"## {cname}: {c['layers']}, {c['side']}x{c['side']}, batch {c['batch']}, {c['params']:,} params; "
+                       f"{c['reps']} reps"), "",
                   "| piece | ms/step | harness ms | share of step |", "|---|---:|---:|---:|"]
         for name, r in sorted(c["results"].items(), key=lambda kv: -kv[1]["median_s"]):
-            note = "" if r["in_step"] else " (first layer's: not in the step)"
+            note = "" if r["in_step"] else " (the first conv layer's: not in the step)"
             lines.append(f"| {name}{note} | {1e3 * r['median_s']:.3f} | {1e3 * r['harness_median_s']:.3f} | "
                          f"{r['share_of_step']:.2f} |")
         lines.append(f"| **whole step** (make_epoch, {c['steps_per_rep']} steps) | {1e3 * w['median_s']:.3f} | | 1.00 |")
@@ -237,17 +285,18 @@ def main(argv=None) -> tuple[str, str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny networks, a few iterations (a smoke test)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--configs", default="simple,two_conv", help=f"comma-separated subset of {','.join(conv_step.CONFIGS)}")
+    choices = {**conv_step.CONFIGS, **conv_step.READY}
+    parser.add_argument("--configs", default="simple,two_conv", help=f"comma-separated subset of {','.join(choices)}")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions of every piece")
     parser.add_argument("--out", default=_common.RESULTS_DIR)
-    args, names = _common.parse_step_args(parser, argv, conv_step.CONFIGS)
+    args, names = _common.parse_step_args(parser, argv, choices)
     record = _common.record_header("conv_breakdown", args.device)
     record["threads"] = "XLA default"
-    specs, iters = (conv_step.QUICK_CONFIGS, QUICK_ITERS) if args.quick else (conv_step.CONFIGS, ITERS)
+    iters = QUICK_ITERS if args.quick else ITERS
     configs = {}
     for cname in names:
         print(f"[conv_breakdown] {cname} ...", file=sys.stderr, flush=True)
-        configs[cname] = bench_config(specs[cname], reps=args.reps, iters=iters)
+        configs[cname] = bench_config(cname, args.quick, reps=args.reps, iters=iters)
     record.update(quick=args.quick, iters=iters, pieces=list(PIECES), configs=configs,
                   load_average_after=_common.load_average())
     return _common.publish(record, format_table(record), args.out, "conv_breakdown", args.quick)

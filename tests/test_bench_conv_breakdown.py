@@ -1,7 +1,7 @@
 """benchmarks/conv_breakdown.py in quick mode (tiny networks, a few iterations, output to tmp_path):
-every piece of the step was timed for both configurations and written out; the timed loop keeps
-its piece inside the loop; an unknown configuration is a one-line usage error. No timing
-assertions."""
+every piece of the step was timed for both configurations and written out, a ready CNN layer by
+layer; the timed loop keeps its piece inside the loop; an unknown configuration is a one-line
+usage error. No timing assertions."""
 
 import json
 import pathlib
@@ -38,6 +38,18 @@ def test_quick_record_has_every_piece(breakdown, tmp_path):
     assert all(name in md for name in breakdown.PIECES) and "whole step" in md
 
 
+def test_quick_ready_cnn_is_broken_down_by_layer(breakdown, tmp_path):
+    json_path, md_path = map(pathlib.Path, breakdown.main(["--quick", "--configs", "small_cnn", "--out", str(tmp_path)]))
+    cfg = json.loads(json_path.read_text())["configs"]["small_cnn"]
+    # small_cnn: conv - batchnorm - relu - pool, twice: each conv's three pieces, each batch norm's one
+    want = {f"conv2d{i} {p}" for i in (1, 2) for p in ("forward", "dx", "dW")}
+    assert set(cfg["results"]) == want | {"batchnorm1 forward+backward", "batchnorm2 forward+backward"}
+    assert not cfg["results"]["conv2d1 dx"]["in_step"] and cfg["results"]["conv2d2 dx"]["in_step"]
+    assert all(r["median_s"] > 0 for r in cfg["results"].values()) and cfg["whole_step"]["trained"]
+    assert cfg["model"].startswith("small_cnn") and "batchnorm" in cfg["layers"]
+    assert "conv2d2 dW" in md_path.read_text()
+
+
 def test_scanned_piece_stays_in_the_loop(breakdown):
     # The loop returns the piece of the last iteration's input (x0 + c rounds to x0), the carry
     # scalar moved, and XLA computed the piece inside the while body, not hoisted out of it.
@@ -55,4 +67,4 @@ def test_unknown_config_is_one_line_error(breakdown, capsys):
         breakdown.main(["--quick", "--configs", "nope"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("--configs: choose from simple,two_conv, got 'nope'")
+    assert err[-1].endswith("--configs: choose from simple,two_conv,small_cnn,three_layer_convnet,deep_convnet, got 'nope'")
