@@ -113,10 +113,10 @@ def max_pool_forward(x, *, pool_height, pool_width, stride):
     parts = _window_slices(to_nhwc(x), cache)
     # The argmax is a reduction over the stacked window elements (jnp.argmax: the first maximum
     # on ties, the first NaN if any, as the docstring says), which XLA computes and stores in the
-    # forward: an elementwise tournament would be cheap enough for XLA to recompute inside the
-    # backward, from x, which then stays alive (the ReLU before a pooling layer keeps its output
-    # for that) where the argmax alone would do, and the backward can no longer write dx over
-    # it (benchmarks/README.md). The output is the winning element itself, selected (not a
+    # forward. An elementwise tournament would be cheap enough for XLA to recompute inside the
+    # backward from x, keeping x (typically the ReLU output before the pooling) alive until then
+    # where the small argmax would do, and the backward could not write dx over it
+    # (benchmarks/README.md). The output is the winning element itself, selected (not a
     # jnp.max): JAX's autodiff of this forward then also sends a tie's gradient to the first
     # maximum, as the backward does, so grad="autodiff" runs match grad="manual" ones.
     size = len(parts)
