@@ -186,6 +186,21 @@ def test_pooling_matches_naive_loops_and_vjp(case):
     np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-14)
 
 
+def test_filter_gradient_of_bfloat16_sums_its_chunks_in_float32():
+    # 64 images of 6x6, 2 filters of 3x3: 32 chunks of 2 images. With positive data every
+    # partial sum grows, so a bfloat16 running sum would round 32 times (relative errors of up to
+    # eps/2 each, all one way); summed in float32, dW is the float64 sum of the bfloat16 inputs'
+    # products rounded once to bfloat16 (eps/2), plus float32's own rounding (negligible here)
+    assert conv._chunk_images(64, 36 * 9, 64 * 36 * 2) == 2
+    rng = np.random.default_rng(5)
+    x, w, dout = rng.random((64, 1, 6, 6)), rng.random((2, 1, 3, 3)), rng.random((64, 2, 6, 6))
+    x, w, dout = (jnp.asarray(a, jnp.bfloat16) for a in (x, w, dout))
+    dw = layers.conv_backward(dout, layers.conv_forward(x, w, jnp.zeros(2, jnp.bfloat16), pad=1)[1])[1]
+    assert dw.dtype == jnp.bfloat16
+    exact = conv_naive(*(np.asarray(a, np.float64) for a in (x, w, np.zeros(2), dout)), 1, 1)[2]
+    np.testing.assert_allclose(np.asarray(dw, np.float64), exact, rtol=float(jnp.finfo(jnp.bfloat16).eps), atol=0)
+
+
 def test_max_pool_over_windows_too_large_for_a_one_byte_argmax():
     # a 12 x 11 window has 132 elements: its argmax is stored as int32, and positions past 127
     # must still get their gradient

@@ -272,7 +272,10 @@ def _filter_gradient(dout, x, kernel, stride, pad):
         cols = jnp.stack([xc[:, di:di + sh * (ho - 1) + 1:sh, dj:dj + sw * (wo - 1) + 1:sw, :]
                           for di in range(kh) for dj in range(kw)], axis=3)
         dc = jax.lax.dynamic_slice_in_dim(dout, i * m, m).reshape(m * ho * wo, f)
-        return dW + jax.lax.dot_general(dc, cols.reshape(m * ho * wo, kh * kw * c), (((0,), (0,)), ((), ())))
+        return dW + jax.lax.dot_general(dc, cols.reshape(m * ho * wo, kh * kw * c), (((0,), (0,)), ((), ())),
+                                        preferred_element_type=acc)
 
-    dW = jax.lax.fori_loop(0, n // m, chunk, jnp.zeros((f, kh * kw * c), dout.dtype))
-    return dW.reshape(f, kh, kw, c)
+    # the chunks' sum in at least float32: a bfloat16 running sum would round once per chunk
+    acc = jnp.promote_types(dout.dtype, jnp.float32)
+    dW = jax.lax.fori_loop(0, n // m, chunk, jnp.zeros((f, kh * kw * c), acc))
+    return dW.reshape(f, kh, kw, c).astype(dout.dtype)
