@@ -51,8 +51,11 @@ def _norm_backward(fn, dout, cache: NormCache):
     if axis is None:
         return dxhat * inv_std, dgamma, dbeta
     k = xhat.shape[axis]
-    sum_dxhat = jnp.sum(dxhat, axis=axis, keepdims=True)
-    sum_dxhat_xhat = jnp.sum(dxhat * xhat, axis=axis, keepdims=True)
+    if axis == 0:  # gamma is constant along the batch axis: the sums are gamma * dbeta, gamma * dgamma
+        sum_dxhat, sum_dxhat_xhat = gamma * dbeta, gamma * dgamma
+    else:
+        sum_dxhat = jnp.sum(dxhat, axis=axis, keepdims=True)
+        sum_dxhat_xhat = jnp.sum(dxhat * xhat, axis=axis, keepdims=True)
     dx = (inv_std / k) * (k * dxhat - sum_dxhat - xhat * sum_dxhat_xhat)
     return dx, dgamma, dbeta
 
