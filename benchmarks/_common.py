@@ -16,7 +16,7 @@ import os
 import statistics
 import subprocess
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 import jax
 import jax.numpy as jnp
@@ -420,7 +420,7 @@ def targets_rows(targets: dict) -> list[str]:
                     for name, t in targets.items()]
 
 
-def step_parser(doc: str, configs: dict, default: str, what: str) -> argparse.ArgumentParser:
+def step_parser(doc: str, configs: Collection[str], default: str, what: str) -> argparse.ArgumentParser:
     """The options every step benchmark takes (``--quick``, ``--device``, ``--configs``, ``--reps``,
     ``--no-torch-compile``, ``--threads``, ``--out``); a benchmark may add its own before parsing
     with :func:`parse_step_args`."""
@@ -435,7 +435,7 @@ def step_parser(doc: str, configs: dict, default: str, what: str) -> argparse.Ar
     return parser
 
 
-def parse_step_args(parser: argparse.ArgumentParser, argv, configs: dict):
+def parse_step_args(parser: argparse.ArgumentParser, argv, configs: Collection[str]):
     """``(args, config names)``: ``argv`` parsed, every ``--configs`` name checked (one line and
     exit status 2 otherwise), the device selected."""
     args = parser.parse_args(argv)

@@ -138,13 +138,11 @@ def _transposes(x, dout, W, dx_out):
     return out + ([from_nhwc(to_nhwc(x))] if dx_out else [])  # dx back to NCHW (x's shape)
 
 
-def pieces(spec, seed=0):
-    """The pieces of one conv_step configuration ``spec``: ``({name: (function, inputs, in_step)},
-    net, params)``, ``in_step`` False where the timed piece is not part of the step (see ``conv dx``
-    in the module docstring), ``net`` and its float32 initial ``params`` for the whole step."""
-    convs, hidden, side, batch = spec[:4]
-    net = nets.network(conv_step.fnet_module(convs, hidden), (1, side, side))
-    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), net.init(jax.random.PRNGKey(seed)).params)
+def pieces(su: conv_step.Setup, params, seed=0):
+    """The pieces of one of conv_step's own networks (``su``, :func:`benchmarks.conv_step.setup`;
+    ``params`` its float32 parameters): ``{name: (function, inputs, in_step)}``, ``in_step`` False
+    where the timed piece is not part of the step (see ``conv dx`` in the module docstring)."""
+    convs, hidden, side, batch = su.convs, su.hidden, su.side, su.batch
     rng = np.random.default_rng(seed)
     conv = _conv_layers(rng, params, convs, side, batch)
     dx_layers = list(range(1, len(conv))) or [0]
@@ -190,14 +188,13 @@ def pieces(spec, seed=0):
         "dense forward+backward": (dense, [flat, W1, b1, W2, b2, dscores], True),
         "softmax loss": (losses.softmax_cross_entropy, [scores, y], True),
         "adam update": (adam, [grads, opt.init(params), params], True),
-    }, net, params
+    }
 
 
-def layer_pieces(net, batch: int, seed=0):
-    """The per-layer pieces of a ready CNN ``net`` (:func:`benchmarks.conv_step.ready_net`) on
+def layer_pieces(net, params, batch: int, seed=0):
+    """The per-layer pieces of a ready CNN ``net`` (``params``: its float32 parameters) on
     ``batch`` images: ``{name: (function, inputs, in_step)}`` with every conv2d layer's forward,
     dx and dW (dx not in the step for the first) and every batchnorm layer's forward+backward."""
-    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), net.init(jax.random.PRNGKey(seed)).params)
     rng = np.random.default_rng(seed)
     table, first = {}, True
     for layer in conv_step.layers_of(net):
@@ -212,7 +209,7 @@ def layer_pieces(net, batch: int, seed=0):
             first = False
         elif layer.kind == "batchnorm":
             table[f"{layer.name} forward+backward"] = (_batchnorm, [x, p["gamma"], p["beta"], dout], True)
-    return table, params
+    return table
 
 
 def _conv(x, W, b, *, pad):
@@ -229,17 +226,10 @@ def bench_config(cname: str, quick: bool, *, reps, iters) -> dict:
     """Time every piece and the whole scanned step of configuration ``cname`` (its quick version
     when ``quick``), interleaved; return its JSON record: conv_step's own networks by piece
     (:func:`pieces`), the ready CNNs by layer (:func:`layer_pieces`)."""
-    if cname in conv_step.CONFIGS:
-        spec = (conv_step.QUICK_CONFIGS if quick else conv_step.CONFIGS)[cname]
-        convs, hidden, side, batch, steps, default_reps = spec
-        table, net, params = pieces(spec)
-        dropout, about = 0.0, {"convs": [list(c) for c in convs], "hidden": hidden}
-    else:
-        widths, side, batch, steps, default_reps = (conv_step.QUICK_READY if quick else conv_step.READY)[cname]
-        net, dropout = conv_step.ready_net(cname, side, **widths)
-        table, params = layer_pieces(net, batch)
-        about = {"model": net.name}
-    reps = reps or default_reps
+    su = conv_step.setup(cname, quick)
+    net, side, batch, steps, reps = su.net, su.side, su.batch, su.steps, reps or su.reps
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), net.init(jax.random.PRNGKey(0)).params)
+    table = layer_pieces(net, params, batch) if su.convs is None else pieces(su, params)
     x, y = conv_step.make_data(side, batch, steps)
     step = _common.fnet_epoch("whole step", net, optim.adam(conv_step.LR), params, jnp.asarray(x), jnp.asarray(y),
                               batch, "manual")
@@ -255,7 +245,7 @@ def bench_config(cname: str, quick: bool, *, reps, iters) -> dict:
         results[name] = {**s, "harness_median_s": _common.summarize(times[f"{name} harness"], iters)["median_s"],
                          "share_of_step": s["median_s"] / whole["median_s"], "in_step": in_step,
                          "compile_s": compile_s[name]}
-    return {**about, "layers": conv_step.describe(conv_step.layers_of(net, dropout)), "side": side, "batch": batch,
+    return {**su.about, "layers": conv_step.describe(conv_step.layers_of(net, su.dropout)), "side": side, "batch": batch,
             "params": nets.num_params(net), "iters": iters, "steps_per_rep": steps, "reps": reps, "results": results,
             "whole_step": {**whole, "compile_s": step.compile_s, "trained": _common.trained(step.losses, steps)}}
 
@@ -285,11 +275,11 @@ def main(argv=None) -> tuple[str, str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny networks, a few iterations (a smoke test)")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    choices = {**conv_step.CONFIGS, **conv_step.READY}
-    parser.add_argument("--configs", default="simple,two_conv", help=f"comma-separated subset of {','.join(choices)}")
+    parser.add_argument("--configs", default="simple,two_conv",
+                        help=f"comma-separated subset of {','.join(conv_step.NETWORKS)}")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions of every piece")
     parser.add_argument("--out", default=_common.RESULTS_DIR)
-    args, names = _common.parse_step_args(parser, argv, choices)
+    args, names = _common.parse_step_args(parser, argv, conv_step.NETWORKS)
     record = _common.record_header("conv_breakdown", args.device)
     record["threads"] = "XLA default"
     iters = QUICK_ITERS if args.quick else ITERS

@@ -75,6 +75,8 @@ READY = {name: ({}, 28, models.preset(name, "mnist")["batch_size"], 10, 9)
 #: deep_convnet's dropout on the scores.
 QUICK_READY = {name: ({"filters": (8,) * len(models.ARCHITECTURES[name].filters), "dense_width": 16}, 12, 16, 4, 3)
                for name in READY}
+#: Every name ``--configs`` takes: the networks above, then the ready CNNs.
+NETWORKS = (*CONFIGS, *READY)
 PEERS = ("flax+optax", "torch eager", "torch compile", "numpy im2col")
 
 
@@ -174,6 +176,43 @@ def ready_net(name: str, side: int, *, filters=(), dense_width: int = 0):
     dropout rate. ``filters``/``dense_width`` override the widths (quick mode's tiny versions)."""
     net = models.build(name, (1, side, side), 10, filters=filters, dense_width=dense_width)
     return net, models.ARCHITECTURES[name].dropout
+
+
+class Setup(NamedTuple):
+    """One configuration, built: the fnet network and what the benchmarks around it need.
+
+    Fields:
+      net: the fnet network (float32).
+      dropout: the rate of its dropout layers (0 for ``CONFIGS``' networks, which have none).
+      side, batch, steps, reps: image side, batch size, steps per repetition, default repetitions.
+      convs, hidden: ``CONFIGS``' description [(filters, kernel, pad)] and dense width; None for a
+        ready CNN.
+    """
+
+    net: nets.Net
+    dropout: float
+    side: int
+    batch: int
+    steps: int
+    reps: int
+    convs: list | None = None
+    hidden: int | None = None
+
+    @property
+    def about(self) -> dict:
+        """What a JSON record says of the network besides its layers."""
+        return {"model": self.net.name} if self.convs is None else {"convs": [list(c) for c in self.convs],
+                                                                     "hidden": self.hidden}
+
+
+def setup(cname: str, quick: bool) -> Setup:
+    """Configuration ``cname`` (one of :data:`NETWORKS`) built, its quick version when ``quick``."""
+    if cname in CONFIGS:
+        convs, hidden, side, batch, steps, reps = (QUICK_CONFIGS if quick else CONFIGS)[cname]
+        return Setup(nets.network(fnet_module(convs, hidden), (1, side, side)), 0.0, side, batch, steps, reps,
+                     convs, hidden)
+    widths, side, batch, steps, reps = (QUICK_READY if quick else READY)[cname]
+    return Setup(*ready_net(cname, side, **widths), side, batch, steps, reps)
 
 
 def make_data(side, batch, steps, seed=0):
@@ -338,27 +377,21 @@ def _numpy(weights, convs, batches_np):
 def bench_config(cname: str, quick: bool, *, reps, device, torch_compile, matmul_n) -> dict:
     """Time every implementation on configuration ``cname`` (its quick version when ``quick``);
     return its JSON record."""
-    if cname in CONFIGS:
-        convs, hidden, side, batch, steps, default_reps = (QUICK_CONFIGS if quick else CONFIGS)[cname]
-        net, dropout = nets.network(fnet_module(convs, hidden), (1, side, side)), 0.0
-        about = {"convs": [list(c) for c in convs], "hidden": hidden}
-    else:
-        widths, side, batch, steps, default_reps = (QUICK_READY if quick else READY)[cname]
-        net, dropout = ready_net(cname, side, **widths)
-        about = {"model": net.name}
-    reps = reps or default_reps
+    su = setup(cname, quick)
+    net, side, batch, steps = su.net, su.side, su.batch, su.steps
+    reps = reps or su.reps
     params0, _ = net.init(jax.random.PRNGKey(0))
-    layers = layers_of(net, dropout)
+    layers = layers_of(net, su.dropout)
     x, y = make_data(side, batch, steps)
     batches_np = [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
     xd, yd = jnp.asarray(x), jnp.asarray(y)
     impls = [_common.fnet_epoch("fnet manual epoch", net, optim.adam(LR), params0, xd, yd, batch, "manual"),
              _common.fnet_epoch("fnet autodiff epoch", net, optim.adam(LR), params0, xd, yd, batch, "autodiff")]
     make_numpy, not_run = None, {}
-    if cname in CONFIGS:
-        weights = _flat_weights(params0, convs)
-        impls.append(_flax(weights, convs, [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches_np], side))
-        make_numpy = functools.partial(_numpy, weights, convs, batches_np)
+    if su.convs is not None:
+        weights = _flat_weights(params0, su.convs)
+        impls.append(_flax(weights, su.convs, [(jnp.asarray(a), jnp.asarray(b)) for a, b in batches_np], side))
+        make_numpy = functools.partial(_numpy, weights, su.convs, batches_np)
     else:
         why = "not written for the ready CNNs (batch norm, dropout): fnet against PyTorch only"
         not_run = {"flax+optax": why, "numpy im2col": why}
@@ -370,7 +403,7 @@ def bench_config(cname: str, quick: bool, *, reps, device, torch_compile, matmul
     more, skipped = _common.peers(make_torch, make_numpy, "numpy im2col", device=device, torch_compile=torch_compile)
     flops = step_flops(layers, batch)
     timing = _common.time_against_floor(impls + more, reps=reps, matmul_n=matmul_n, flops=flops)
-    return {**about, "layers": describe(layers), "side": side, "batch": batch, "steps_per_rep": steps, "reps": reps,
+    return {**su.about, "layers": describe(layers), "side": side, "batch": batch, "steps_per_rep": steps, "reps": reps,
             "params": nets.num_params(net), "flops": flops, **timing, "not_run": {**not_run, **skipped}}
 
 
@@ -407,9 +440,8 @@ def format_table(record: dict) -> str:
 
 def main(argv=None) -> tuple[str, str]:
     """Run the benchmark and write its JSON and Markdown; returns their paths."""
-    every = {**CONFIGS, **READY}
-    parser = _common.step_parser(__doc__, every, "simple,two_conv", "networks")
-    args, names = _common.parse_step_args(parser, argv, every)
+    parser = _common.step_parser(__doc__, NETWORKS, "simple,two_conv", "networks")
+    args, names = _common.parse_step_args(parser, argv, NETWORKS)
     record = _common.record_header("conv_step", args.device)
     record["threads"] = _common.set_threads(args.threads)
     configs = {}
